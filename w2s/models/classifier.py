@@ -1,0 +1,121 @@
+"""Classification head over a text backbone, and the size-preset / pretrained plumbing of `create`.
+
+The head follows OpenAI's weak-to-strong release (Burns et al., 2023): a linear layer initialised
+to zero (no bias by default) on pooled backbone features, so a fresh student starts at uniform
+predictions. Decoders pool the last real token, found from the attention mask (GPT-2 pads with its
+eos id, so the id itself can never tell padding apart); encoders mean-pool real tokens
+(Sentence-BERT, Reimers & Gurevych 2019, the pooling of all-MiniLM-L6-v2) or take [CLS].
+
+A backbone module (BERT, GPT-2, Llama) provides:
+  config                         frozen dataclass of the architecture,
+  lm_head                        bool, whether an untied LM head is part of its params,
+  __call__(input_ids, attention_mask, *, positions=None, cache=None, cache_index=0, train=False)
+                                 -> (hidden [B, T, D], cache),
+  lm_logits(hidden)              -> [B, T, V] (decoders only).
+"""
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from w2s.errors import UserError
+from w2s.models import hf_import
+
+POOLINGS = ('last', 'mean', 'cls')
+
+
+def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
+  """hidden [B, T, D], mask [B, T] (1 = real token) -> [B, D] float32.
+
+  'last': the last real token (works for right and left padding); 'mean': average of real
+  tokens; 'cls': the first token.
+  """
+  hidden = hidden.astype(jnp.float32)
+  mask = mask.astype(jnp.float32)
+  if pooling == 'last':
+    t = hidden.shape[1]
+    last = t - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # rows without real tokens: T - 1
+    return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+  if pooling == 'mean':
+    total = jnp.einsum('btd,bt->bd', hidden, mask)
+    return total / jnp.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+  if pooling == 'cls':
+    return hidden[:, 0]
+  raise UserError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
+
+
+class TextClassifier(nn.Module):
+  """Logits [B, C] of a linear head on pooled backbone features.
+
+  Attributes:
+    backbone: the family's transformer (see the module docstring).
+    num_classes: C.
+    pooling: 'last' (decoders), 'mean' or 'cls' (encoders).
+    head_bias: add a (zero-initialised) bias to the head; the release has none.
+    frozen: stop gradients at the features (the release's linear_probe without caching).
+    pretrained: checkpoint directory that `hf_import.init_params` loads the backbone from.
+  """
+  backbone: nn.Module
+  num_classes: int
+  pooling: str = 'last'
+  head_bias: bool = False
+  frozen: bool = False
+  pretrained: str | None = None
+
+  def features(self, batch: dict, *, train: bool = False) -> jax.Array:
+    """Pooled backbone features [B, D] float32 of batch['input_ids'] / batch['attention_mask']."""
+    mask = batch['attention_mask']
+    hidden, _ = self.backbone(batch['input_ids'], mask, train=train)
+    feats = pool(hidden, mask, self.pooling)
+    return jax.lax.stop_gradient(feats) if self.frozen else feats
+
+  @nn.compact
+  def __call__(self, batch: dict, *, train: bool = False) -> jax.Array:
+    feats = self.features(batch, train=train)
+    head = nn.Dense(self.num_classes, use_bias=self.head_bias, kernel_init=nn.initializers.zeros,
+                    name='head')
+    return head(feats)
+
+  def lm(self, input_ids, key_mask, *, positions=None, cache=None, cache_index=0):
+    """Next-token logits [B, T, V] float32 (+ updated KV cache); used by w2s.models.decoding."""
+    hidden, cache = self.backbone(input_ids, key_mask, positions=positions, cache=cache,
+                                  cache_index=cache_index)
+    return self.backbone.lm_logits(hidden).astype(jnp.float32), cache
+
+
+def default_positions(mask: jax.Array) -> jax.Array:
+  """Position ids [B, T] counting real tokens only: arange for right padding, shifted for left."""
+  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def make_config(family: str, config_cls, sizes: dict[str, dict], *, size: str | None,
+                pretrained: str | None, from_hf: Callable[[str, dict], dict],
+                overrides: dict[str, Any]):
+  """(architecture config, checkpoint dir or None) from a size preset or a checkpoint's config.json.
+
+  With `pretrained` and no `size`, the architecture is the checkpoint's; with both, the preset is
+  used and a mismatching checkpoint fails at load time naming the first bad tensor. `overrides`
+  set single fields (e.g. num_layers=2, dropout=0.0).
+  """
+  fields = {f.name for f in dataclasses.fields(config_cls)}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise UserError(f'{family}: unknown hparam(s) {unknown}; architecture fields are {sorted(fields)}')
+  path = hf_import.resolve(pretrained) if pretrained else None
+  if size is not None:
+    if size not in sizes:
+      raise UserError(f'{family}: unknown size {size!r}; known sizes: {", ".join(sizes)}')
+    base = dict(sizes[size])
+  elif path is not None:
+    base = from_hf(path, hf_import.read_config(path))
+  else:
+    raise UserError(f'{family}: give size= (one of {", ".join(sizes)}) or pretrained=<HF directory>')
+  return config_cls(**{**base, **overrides}), path
+
+
+def check_pooling(family: str, pooling: str) -> str:
+  if pooling not in POOLINGS:
+    raise UserError(f'{family}: unknown pooling {pooling!r}; use one of {POOLINGS}')
+  return pooling

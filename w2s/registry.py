@@ -1,0 +1,100 @@
+"""Name -> plug-in lookup for losses, models, datasets and protocols.
+
+A plug-in is addressed from a config section `dict(name=..., **hparams)`:
+
+* a short name is a module of the package: `('losses', 'logconf')` is
+  `w2s.losses.logconf`, and the module's entry point (`loss`, `create`,
+  `load`, `run`; see `ENTRY_POINTS`) is what gets called;
+* a dotted path `mypkg.my_losses:my_loss` reaches a researcher's own module
+  outside the package: the named attribute plays the entry point's role.
+
+Unknown names fail with a `UserError` listing the known ones.
+"""
+import functools
+import importlib
+import pkgutil
+from typing import Any, Callable, Mapping
+
+from w2s.errors import UserError
+
+# kind -> (package holding one module per plug-in, entry-point attribute)
+ENTRY_POINTS = {
+    'losses': ('w2s.losses', 'loss'),
+    'models': ('w2s.models', 'create'),
+    'datasets': ('w2s.data', 'load'),
+    'protocols': ('w2s.protocols', 'run'),
+}
+
+
+def known(kind: str) -> list[str]:
+  """Sorted short names of the plug-ins of one kind shipped with w2s.
+
+  A module of the kind's package is a plug-in when it defines the entry point;
+  helper modules beside them (pipelines, importers) do not.
+  """
+  package, attr = _entry(kind)
+  pkg = importlib.import_module(package)
+  names = []
+  for info in pkgutil.iter_modules(pkg.__path__):
+    if info.name.startswith('_'):
+      continue
+    if hasattr(importlib.import_module(f'{package}.{info.name}'), attr):
+      names.append(info.name)
+  return sorted(names)
+
+
+def _entry(kind):
+  if kind not in ENTRY_POINTS:
+    raise UserError(f'unknown plug-in kind {kind!r}; known kinds: {sorted(ENTRY_POINTS)}')
+  return ENTRY_POINTS[kind]
+
+
+@functools.lru_cache(maxsize=None)
+def get(kind: str, name: str) -> Callable[..., Any]:
+  """The entry point of plug-in `name` of `kind` (see module docstring)."""
+  package, attr = _entry(kind)
+  if ':' in name:
+    module_name, _, attr = name.partition(':')
+    try:
+      module = importlib.import_module(module_name)
+    except ImportError as e:
+      raise UserError(f'cannot import module {module_name!r} for {kind} plug-in {name!r}: {e}; '
+                      'check the dotted path and that the module is on PYTHONPATH') from e
+    if not hasattr(module, attr):
+      raise UserError(f'module {module_name!r} has no attribute {attr!r} (from {kind} plug-in '
+                      f'{name!r}); use "package.module:function"')
+    return getattr(module, attr)
+  module = None
+  if name.isidentifier():
+    try:
+      module = importlib.import_module(f'{package}.{name}')
+    except ModuleNotFoundError as e:
+      if e.name != f'{package}.{name}':
+        raise  # the plug-in exists but one of its own imports is missing
+  if module is None or not hasattr(module, attr):
+    singular = {'losses': 'loss'}.get(kind, kind[:-1])
+    raise UserError(f'unknown {singular} {name!r}; known: {", ".join(known(kind))} '
+                    '(or a dotted path "pkg.module:function")')
+  return getattr(module, attr)
+
+
+def split_spec(spec: Mapping[str, Any] | Any) -> tuple[str, dict[str, Any]]:
+  """`dict(name=..., **hparams)` (or a ConfigDict) -> (name, hparams)."""
+  spec = dict(spec.to_dict() if hasattr(spec, 'to_dict') else spec)
+  if 'name' not in spec:
+    raise UserError(f'plug-in section {spec} has no "name"; write dict(name=..., **hparams)')
+  name = spec.pop('name')
+  return name, spec
+
+
+def build(kind: str, spec, **extra) -> Any:
+  """Calls the entry point of `spec['name']` with the spec's hparams and `extra`."""
+  name, hparams = split_spec(spec)
+  fn = get(kind, name)
+  return fn(**hparams, **extra)
+
+
+def bind(kind: str, spec) -> Callable[..., Any]:
+  """The entry point with the spec's hparams bound (used for losses)."""
+  name, hparams = split_spec(spec)
+  return functools.partial(get(kind, name), **hparams)
