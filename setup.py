@@ -33,7 +33,8 @@ setup(
         'matplotlib>=3.8',
         'tensorboardX>=2.6',
         'pillow>=10.0',
-        'etils[epath,epy]>=1.7',
+        'etils[edc,enp,epath,epy,etree]>=1.7',
+        'importlib_resources>=6.0',  # tfds' builders need it without TensorFlow
     ],
     extras_require={
         # Reference implementations for the import tests. torch itself is installed by .ci/run as

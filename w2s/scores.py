@@ -102,7 +102,8 @@ def ece(probs, labels, num_bins: int = ECE_BINS) -> float:
     return float('nan')
   conf = probs.max(-1)
   correct = (probs.argmax(-1) == _class_ids(labels)).astype(np.float64)
-  bins = np.clip(np.ceil(conf * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+  edges = np.linspace(0.0, 1.0, num_bins + 1)
+  bins = np.searchsorted(edges[1:-1], conf, side='left')  # edges[b] < conf <= edges[b + 1]
   total = 0.0
   for b in np.unique(bins):
     in_bin = bins == b
@@ -203,4 +204,4 @@ def summarize_seeds(values, *, level: float = 0.95, num_resamples: int = 10_000,
   rng = np.random.default_rng(seed)
   means = finite[rng.integers(0, n, size=(num_resamples, n))].mean(axis=1)
   lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-  return SeedSummary(mean, float(min(lo, mean)), float(max(hi, mean)), n, n_nan)
+  return SeedSummary(mean, float(lo), float(hi), n, n_nan)

@@ -15,6 +15,11 @@ Examples = dict[str, np.ndarray]  # each value has leading dim N; always 'id' in
 
 INPUT_FIELDS = {'text': 'text', 'image': 'image', 'vector': 'x'}
 
+# Ids of datasets whose sources number rows per split: split code * ID_STRIDE + row, so ids stay
+# unique across splits, fit the int32 'id' of a device batch, and never change with caps or seeds.
+SPLIT_CODES = {'train': 0, 'validation': 1, 'test': 2}
+ID_STRIDE = 10**8
+
 
 @dataclasses.dataclass
 class Dataset:
@@ -53,6 +58,17 @@ def concat(parts: list[Examples]) -> Examples:
   """Row-wise concatenation of Examples with the same fields."""
   keys = parts[0].keys()
   return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+def split_ids(split: str, rows: np.ndarray) -> np.ndarray:
+  """int64 [N] ids for 0-based `rows` [N] (row numbers, or row * K + candidate) of `split`."""
+  rows = np.asarray(rows, np.int64)
+  if split not in SPLIT_CODES:
+    raise ValueError(f'no id code for split {split!r}; known: {sorted(SPLIT_CODES)}')
+  if rows.size and (rows.min() < 0 or rows.max() >= ID_STRIDE):
+    raise UserError(f'split {split!r} has row numbers up to {rows.max()}, beyond the id range '
+                    f'[0, {ID_STRIDE}); cap the split size')
+  return SPLIT_CODES[split] * ID_STRIDE + rows
 
 
 def num_rows(examples: Examples) -> int:

@@ -242,3 +242,10 @@ def load_tokenizer(path: str, *, max_length: int):
   tok.enable_truncation(max_length)
   return tok
 
+
+
+def backbone_shapes(backbone) -> dict:
+  """Flax param tree (ShapeDtypeStruct leaves) of a backbone, without allocating it."""
+  ids = jax.ShapeDtypeStruct((1, 2), jax.numpy.int32)
+  return jax.eval_shape(lambda i: backbone.init(jax.random.key(0), i, jax.numpy.ones_like(i)),
+                        ids)['params']

@@ -1,0 +1,69 @@
+"""Reading tensorflow-datasets catalog entries (helper of imdb_reviews.py, sst2.py, boolq.py, ...).
+
+Catalog datasets download their raw files on first use (internet needed once), are prepared as
+array_record under the data dir of `w2s.data.tfds_io` (file-locked, once) and are read with
+`builder.as_data_source()`, so TensorFlow is not needed to read them. Some catalog builders still
+need TensorFlow to *prepare* (their download/parse code imports it); then install tensorflow once,
+prepare, and read without it.
+
+Example ids: `base.split_ids(split, row)` with row the example's index in the prepared
+array_record split (deterministic for a given dataset version), times K plus the candidate index
+for datasets that expand one source row into K examples.
+"""
+import functools
+import importlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from w2s.data import tfds_io
+from w2s.errors import UserError
+
+# Catalog builders in packages that `import tensorflow_datasets` loads lazily: their module must be
+# imported before tfds can find them by name.
+_BUILDER_MODULES = {
+    'glue': 'tensorflow_datasets.text.glue',
+    'cosmos_qa': 'tensorflow_datasets.question_answering.cosmos_qa',
+    'yelp_polarity_reviews': 'tensorflow_datasets.text.yelp_polarity',
+}
+
+
+def builder(tfds_name: str, *, data_dir: str | None = None,
+            download: bool = True) -> tfds.core.DatasetBuilder:
+  """The prepared builder of catalog entry `tfds_name` ('name' or 'name/config')."""
+  module = _BUILDER_MODULES.get(tfds_name.split('/')[0])
+  if module:
+    importlib.import_module(module)
+  make = functools.partial(tfds.builder, tfds_name)
+  root = tfds_io.resolve_data_dir(data_dir)
+  if not download:
+    b = make(data_dir=root, file_format='array_record')
+    if not b.is_prepared():
+      raise UserError(f'{tfds_name} is not prepared under {root} and download=False; set '
+                      'download=True (needs internet once) or data_dir to where it is prepared')
+    return b
+  try:
+    return tfds_io.prepare(make, root)
+  except OSError as e:  # includes requests' connection errors
+    raise UserError(f'could not download/prepare {tfds_name} into {root}: {e}; catalog datasets '
+                    'need internet on first use (or copy a prepared data dir there)') from e
+
+
+def read(tfds_name: str, splits: dict[str, str], fields: dict[str, str], *,
+         data_dir: str | None = None, download: bool = True) -> dict[str, dict[str, np.ndarray]]:
+  """Columns of catalog splits, in stored order, plus 'row' (int64 index in the split).
+
+  Args:
+    tfds_name: catalog name, e.g. 'glue/sst2'.
+    splits: our split name -> TFDS split name (e.g. {'train': 'train', 'test': 'validation'}:
+      datasets whose TFDS test split is unlabelled use validation as test).
+    fields: feature key -> column kind ('text', 'int', 'array'; see `tfds_io.column`).
+  """
+  b = builder(tfds_name, data_dir=data_dir, download=download)
+  out = {}
+  for ours, theirs in splits.items():
+    rows = tfds_io.read_rows(b.as_data_source(split=theirs))
+    cols = {key: tfds_io.column(rows, key, kind) for key, kind in fields.items()}
+    cols['row'] = np.arange(len(rows), dtype=np.int64)
+    out[ours] = cols
+  return out
