@@ -36,8 +36,14 @@ def _run(workdir, *overrides, devices=1, **kw):
 def _params(workdir):
   ckpt = os.path.join(workdir, 'checkpoints')
   step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-  restored = ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), 'state'))
-  return step, restored['params']
+  import jax
+  path = os.path.join(ckpt, str(step), 'state')
+  checkpointer = ocp.StandardCheckpointer()
+  # restore onto this process's first device whatever topology saved it (e.g. 2 hosts x 2 devices)
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                        checkpointer.metadata(path).item_metadata.tree)
+  return step, checkpointer.restore(path, target)['params']
 
 
 def _assert_same(a, b, atol=0.0):

@@ -1,0 +1,17 @@
+"""Yelp review polarity (TFDS catalog `yelp_polarity_reviews`; 560k train, 38k test).
+
+Zhang et al. (2015). Needs internet on first use (see `w2s.data.catalog`). TFDS's labels '1'
+(1-2 stars) and '2' (4-5 stars) become 0 = negative and 1 = positive.
+"""
+from w2s.data import base
+from w2s.data import catalog
+
+LABEL_NAMES = ['negative', 'positive']
+
+
+def load(*, data_dir: str | None = None, download: bool = True) -> base.Dataset:
+  raw = catalog.read('yelp_polarity_reviews', {'train': 'train', 'test': 'test'},
+                     {'text': 'text', 'label': 'int'}, data_dir=data_dir, download=download)
+  splits = {s: {'id': base.split_ids(s, c['row']), 'label': c['label'], 'text': c['text']}
+            for s, c in raw.items()}
+  return base.check(base.Dataset('yelp_polarity_reviews', 2, LABEL_NAMES, 'text', splits))
