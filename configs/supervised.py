@@ -18,6 +18,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.protocol = dict(name='supervised')
   c.dataset = dict(name=a['dataset'])
   c.model = dict(name=a['model'])
+  c.tokenizer = dict(tokenizer='minilm', max_length=128)  # text datasets only
   c.loss = dict(name=a['loss'])
   c.optimizer = dict(name='adam', learning_rate=1e-3)
   c.schedule = dict(name='cosine', warmup_frac=0.05)

@@ -160,63 +160,26 @@ def test_bad_hparams_raise_user_error(name, hparams):
     _run(name, Z1, [[0.5, 0.5]], batch={'member_probs': MEMBERS[:1]}, **hparams)
 
 
-# --- padding never changes the result --------------------------------------------------------
+# --- padding and gradients -------------------------------------------------------------------
 
-def _random_batch(rng, b, c, k=3):
+def _random_batch(rng, b, c, k=5):
   return dict(logits=rng.normal(size=(b, c)) * 2, labels=rng.dirichlet(np.ones(c), size=b),
               member_probs=rng.dirichlet(np.ones(c), size=(b, k)))
 
 
-@pytest.mark.parametrize('name, num_classes', [(name, 3) for name in LOSSES] + [('logconf', 2)])
-def test_padding_does_not_change_real_rows(name, num_classes):
-  rng = np.random.default_rng(2)
-  real = _random_batch(rng, 12, num_classes)
-  pad = _random_batch(rng, 4, num_classes)
-  pad['logits'] = pad['logits'] * 20  # extreme student outputs on padding
-  pad['labels'] = np.zeros_like(pad['labels'])  # and all-zero labels
-  both = {k: jnp.asarray(np.concatenate([real[k], pad[k]]), jnp.float32) for k in real}
-  mask = jnp.asarray(np.concatenate([np.ones(12), np.zeros(4)]), jnp.float32)
-  pe_real, aux_real = _run(name, real['logits'], real['labels'], step_frac=0.05,
-                           batch={'member_probs': real['member_probs']})
-
-  def total(z):
-    pe, aux = _loss(name)(logits=z, labels=both['labels'], mask=mask, step_frac=0.05,
-                          batch={'member_probs': both['member_probs']})
-    return jnp.sum(pe * mask), (pe, aux)
-  (_, (pe_both, aux_both)), grad = jax.jit(jax.value_and_grad(total, has_aux=True))(both['logits'])
-  chex.assert_trees_all_close(pe_both[:12], pe_real, atol=1e-6)
-  chex.assert_trees_all_close(aux_both, aux_real, atol=1e-6)
-  np.testing.assert_array_equal(pe_both[12:], 0.0)
-  assert np.all(np.isfinite(grad))
-  np.testing.assert_array_equal(grad[12:], 0.0)
-
-
-@pytest.mark.parametrize('name', LOSSES)
-def test_all_padding_batch_is_finite_zero(name):
-  rng = np.random.default_rng(3)
-  batch = _random_batch(rng, 4, 3)
-  pe, aux = _run(name, batch['logits'], np.zeros((4, 3)), np.zeros(4),
-                 batch={'member_probs': batch['member_probs']})
-  np.testing.assert_array_equal(pe, 0.0)
-  assert all(np.isfinite(v) for v in jax.tree.leaves(aux))
-
-
-# --- gradients: stop-gradient targets ------------------------------------------------------
-
 def _np_grad(name, z, y, member_probs):
-  """d sum_i pe_i / dz [B, C] with every target held fixed, in numpy."""
+  """d sum_i pe_i / dz [B, C] over real rows, every target held fixed (numpy, defaults, s = 1)."""
   p = _np_softmax(z)
   b, c = z.shape
-  if name in ('xent',):
+  if name == 'xent':
     return p - y
-  if name == 'entropy':  # target (1 - .5) y + .5 sg(p) at s = 1
+  if name == 'entropy':  # target (1 - .5) y + .5 sg(p)
     return 0.5 * (p - y)
   if name == 'product':
-    t = p * y / np.sum(p * y, -1, keepdims=True)
-    return p - t
+    return p - p * y / np.sum(p * y, -1, keepdims=True)
   if name == 'bootstrap':
     return p - (0.95 * y + 0.05 * p)
-  if name == 'logconf':  # Burns: threshold quantile of p_0 at mean y_1 (numpy 'linear')
+  if name == 'logconf':  # Burns: threshold = quantile of p_0 at mean y_1 (numpy 'linear')
     t = np.quantile(p[:, 0], y[:, 1].mean())
     h = np.stack([p[:, 0] >= t, p[:, 0] < t], 1).astype(float)
     return p - (0.5 * y + 0.5 * h)
@@ -232,21 +195,44 @@ def _np_grad(name, z, y, member_probs):
     a = (1 / (1 + np.exp(ce_weak - ce_self)))[:, None]
     return (1 - a) * (p - y) + a * (p - own)
   if name == 'reliability':
-    mean = member_probs.mean(1)
-    r = np.mean(member_probs.argmax(-1) == mean.argmax(-1)[:, None], 1)
+    r = np.mean(member_probs.argmax(-1) == member_probs.mean(1).argmax(-1)[:, None], 1)
     return (r * b / r.sum())[:, None] * (p - y)
   raise AssertionError(name)
 
 
-@pytest.mark.parametrize('name', LOSSES)
-def test_gradient_treats_targets_as_constants(name):
-  rng = np.random.default_rng(4)
-  batch = _random_batch(rng, 10, 2, k=5)
-  z, y = batch['logits'], batch['labels']
+@pytest.mark.parametrize('name, num_classes', [(name, 2) for name in LOSSES] + [('logconf', 3)])
+def test_padding_and_stop_gradient_targets(name, num_classes):
+  """Padding (any content) changes nothing, returns 0 and gets no gradient; the gradient on the
+  real rows is the numpy one with every target held constant (sg) and statistics over real rows."""
+  rng = np.random.default_rng(2)
+  real = _random_batch(rng, 12, num_classes)
 
-  def total(logits):
-    pe, _ = _loss(name)(logits=logits, labels=jnp.asarray(y, jnp.float32), mask=jnp.ones(10),
-                        step_frac=1.0, batch={'member_probs': jnp.asarray(batch['member_probs'])})
-    return jnp.sum(pe)
-  grad = jax.grad(total)(jnp.asarray(z, jnp.float32))
-  np.testing.assert_allclose(grad, _np_grad(name, z, y, batch['member_probs']), atol=2e-5)
+  @jax.jit
+  def value_and_grad(z, labels, mask, member_probs):
+    def total(z):
+      pe, aux = registry.get('losses', name)(logits=z, labels=labels, mask=mask, step_frac=1.0,
+                                             batch={'member_probs': member_probs})
+      return jnp.sum(pe * mask), (pe, aux)
+    return jax.value_and_grad(total, has_aux=True)(z)
+
+  mask = jnp.asarray(np.concatenate([np.ones(12), np.zeros(4)]), jnp.float32)
+  results = []
+  for scale in (1.0, 30.0):  # two different paddings: moderate and extreme logits
+    pad = _random_batch(rng, 4, num_classes)
+    pad['logits'] *= scale
+    if scale > 1:
+      pad['labels'] = np.zeros_like(pad['labels'])  # padding may carry all-zero labels
+    both = [jnp.asarray(np.concatenate([real[k], pad[k]]), jnp.float32)
+            for k in ('logits', 'labels', 'member_probs')]
+    (_, (pe, aux)), grad = value_and_grad(both[0], both[1], mask, both[2])
+    np.testing.assert_array_equal(pe[12:], 0.0)
+    np.testing.assert_array_equal(grad[12:], 0.0)
+    results.append((pe[:12], aux, grad[:12]))
+  chex.assert_trees_all_close(results[0], results[1], atol=1e-6)
+  if num_classes == 2:
+    expected = _np_grad(name, real['logits'], real['labels'], real['member_probs'])
+    np.testing.assert_allclose(results[0][2], expected, atol=2e-5)
+  (_, (pe, aux)), grad = value_and_grad(both[0], both[1], jnp.zeros(16), both[2])
+  np.testing.assert_array_equal(pe, 0.0)  # an all-padding batch is finite and 0
+  np.testing.assert_array_equal(grad, 0.0)
+  assert all(np.isfinite(v) for v in jax.tree.leaves(aux))

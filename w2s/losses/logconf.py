@@ -18,9 +18,9 @@ exactly a pi_1 share (pi = the weak labels' class prior), it maximises
 sum_i log p_{i, h_i} (class 1 goes to the examples with the smallest p_0). For
 C > 2 we solve the same problem, "harden so that class shares match the weak
 prior", with entropic optimal transport: Sinkhorn iterations (SwAV-style, eps
-0.1, 50 steps) find per-class log-thresholds log t_c such that
+0.1, 100 steps) find per-class log-thresholds log t_c such that
 h = onehot(argmax_c log p_c - log t_c) gives each class about a pi_c share
-(within ~2% of the batch in tests, even when the student's argmax puts 90% of
+(within 2% of the batch in tests, even when the student's argmax puts 90% of
 the batch in one class). C = 2 runs the exact quantile rule of the release.
 `harden='argmax'` uses onehot(argmax p) instead (any C), which ignores the prior.
 
@@ -37,7 +37,7 @@ from w2s.losses import _soft_ce
 
 HARDEN_MODES = ('prior', 'argmax')
 SINKHORN_EPS = 0.1
-SINKHORN_ITERS = 50
+SINKHORN_ITERS = 100
 
 
 def aux_coefficient(step_frac, *, aux_coef: float = 0.5, warmup_frac: float = 0.1,

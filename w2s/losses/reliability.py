@@ -81,7 +81,7 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0
   total = jnp.sum(w)
   scale = n_real / jnp.maximum(total, 1e-12)
   ce = _soft_ce.soft_ce(logits, _soft_ce.clean_labels(labels, mask))
-  per_example = _soft_ce.zero_padding(w * ce, mask)
+  per_example = _soft_ce.zero_padding(w * scale * ce, mask)
   aux = {'mean_reliability': _batch_stats.masked_mean(r, mask),
          'kept_weight': total / jnp.maximum(n_real, 1.0)}
   return per_example, aux

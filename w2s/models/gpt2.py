@@ -30,6 +30,11 @@ class Config:
   dropout: float = 0.1
 
   @property
+  def position_limit(self) -> int:
+    """Tokens a sequence may hold (the learned position table)."""
+    return self.max_len
+
+  @property
   def kv_cache_shape(self):
     """(layers, kv heads, head dim) of the decoding cache."""
     return self.num_layers, self.num_heads, self.d_model // self.num_heads

@@ -13,12 +13,11 @@ from w2s.data import pipeline
 
 def featurize(dataset, examples, config) -> dict:
   """Raw split -> batch-ready numeric fields with soft labels [N, C]."""
-  if dataset.input_kind == 'vector':
-    feats = {k: examples[k] for k in ('id', 'label', 'x')}
-  else:
-    from w2s.data import text as text_lib  # tokenization lives with the data code
-    tok = config.get('tokenizer') if hasattr(config, 'get') else None
-    feats = text_lib.featurize(dataset, examples, **(dict(tok) if tok else {}))
+  from w2s.data import featurize as featurize_lib
+  from w2s.protocols import learners
+  tok = config.get('tokenizer') if dataset.input_kind == 'text' else None
+  kwargs = learners.tokenizer_kwargs(tok.to_dict()) if tok else {}
+  feats = featurize_lib.featurize(dataset, examples, **kwargs)
   return pipeline.one_hot_labels(feats, dataset.num_classes)
 
 

@@ -1,0 +1,79 @@
+"""Catalog datasets through `tfds.testing.mock_data` + `as_data_source` (no TensorFlow, no network).
+
+mock_data serves every catalog builder used here without TensorFlow, through the same
+`builder.as_data_source()` path as real data (random strings / pixels, train == test). TFDS's
+`super_glue/boolq` cannot even be constructed without TensorFlow, which is why `boolq` reads the
+stand-alone `bool_q` builder.
+"""
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from w2s import registry
+from w2s.data import base
+from w2s.errors import UserError
+
+N = 12
+CATALOG = {  # registry name -> (input kind, classes)
+    'imdb_reviews': ('text', 2), 'sst2': ('text', 2), 'boolq': ('text', 2),
+    'cosmos_qa': ('text', 2), 'ag_news_subset': ('text', 4), 'yelp_polarity_reviews': ('text', 2),
+    'mnist': ('image', 10), 'cifar10': ('image', 10),
+}
+
+
+def _load(name, tmp_path, **hparams):
+  with tfds.testing.mock_data(num_examples=N):
+    return registry.build('datasets', dict(name=name, **hparams), data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize('name', sorted(CATALOG))
+def test_catalog_dataset_loads_through_data_source(name, tmp_path):
+  ds = _load(name, tmp_path)
+  kind, classes = CATALOG[name]
+  assert (ds.name, ds.input_kind, ds.num_classes) == (name, kind, classes)
+  assert sorted(ds.splits) == ['test', 'train']
+  base.check(ds)  # dtypes, label range, ids unique across splits
+  per_question = 4 if name == 'cosmos_qa' else 1
+  for split, ex in ds.splits.items():
+    assert len(ex['id']) == N * per_question
+    code = base.SPLIT_CODES[split] * base.ID_STRIDE
+    assert ex['id'].min() >= code and ex['id'].max() < code + base.ID_STRIDE
+    if kind == 'text':
+      assert all(isinstance(t, str) and t for t in ex['text'])
+    else:
+      assert ex['image'].dtype == np.uint8 and ex['image'].shape[1:] in [(28, 28, 1), (32, 32, 3)]
+  assert max(ds.splits['train']['id']) < np.iinfo(np.int32).max  # fits the batch's int32 'id'
+
+
+def test_boolq_formatting_is_the_release_string(tmp_path):
+  ds = _load('boolq', tmp_path)
+  with tfds.testing.mock_data(num_examples=N):
+    rows = tfds.data_source('bool_q', split='train')
+    raw = [rows[i] for i in range(N)]
+  ex = ds.splits['train']
+  for i, r in enumerate(raw):
+    full = ex['text'][i] + ex['text_pair'][i]
+    assert full == f"Passage: {r['passage']}\nQuestion: {r['question']}"
+    assert ex['label'][i] == int(r['answer'])
+
+
+def test_cosmos_qa_candidates(tmp_path):
+  ds = _load('cosmos_qa', tmp_path)
+  ex = ds.splits['train']
+  groups, counts = np.unique(ex['group'], return_counts=True)
+  assert len(groups) == N and set(counts) == {4}
+  for g in groups:
+    rows = ex['group'] == g
+    assert ex['label'][rows].sum() == 1  # mock answers never read "None of the above"
+    assert len(set(ex['text'][rows])) == 1 and len(set(ex['text_pair'][rows])) == 4
+    assert all(p.startswith('Question: ') and '\nAnswer: ' in p for p in ex['text_pair'][rows])
+  pair = _load('cosmos_qa', tmp_path, mode='pair').splits['train']
+  assert len(pair['id']) == 2 * N and pair['label'].sum() == N
+  assert set(pair['id']) <= set(ex['id'])  # same ids for the same (question, candidate)
+  sample = _load('cosmos_qa', tmp_path, mode='sample', seed=3).splits['train']
+  assert len(np.unique(sample['group'])) == len(sample['id']) == N
+
+
+def test_download_false_on_unprepared_dataset_is_a_user_error(tmp_path):
+  with pytest.raises(UserError, match='not prepared'):
+    registry.build('datasets', dict(name='imdb_reviews', download=False), data_dir=str(tmp_path))

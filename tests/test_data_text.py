@@ -1,0 +1,109 @@
+"""Tokenization (WordPiece from MiniLM's files, byte-level BPE trained here) and featurize."""
+import os
+
+import numpy as np
+import pytest
+import tokenizers
+
+from w2s import assets
+from w2s.data import base
+from w2s.data import text
+from w2s.data.featurize import featurize
+from w2s.errors import UserError
+
+SENTENCES = ['A three-hour cinema master class.',
+             "It's always fascinating to watch Marker the essayist at work!",
+             'Naïve, über-clever and 100% unmissable — 5 stars.']
+
+
+@pytest.fixture(scope='module')
+def minilm():
+  return assets.minilm_dir()
+
+
+@pytest.fixture(scope='module')
+def bpe_path(tmp_path_factory):
+  """A tiny GPT-2-style byte-level BPE (no pad token, eos '<|endoftext|>'), trained in-process."""
+  tok = tokenizers.ByteLevelBPETokenizer()
+  corpus = SENTENCES * 20 + ['the quick brown fox jumps over the lazy dog'] * 20
+  tok.train_from_iterator(corpus, vocab_size=400, min_frequency=1,
+                          special_tokens=['<|endoftext|>'])
+  path = str(tmp_path_factory.mktemp('bpe') / 'tokenizer.json')
+  tok.save(path)
+  return path
+
+
+def test_wordpiece_ids_match_tokenizers_from_minilm_vocab(minilm):
+  ref = tokenizers.BertWordPieceTokenizer(os.path.join(minilm, 'vocab.txt'), lowercase=True)
+  out = text.tokenize(SENTENCES, minilm, max_length=32)
+  for i, s in enumerate(SENTENCES):
+    want = ref.encode(s).ids
+    assert want[0] == 101 and want[-1] == 102  # [CLS] ... [SEP]
+    n = len(want)
+    assert out['input_ids'][i, :n].tolist() == want
+    assert out['attention_mask'][i].tolist() == [1] * n + [0] * (32 - n)
+    assert (out['input_ids'][i, n:] == 0).all()  # [PAD] = 0
+  assert out['input_ids'].dtype == np.int32 and out['input_ids'].shape == (3, 32)
+
+
+def test_truncation_is_counted_and_keeps_sep(minilm):
+  ref = tokenizers.BertWordPieceTokenizer(os.path.join(minilm, 'vocab.txt'), lowercase=True)
+  lengths = [len(ref.encode(s).ids) for s in SENTENCES]
+  max_length = sorted(lengths)[1]  # the two longer-or-equal ones: only strictly longer truncate
+  enc = text.encode(SENTENCES, minilm, max_length)
+  assert enc.num_truncated == sum(n > max_length for n in lengths) >= 1
+  assert (enc.input_ids[:, -1][np.array(lengths) >= max_length] == 102).all()
+  assert text.encode(SENTENCES, minilm, 64).num_truncated == 0
+
+
+def test_pairs_truncate_the_context_first(minilm):
+  context = 'word ' * 200
+  enc = text.encode([context], minilm, 32, text_pairs=['Question: is it long?'])
+  assert enc.num_truncated == 1
+  ids, types = enc.input_ids[0], enc.token_type_ids[0]
+  question = tokenizers.BertWordPieceTokenizer(
+      os.path.join(minilm, 'vocab.txt'), lowercase=True).encode('Question: is it long?').ids[1:]
+  assert ids[-len(question):].tolist() == question  # question and final [SEP] intact
+  assert types[-len(question):].tolist() == [1] * len(question) and types[0] == 0
+
+
+def test_byte_level_bpe_pads_with_eos(bpe_path):
+  ref = tokenizers.Tokenizer.from_file(bpe_path)
+  eos = ref.token_to_id('<|endoftext|>')
+  assert ref.padding is None and text.pad_token(ref) == (eos, '<|endoftext|>')
+  out = text.tokenize(SENTENCES, bpe_path, max_length=80)
+  for i, s in enumerate(SENTENCES):
+    want = ref.encode(s).ids
+    n = len(want)
+    assert out['input_ids'][i, :n].tolist() == want
+    assert (out['input_ids'][i, n:] == eos).all()
+    assert out['attention_mask'][i].sum() == n
+    assert ref.decode(want) == s  # byte-level: lossless, accents and dashes included
+
+
+def test_missing_tokenizer_is_a_user_error(tmp_path):
+  with pytest.raises(UserError, match='no tokenizer.json'):
+    text.tokenize(['x'], str(tmp_path), 16)
+
+
+def test_featurize_each_input_kind(minilm):
+  ids, labels = np.array([3, 1], np.int64), np.array([1, 0], np.int64)
+  images = np.array([np.full((2, 2, 1), 0, np.uint8), np.full((2, 2, 1), 255, np.uint8)])
+  ds = base.Dataset('img', 2, ['a', 'b'], 'image', {})
+  f = featurize(ds, {'id': ids, 'label': labels, 'image': images})
+  assert f['x'].dtype == np.float32 and f['x'].shape == (2, 2, 2, 1)
+  assert f['x'].min() == 0.0 and f['x'].max() == 1.0
+  np.testing.assert_array_equal(f['id'], ids)
+  ds = base.Dataset('vec', 2, ['a', 'b'], 'vector', {})
+  x = np.ones((2, 5), np.float32)
+  np.testing.assert_array_equal(featurize(ds, {'id': ids, 'label': labels, 'x': x})['x'], x)
+  ds = base.Dataset('txt', 2, ['a', 'b'], 'text', {})
+  raw = {'id': ids, 'label': labels, 'text': np.array(SENTENCES[:2], dtype=object),
+         'group': ids}
+  with pytest.raises(UserError, match='tokenizer'):
+    featurize(ds, raw)
+  f = featurize(ds, raw, tokenizer=minilm, max_length=24)
+  assert sorted(f) == ['attention_mask', 'id', 'input_ids', 'label']
+  assert f['input_ids'].shape == (2, 24)
+  raw['text_pair'] = np.array(['yes', 'no'], dtype=object)
+  assert 'token_type_ids' in featurize(ds, raw, tokenizer=minilm, max_length=24)

@@ -1,0 +1,99 @@
+"""A learner: a model plus the inputs it reads, for one weak-to-strong role (weak, strong, ...).
+
+Two kinds, chosen by the role's config section:
+
+* fine-tuned: `dict(model=dict(name=..., ...), train=dict(...))`: the whole model trains on tokens
+  (text) or pixels/vectors, from scratch or from `pretrained` weights;
+* frozen backbone (the release's `linear_probe`): `dict(model=..., frozen=True, head=dict(name='mlp',
+  size='linear'), train=...)`: backbone features are computed once per split and cached on disk;
+  only the head trains, on 'x' = features.
+"""
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from w2s import registry
+from w2s.data import featurize as featurize_lib
+from w2s.data import pipeline
+
+
+@dataclasses.dataclass
+class Learner:
+  name: str
+  module: Any                 # what trains (the full model, or the head over cached features)
+  init_params: Any            # pretrained params merged over the init, or None
+  spec: dict                  # the config section (for stage keys)
+  _inputs: Any                # examples -> numeric input fields
+
+  def examples(self, raw: dict, labels: np.ndarray) -> dict:
+    """Batch-ready fields for raw examples with soft labels [N, C]."""
+    return {**self._inputs(raw), 'id': raw['id'], 'label': labels.astype(np.float32)}
+
+
+def tokenizer_kwargs(tokenizer: dict) -> dict:
+  """Config `dict(tokenizer='minilm' | path, max_length=L)` -> featurize kwargs with a real path."""
+  from w2s.models import hf_import
+  tok = dict(tokenizer)
+  if isinstance(tok.get('tokenizer'), str):
+    tok['tokenizer'] = hf_import.resolve(tok['tokenizer'])
+  return tok
+
+
+def _tokens_or_vectors(dataset, tokenizer):
+  kwargs = tokenizer_kwargs(tokenizer) if dataset.input_kind == 'text' else {}
+
+  def inputs(raw):
+    feats = featurize_lib.featurize(dataset, raw, **kwargs)
+    return {k: v for k, v in feats.items() if k not in ('id', 'label')}
+  return inputs
+
+
+def make(role: str, spec, *, dataset, tokenizer: dict, eval_batch_size: int, mesh,
+         cache_dir: str) -> Learner:
+  """Builds the learner of `role` from its config section (validating plug-in names up front)."""
+  spec = spec.to_dict() if isinstance(spec, ConfigDict) else dict(spec)
+  model = registry.build('models', spec['model'], num_classes=dataset.num_classes)
+  tokens = _tokens_or_vectors(dataset, tokenizer)
+  if not spec.get('frozen', False):
+    from w2s.models import hf_import
+    params = None
+    if getattr(model, 'pretrained', None):  # backbone from the checkpoint, zero head
+      sample = {k: v[:1] for k, v in tokens(_first_rows(dataset)).items()}
+      params = hf_import.init_params(model, jax.random.PRNGKey(0), sample)
+    return Learner(role, model, params, spec, tokens)
+
+  from w2s.models import features as features_lib
+  head = registry.build('models', spec.get('head', dict(name='mlp', size='linear')),
+                        num_classes=dataset.num_classes)
+
+  def frozen_inputs(raw):
+    tok = tokens(raw)
+    x = features_lib.cached_features(
+        model, {**tok, 'id': raw['id']}, dataset=dataset.name, tokenizer=tokenizer,
+        batch_size=eval_batch_size, mesh=mesh, cache_dir=cache_dir, name=f'{role} features')
+    return {'x': x}
+
+  return Learner(role, head, None, spec, frozen_inputs)
+
+
+def _first_rows(dataset, n: int = 2) -> dict:
+  split = next(iter(dataset.splits.values()))
+  return {k: v[:n] for k, v in split.items()}
+
+
+def train_cfg(config, role_spec, *, loss, seed: int) -> ConfigDict:
+  """The `fit` config of one stage: the role's `train` section over the run-level defaults."""
+  t = dict(role_spec['train'])
+  return ConfigDict(dict(
+      seed=seed, loss=dict(loss), optimizer=t['optimizer'], schedule=t['schedule'],
+      batch_size=t['batch_size'], num_epochs=float(t.get('num_epochs', 2.0)),
+      num_steps=int(t.get('num_steps', 0)), accum_steps=int(t.get('accum_steps', 1)),
+      log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints))
+
+
+def soft_labels(raw: dict, num_classes: int) -> np.ndarray:
+  return pipeline.one_hot_labels({'label': raw['label']}, num_classes)['label']

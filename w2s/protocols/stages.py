@@ -1,0 +1,87 @@
+"""Stage outputs in the workdir, keyed by the config that produced them.
+
+A stage (weak supervisor, weak labels, ceiling, student, ...) lives in
+`<workdir>/stages/<kind>-<key>/`, where `key` hashes exactly the config parts that determine its
+result. The directory holds the stage's checkpoints and metrics while it trains and, once done,
+`outputs.npz` (e.g. ids and probabilities) and `done.json`, both written atomically and
+`done.json` last. A rerun finds `done.json` and skips the stage; many student runs share one set of
+weak labels because their weak stage has the same key; a stage interrupted while training resumes
+from its checkpoints.
+"""
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+
+from w2s.errors import UserError
+
+
+def _plain(x):
+  if hasattr(x, 'to_dict'):
+    x = x.to_dict()
+  if isinstance(x, dict):
+    return {str(k): _plain(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_plain(v) for v in x]
+  return x
+
+
+def key(*parts) -> str:
+  """Stable 12-hex-digit hash of JSON-able config parts (ConfigDicts allowed)."""
+  text = json.dumps(_plain(parts), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class Stage:
+  """One stage's directory: `done()` says if it finished, `finish()` records its outputs."""
+
+  def __init__(self, workdir: str, kind: str, *parts):
+    self.kind = kind
+    self.key = key(kind, *parts)
+    self.dir = os.path.join(workdir, 'stages', f'{kind}-{self.key}')
+    self.spec = _plain(parts)
+
+  def done(self) -> bool:
+    return os.path.exists(os.path.join(self.dir, 'done.json'))
+
+  def record(self) -> dict:
+    with open(os.path.join(self.dir, 'done.json')) as f:
+      return json.load(f)
+
+  def outputs(self) -> dict[str, np.ndarray]:
+    path = os.path.join(self.dir, 'outputs.npz')
+    try:
+      with np.load(path) as f:
+        return dict(f)
+    except (OSError, ValueError) as e:
+      raise UserError(f'stage output {path} is unreadable ({e}); delete {self.dir} to recompute '
+                      'that stage') from e
+
+  def finish(self, outputs: dict[str, np.ndarray], record: dict) -> None:
+    """Writes outputs.npz then done.json (process 0; both atomic)."""
+    if jax.process_index() != 0:
+      return
+    os.makedirs(self.dir, exist_ok=True)
+    tmp = os.path.join(self.dir, f'outputs.tmp.{os.getpid()}.npz')
+    np.savez(tmp, **outputs)
+    os.replace(tmp, os.path.join(self.dir, 'outputs.npz'))
+    tmp = os.path.join(self.dir, f'done.tmp.{os.getpid()}')
+    with open(tmp, 'w') as f:
+      json.dump({'kind': self.kind, 'key': self.key, 'spec': self.spec, **record}, f, indent=2,
+                default=float)
+    os.replace(tmp, os.path.join(self.dir, 'done.json'))
+
+
+def join_by_id(query_ids: np.ndarray, ids: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+  """values[i] for each query id, matched by example id (never by position)."""
+  order = np.argsort(ids)
+  pos = np.searchsorted(ids, query_ids, sorter=order)
+  pos = np.minimum(pos, len(ids) - 1)
+  found = ids[order[pos]] == query_ids
+  if not found.all():
+    missing = query_ids[~found][:5].tolist()
+    raise UserError(f'{what}: no entry for example ids {missing} ({(~found).sum()} missing); the '
+                    'stages were produced from different splits: delete the stale stage directory')
+  return values[order[pos]]
