@@ -16,7 +16,6 @@ from w2s import registry
 from w2s.data import base
 from w2s.data import digits
 from w2s.data import mnist_5k
-from w2s.data import rotten_tomatoes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,10 +16,6 @@ LOSSES = ['xent', 'logconf', 'entropy', 'product', 'window', 'bootstrap', 'gce',
           'reliability']
 
 
-def _loss(name, **hparams):
-  return jax.jit(registry.bind('losses', dict(name=name, **hparams)))
-
-
 def _np_softmax(z):
   e = np.exp(z - z.max(-1, keepdims=True))
   return e / e.sum(-1, keepdims=True)
@@ -33,8 +29,8 @@ def _train_step_mean(per_example, mask):
 def _run(name, logits, labels, mask=None, step_frac=1.0, batch=None, **hparams):
   logits, labels = jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.float32)
   mask = jnp.ones(logits.shape[0]) if mask is None else jnp.asarray(mask, jnp.float32)
-  return _loss(name, **hparams)(logits=logits, labels=labels, mask=mask, step_frac=step_frac,
-                                batch=batch)
+  loss_fn = jax.jit(registry.bind('losses', dict(name=name, **hparams)))
+  return loss_fn(logits=logits, labels=labels, mask=mask, step_frac=step_frac, batch=batch)
 
 
 # One row with p = [0.25, 0.75]: logits [0, ln 3].

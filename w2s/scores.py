@@ -8,7 +8,7 @@ logits), `labels` [N] int class ids or [N, C] one-hot / soft labels (argmax).
 * pgr: performance gap recovered (Burns et al. 2023, "Weak-to-Strong
   Generalization", arXiv:2312.09390), NaN with a reason when undefined;
 * agreement and accuracy_by_weak_correctness: how much of the supervisor the
-  student imitates (Burns et al. 2023, Sec. 5.1.1);
+  student imitates (Burns et al. 2023, Sec. 5.1);
 * summarize_seeds: mean and a seeded percentile-bootstrap CI over seeds
   (Efron & Tibshirani 1993).
 """
@@ -147,7 +147,7 @@ def agreement(student_probs, weak_probs) -> float:
 
 
 def accuracy_by_weak_correctness(student_probs, weak_probs, labels) -> dict[str, float]:
-  """Student accuracy where the weak label is wrong vs right (Burns et al. 2023, Sec. 5.1.1).
+  """Student accuracy where the weak label is wrong vs right (Burns et al. 2023, Sec. 5.1).
 
   Low accuracy on the weak-wrong rows means the student imitates the weak
   supervisor's errors.

@@ -158,12 +158,19 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
       state = init(rng, init_params)
     elif jax.process_index() == 0:
       print(f'[{name}] resumed from step {int(state.step)} in {workdir}', flush=True)
-    return _loop(state, train_examples, cfg=cfg, steps=steps, accum=accum, mesh=mesh, ckpt=ckpt,
-                 step_fn=jax.jit(functools.partial(
-                     train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
-                     total_steps=steps, accum_steps=accum),
-                     in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0),
-                 workdir=workdir, name=name)
+    step_fn = jax.jit(functools.partial(
+        train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
+        total_steps=steps, accum_steps=accum),
+        in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+
+    def batches(start):
+      return (sharding.host_batch_to_global(b, mesh) for b in pipeline.prefetch(
+          pipeline.train_batches(train_examples, global_batch=cfg.batch_size, seed=cfg.seed,
+                                 start_step=start, num_steps=steps - start,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())))
+    return run_loop(state, batches, step_fn=step_fn, cfg=cfg, steps=steps, ckpt=ckpt,
+                    workdir=workdir, name=name)
   finally:
     ckpt.close()
 
@@ -173,29 +180,31 @@ def _make_tx(cfg, steps):
   return optim.make_optimizer(cfg.optimizer, cfg.schedule, steps)
 
 
-def _loop(state, examples, *, cfg, steps, accum, mesh, ckpt, step_fn, workdir, name):
-  start = int(state.step)
+def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, ckpt, workdir: str,
+             name: str, examples_per_step: int | None = None):
+  """Steps `state` from its step to `steps` over `batches(start)` (global batches), with metrics,
+  the NaN guard, periodic and preemption checkpoints. Metrics may have a leading member axis
+  (ensembles): they are logged as their mean."""
+  start = int(state.step if np.ndim(state.step) == 0 else np.asarray(state.step).ravel()[0])
   last = {}
   if start >= steps:
     return state, last
   writer = metrics.Writer(workdir)
   progress = metrics.Progress(name, steps, unit='ex', start=start)
-  batches = pipeline.prefetch(pipeline.train_batches(
-      examples, global_batch=cfg.batch_size, seed=cfg.seed, start_step=start,
-      num_steps=steps - start, process_index=jax.process_index(),
-      process_count=jax.process_count()))
+  per_step = examples_per_step or cfg.batch_size
+  it = iter(batches(start))
   t0 = time.perf_counter()
   try:
     for step in range(start + 1, steps + 1):
-      state, m = step_fn(state, sharding.host_batch_to_global(next(batches), mesh))
+      state, m = step_fn(state, next(it))
       preempted = ckpt.preempted(step)
       due_log = step % cfg.log_every == 0 or step == steps
       due_save = step % cfg.checkpoint_every == 0 or step == steps or preempted
       if due_log or due_save:
-        last = {k: float(v) for k, v in jax.device_get(m).items()}
+        last = {k: float(np.mean(v)) for k, v in jax.device_get(m).items()}
         metrics.check_finite(last, step, min(cfg.log_every, cfg.checkpoint_every))
       if due_log:
-        rate = progress.update(step, cfg.batch_size, f'loss {last["loss"]:.4f}')
+        rate = progress.update(step, per_step, f'loss {last["loss"]:.4f}')
         writer.write(step, {**last, 'examples_per_sec': rate})
       if due_save:
         ckpt.save(step, state, {'step': step, 'name': name, 'seconds': time.perf_counter() - t0},
@@ -208,11 +217,14 @@ def _loop(state, examples, *, cfg, steps, accum, mesh, ckpt, step_fn, workdir, n
   return state, last
 
 
-def predict(module, params, examples: dict, *, batch_size: int, mesh, name: str = 'predict') -> dict:
-  """{'id' [N], 'logits' [N, C]} for every example exactly once, in the examples' order."""
+def predict(module, params, examples: dict, *, batch_size: int, mesh, name: str = 'predict',
+            apply_fn: Callable | None = None) -> dict:
+  """{'id' [N], 'logits' [N, ...]} for every example exactly once, in the examples' order.
+
+  `apply_fn(params, batch, *, train, rng)` defaults to the linen module's apply."""
   sharding.check_batch_size(batch_size, mesh, 'eval_batch_size')
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  step = jax.jit(functools.partial(eval_step, apply_fn=linen_apply_fn(module)),
+  step = jax.jit(functools.partial(eval_step, apply_fn=apply_fn or linen_apply_fn(module)),
                  in_shardings=(repl, data), out_shardings=data)
   n = len(examples['id'])
   total = -(-n // batch_size)

@@ -9,8 +9,6 @@ candidates become examples is the `mode` hparam of `w2s.data.candidates` (defaul
 answer; 'sample' reproduces the release's one-per-question draw). 'test' is the validation split
 (test labels are hidden), as in the release.
 """
-import numpy as np
-
 from w2s.data import base
 from w2s.data import candidates
 from w2s.data import catalog

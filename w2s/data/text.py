@@ -91,8 +91,10 @@ def tokenize(texts: Sequence[str], tokenizer: str | tokenizers.Tokenizer, max_le
   """
   enc = encode(texts, tokenizer, max_length, text_pairs)
   if enc.num_truncated:
-    logging.info('tokenize: %d of %d examples truncated to %d tokens', enc.num_truncated,
-                  len(enc.input_ids), max_length)
+    # a warning once it matters (>1% of examples), so a too-small max_length is seen
+    log = logging.warning if enc.num_truncated > 0.01 * len(enc.input_ids) else logging.info
+    log('tokenize: %d of %d examples truncated to %d tokens', enc.num_truncated,
+        len(enc.input_ids), max_length)
   out = {'input_ids': enc.input_ids, 'attention_mask': enc.attention_mask}
   if enc.token_type_ids is not None:
     out['token_type_ids'] = enc.token_type_ids

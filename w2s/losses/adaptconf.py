@@ -1,9 +1,9 @@
 """Adaptive confidence distillation ("adaptconf") from Vision Superalignment.
 
 Guo, Chen, Wang, Han, Xu, Wang 2024, "Vision Superalignment: Weak-to-Strong
-Generalization for Vision Foundation Models" (arXiv:2402.03749), Eq. 6-7:
-per example, the student weighs its own hard prediction against the weak
-teacher's soft labels by how the two hard labels fit the student,
+Generalization for Vision Foundation Models" (arXiv:2402.03749): per example,
+the student weighs its own hard prediction against the weak teacher's soft
+labels by how well each hard label fits the student,
 
   a = e^{CE(z, argmax z)/T} / (e^{CE(z, argmax z)/T} + e^{CE(z, argmax y_w)/T})  (sg)
   loss = (1 - a) KD_tau(z || y_w) + a CE(z, argmax z),

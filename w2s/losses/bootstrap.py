@@ -38,7 +38,8 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0
   """
   del step_frac, batch
   if mode not in DEFAULT_BETA:
-    raise UserError(f"bootstrap mode={mode!r} is not one of {tuple(DEFAULT_BETA)}; use 'soft' or 'hard'")
+    raise UserError(f'bootstrap mode={mode!r} is not one of {tuple(DEFAULT_BETA)}; '
+                    "use 'soft' or 'hard'")
   beta = DEFAULT_BETA[mode] if beta is None else beta
   labels = _soft_ce.clean_labels(labels, mask)
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)

@@ -1,9 +1,9 @@
 """Reliability-aware weak supervision ("reliability"), Guo & Yang.
 
 Guo & Yang 2024, "Improving Weak-to-Strong Generalization with Reliability-Aware
-Alignment" (arXiv:2406.19032): query the weak supervisor several times (here: K
-members of a weak ensemble, `batch['member_probs']` [B, K, C]) and trust each
-example's weak label by how consistent the answers are:
+Alignment": query the weak supervisor several times (here: K members of a weak
+ensemble, `batch['member_probs']` [B, K, C]) and trust each example's weak
+label by how consistent the answers are:
 
   agreement: r_i = fraction of members whose argmax equals argmax of the mean
   entropy:   r_i = 1 - H(mean_k member_ik) / log C
@@ -43,12 +43,13 @@ def reliability(member_probs: jax.Array, measure: str = 'agreement') -> jax.Arra
 
 def _member_probs(batch, logits):
   if batch is None or 'member_probs' not in batch:
-    raise UserError("loss 'reliability' needs batch['member_probs'] [B, K, C] (the K weak ensemble "
-                    "members' probabilities); label with a weak-ensemble protocol or pick another loss")
+    raise UserError("loss 'reliability' needs batch['member_probs'] [B, K, C] (the K weak "
+                    "ensemble members' probabilities); label with a weak-ensemble protocol or "
+                    'pick another loss')
   member_probs = batch['member_probs']
   if member_probs.ndim != 3 or member_probs.shape[::2] != logits.shape:
-    raise UserError(f"batch['member_probs'] has shape {member_probs.shape}, expected [B, K, C] with "
-                    f'[B, C] = {logits.shape}; store one probability vector per member')
+    raise UserError(f"batch['member_probs'] has shape {member_probs.shape}, expected [B, K, C] "
+                    f'with [B, C] = {logits.shape}; store one probability vector per member')
   return member_probs
 
 

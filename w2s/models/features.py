@@ -63,8 +63,7 @@ def _batches(inputs: dict[str, np.ndarray], batch_size: int, pad_multiple: int):
     batch = {k: v[rows] for k, v in inputs.items()}
     if lengths is not None:  # pad to the batch's longest, rounded up to pad_multiple
       t = int(-(-max(lengths[rows].max(), 1) // pad_multiple) * pad_multiple)
-      t = min(t, inputs['input_ids'].shape[1])
-      batch = {k: v[:, :t] for k, v in batch.items()}
+      batch = {k: np.pad(v[:, :t], ((0, 0), (0, max(0, t - v.shape[1])))) for k, v in batch.items()}
     if len(rows) < batch_size:  # fixed batch shape: fewer compilations; padded rows are dropped
       batch = {k: np.concatenate([v, np.zeros((batch_size - len(rows),) + v.shape[1:], v.dtype)])
                for k, v in batch.items()}

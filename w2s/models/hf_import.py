@@ -198,23 +198,35 @@ def check_fields(path: str, hf: dict, expected: dict[str, Any]) -> None:
                       f'{want!r}); use a standard checkpoint of this family')
 
 
-def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
-  """Params of any w2s model; with `model.pretrained` set, the backbone comes from the checkpoint.
+def pretrained_params(model: flax.linen.Module) -> dict | None:
+  """{'backbone': checkpoint params} of a model created with `pretrained=...`, else None.
 
-  Without a checkpoint this is `model.init(...)['params']`. With one, nothing is randomly
-  initialised: the shapes come from `jax.eval_shape`, the backbone (and LM head, if the model has
-  one) from the family's `load_pretrained`, and the classification head is zero, as in the
-  weak-to-strong release (Burns et al., 2023). Returns host (numpy) arrays in that case.
+  The tree to merge over a fresh init (`w2s.train.fit(init_params=...)`): everything but the
+  classification head, which keeps its zero init. Host (numpy float32) arrays.
   """
-  rngs = {'params': rng, 'dropout': rng}
   path = getattr(model, 'pretrained', None)
   if not path:
-    return model.init(rngs, batch, train=False)['params']
-  shapes = jax.eval_shape(lambda: model.init(rngs, batch, train=False))['params']
+    return None
   family = importlib.import_module(type(model.backbone).__module__)
   _, loaded = family.load_pretrained(path, config=model.backbone.config,
                                      lm_head=model.backbone.lm_head)
-  flat_loaded = flax.traverse_util.flatten_dict({'backbone': loaded})
+  return {'backbone': loaded}
+
+
+def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
+  """Params of any w2s model; with `model.pretrained` set, the backbone comes from the checkpoint.
+
+  Without a checkpoint this is the jitted `model.init(...)['params']`. With one, nothing is
+  randomly initialised: the shapes come from `jax.eval_shape`, the backbone (and LM head, if the
+  model has one) from `pretrained_params`, and the classification head is zero, as in the
+  weak-to-strong release (Burns et al., 2023). Returns host (numpy) arrays in that case.
+  """
+  rngs = {'params': rng, 'dropout': rng}
+  loaded = pretrained_params(model)
+  if loaded is None:
+    return jax.jit(lambda r, b: model.init(r, b, train=False)['params'])(rngs, batch)
+  shapes = jax.eval_shape(lambda: model.init(rngs, batch, train=False))['params']
+  flat_loaded = flax.traverse_util.flatten_dict(loaded)
   flat = {}
   for key, s in flax.traverse_util.flatten_dict(shapes).items():
     if key in flat_loaded:

@@ -16,8 +16,10 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from w2s import registry
+from w2s.data import base
 from w2s.data import featurize as featurize_lib
 from w2s.data import pipeline
+from w2s.protocols import stages as stages_lib
 
 
 @dataclasses.dataclass
@@ -66,15 +68,25 @@ def make(role: str, spec, *, dataset, tokenizer: dict, eval_batch_size: int, mes
     return Learner(role, model, params, spec, tokens)
 
   from w2s.models import features as features_lib
+  from w2s.models import hf_import
   head = registry.build('models', spec.get('head', dict(name='mlp', size='linear')),
                         num_classes=dataset.num_classes)
+  sample = {k: v[:1] for k, v in tokens(_first_rows(dataset)).items()}
+  backbone_params = hf_import.init_params(model, jax.random.PRNGKey(0), sample)
+  key = dict(features_lib.model_key(model, backbone_params), dataset=dataset.name, split='all',
+             inputs=stages_lib.key(tokenizer))
 
   def frozen_inputs(raw):
-    tok = tokens(raw)
-    x = features_lib.cached_features(
-        model, {**tok, 'id': raw['id']}, dataset=dataset.name, tokenizer=tokenizer,
-        batch_size=eval_batch_size, mesh=mesh, cache_dir=cache_dir, name=f'{role} features')
-    return {'x': x}
+    # One cache per dataset, filled for every split in one pass the first time: an example's
+    # features do not depend on the split or seed it falls in, so every stage and seed reuses them.
+    every = base.concat([ex for ex in dataset.splits.values()])
+
+    def compute(rows):
+      inputs = tokens({k: v[rows] for k, v in every.items()})
+      return features_lib.extract(model, backbone_params, inputs, batch_size=eval_batch_size,
+                                  desc=f'[{role} features] {dataset.name}')
+    features_lib.cached(every['id'], cache_dir=cache_dir, key=key, compute=compute)
+    return {'x': features_lib.cached(raw['id'], cache_dir=cache_dir, key=key, compute=compute)}
 
   return Learner(role, head, None, spec, frozen_inputs)
 

@@ -1,0 +1,126 @@
+"""Model families through the registry: shapes, zero head, pooling, padding, dtype, remat, dropout."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from w2s import registry
+from w2s.errors import UserError
+from w2s.models import classifier, hf_import
+
+TEXT = [dict(name='bert', size='tiny'), dict(name='gpt2', size='tiny'),
+        dict(name='llama', size='tiny'), dict(name='llama', size='qwen2-tiny')]
+
+
+def _text_batch(pad_id=0):
+  rs = np.random.RandomState(0)
+  ids = rs.randint(1, 500, (4, 16)).astype(np.int32)
+  mask = (np.arange(16)[None] < np.array([[16], [9], [3], [12]])).astype(np.int32)
+  ids[mask == 0] = pad_id
+  return {'input_ids': ids, 'attention_mask': mask}
+
+
+def _image_batch():
+  return {'x': np.random.RandomState(0).rand(4, 12, 12, 3).astype(np.float32)}
+
+
+def test_registry_lists_families_and_not_helpers():
+  names = registry.known('models')
+  assert {'bert', 'gpt2', 'llama', 'resnet'} <= set(names)
+  assert not {'attention', 'classifier', 'decoding', 'features', 'hf_import'} & set(names)
+
+
+@pytest.mark.parametrize('spec', TEXT + [dict(name='resnet', size='tiny')], ids=lambda s: str(s))
+def test_forward_shapes_zero_head_and_fp32_params(spec):
+  model = registry.build('models', spec, num_classes=3)
+  batch = _image_batch() if spec['name'] == 'resnet' else _text_batch()
+  params = hf_import.init_params(model, jax.random.key(0), batch)
+  logits = model.apply({'params': params}, batch)
+  feats = model.apply({'params': params}, batch, method='features')
+  assert logits.shape == (4, 3) and feats.shape[0] == 4 and feats.dtype == jnp.float32
+  np.testing.assert_array_equal(logits, 0)  # the head starts at zero (Burns et al., 2023)
+  assert np.abs(feats).max() > 0
+  # bf16 compute: params stay float32, features close to the fp32 ones
+  bf16 = registry.build('models', dict(spec, dtype='bfloat16'), num_classes=3)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  feats16 = bf16.apply({'params': params}, batch, method='features')
+  assert feats16.dtype == jnp.float32
+  rel = np.linalg.norm(feats16 - feats) / np.linalg.norm(feats)
+  assert rel < 0.05, rel
+
+
+def test_pooling_by_hand():
+  hidden = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 2)  # [[0,1],[2,3],[4,5]], ...
+  mask = jnp.array([[1, 1, 0], [1, 1, 1]])
+  np.testing.assert_array_equal(classifier.pool(hidden, mask, 'last'), [[2, 3], [10, 11]])
+  np.testing.assert_array_equal(classifier.pool(hidden, mask, 'mean'), [[1, 2], [8, 9]])
+  np.testing.assert_array_equal(classifier.pool(hidden, mask, 'cls'), [[0, 1], [6, 7]])
+  left = jnp.array([[0, 1, 1], [1, 1, 1]])  # left padding: last real token is still the last
+  np.testing.assert_array_equal(classifier.pool(hidden, left, 'last'), [[4, 5], [10, 11]])
+
+
+@pytest.mark.parametrize('spec', TEXT, ids=lambda s: str(s))
+def test_padding_never_counts(spec):
+  """Features of a padded row == features of the row alone, whatever id the padding uses
+  (GPT-2 pads with eos, a real token)."""
+  model = registry.build('models', spec, num_classes=2)
+  batch = _text_batch(pad_id=0)
+  params = hf_import.init_params(model, jax.random.key(0), batch)
+  feats = model.apply({'params': params}, batch, method='features')
+  eos_padded = model.apply({'params': params}, _text_batch(pad_id=257), method='features')
+  np.testing.assert_allclose(eos_padded, feats, atol=1e-5)
+  n = int(batch['attention_mask'][2].sum())
+  alone = {k: v[2:3, :n] for k, v in batch.items()}
+  np.testing.assert_allclose(model.apply({'params': params}, alone, method='features')[0], feats[2],
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize('spec', TEXT[1:2] + TEXT[2:3] + [dict(name='resnet', size='tiny')],
+                         ids=lambda s: s['name'])
+def test_remat_same_gradients_and_frozen_backbone(spec):
+  batch = _image_batch() if spec['name'] == 'resnet' else _text_batch()
+  model = registry.build('models', dict(spec, dropout=0.0), num_classes=3)
+  params = hf_import.init_params(model, jax.random.key(0), batch)
+  params['head']['kernel'] = jnp.ones_like(params['head']['kernel'])  # else backbone grads are 0
+  def grads(m):
+    return jax.grad(lambda p: (m.apply({'params': p}, batch, train=True) ** 2).sum())(params)
+  plain = grads(model)
+  remat = grads(registry.build('models', dict(spec, dropout=0.0, remat=True), num_classes=3))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), plain, remat)
+  assert max(np.abs(g).max() for g in jax.tree.leaves(plain['backbone'])) > 0
+  frozen = grads(registry.build('models', dict(spec, dropout=0.0, frozen=True), num_classes=3))
+  assert all(np.all(g == 0) for g in jax.tree.leaves(frozen['backbone']))
+  np.testing.assert_allclose(frozen['head']['kernel'], plain['head']['kernel'], atol=1e-5)
+
+
+def test_dropout_only_in_training():
+  model = registry.build('models', dict(name='gpt2', size='tiny', dropout=0.5), num_classes=2)
+  batch = _text_batch()
+  params = hf_import.init_params(model, jax.random.key(0), batch)
+  f = lambda train, k: model.apply({'params': params}, batch, method='features', train=train,
+                                   rngs={'dropout': jax.random.key(k)})
+  np.testing.assert_array_equal(f(False, 1), f(False, 2))
+  assert np.abs(f(True, 1) - f(True, 2)).max() > 1e-3
+
+
+@pytest.mark.parametrize('spec,message', [
+    (dict(name='gpt2', size='huge'), 'unknown size'),
+    (dict(name='llama', size='tiny', num_layer=3), 'unknown hparam'),
+    (dict(name='bert', size='tiny', pooling='max'), 'unknown pooling'),
+    (dict(name='gpt2'), 'give size='),
+    (dict(name='resnet', size='tiny', dtype='float65'), 'unknown dtype'),
+])
+def test_bad_hparams_are_user_errors(spec, message):
+  with pytest.raises(UserError, match=message):
+    registry.build('models', spec, num_classes=2)
+
+
+def test_presets_have_the_published_sizes():
+  """Parameter counts of the presets (shapes only, nothing allocated) vs the published models."""
+  def count(spec):
+    model = registry.build('models', spec, num_classes=2)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), _text_batch()))
+    return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes['params']['backbone']))
+  assert count(dict(name='gpt2', size='small')) == 124_439_808  # GPT2Model
+  assert count(dict(name='bert', size='minilm-l6')) == 22_565_376  # BertModel without pooler
+  assert count(dict(name='llama', size='qwen2-0.5b')) == 494_032_768  # Qwen2-0.5B (tied)

@@ -1,0 +1,100 @@
+"""Frozen-feature extraction: correct features in id order, served from the disk cache."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from w2s import assets
+from w2s.errors import UserError
+from w2s.models import bert, features, hf_import, resnet
+
+WORDS = 'the a film was good bad dull lively plot acting music long short story ending'.split()
+
+
+def _texts(n, seed=0):
+  rs = np.random.RandomState(seed)
+  return np.array([' '.join(rs.choice(WORDS, rs.randint(1, 30))) for _ in range(n)], dtype=object)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  model = bert.create(num_classes=2, size='tiny')  # random weights, real MiniLM tokenizer
+  tok = assets.minilm_dir()
+  params = hf_import.init_params(model, jax.random.key(0),
+                                 features.tokenize(['a b'], tok, max_length=64))
+  return model, params, tok
+
+
+def _counting(model, calls):
+  forward = features.default_forward(model)
+
+  def counted(params, batch):
+    calls.append(batch['input_ids'].shape)
+    return forward(params, batch)
+  return counted
+
+
+def test_batched_sorted_features_equal_one_by_one(tiny):
+  model, params, tok = tiny
+  texts = _texts(21)
+  inputs = features.tokenize(texts, tok, max_length=64)
+  calls = []
+  got = features.extract(model, params, inputs, batch_size=8, forward=_counting(model, calls))
+  assert len(calls) == 3 and all(shape[0] == 8 for shape in calls)
+  assert all(shape[1] % 16 == 0 for shape in calls) and calls[0][1] >= calls[-1][1]  # longest first
+  for i in (0, 7, 20):
+    n = inputs['attention_mask'][i].sum()
+    one = {k: v[i:i + 1, :n] for k, v in inputs.items()}
+    want = model.apply({'params': params}, one, method='features')
+    np.testing.assert_allclose(got[i], want[0], atol=1e-5)
+
+
+def test_second_extraction_comes_from_the_cache(tiny, tmp_path, capsys):
+  model, params, tok = tiny
+  texts, ids = _texts(30), np.random.RandomState(1).permutation(30) + 1000
+  kw = dict(cache_dir=str(tmp_path), dataset='toy', split='train', tokenizer_dir=tok,
+            max_length=64, batch_size=8, log_every_s=0.0)
+  calls = []
+  first = features.text_features(model, params, texts, ids, forward=_counting(model, calls), **kw)
+  assert len(calls) == 4 and first.shape == (30, 64)
+  assert 'ex/s' in capsys.readouterr().err  # progress line with rate and ETA
+  files = os.listdir(tmp_path)
+  assert len(files) == 1 and files[0].startswith('toy-train-') and files[0].endswith('.npz')
+
+  perm = np.random.RandomState(2).permutation(30)
+  again = features.text_features(model, params, texts[perm], ids[perm],
+                                 forward=_counting(model, calls), **kw)
+  assert len(calls) == 4  # no forward pass at all
+  np.testing.assert_array_equal(again, first[perm])  # in the order of the ids asked for
+
+  more_texts, more_ids = np.concatenate([texts, _texts(3, seed=5)]), np.arange(33) + 1000
+  more_ids[:30] = ids
+  extended = features.text_features(model, params, more_texts, more_ids,
+                                    forward=_counting(model, calls), **kw)
+  assert len(calls) == 5  # only the 3 new examples ran
+  np.testing.assert_array_equal(extended[:30], first)
+  assert len(os.listdir(tmp_path)) == 1  # the same file, extended atomically (no .tmp left)
+
+  features.text_features(model, params, texts, ids, forward=_counting(model, calls),
+                         **dict(kw, max_length=32))
+  assert len(calls) == 9  # other tokenizer settings: another cache entry
+  moved = jax.tree.map(lambda a: a + 0.01, params)
+  features.text_features(model, moved, texts, ids, forward=_counting(model, calls), **kw)
+  assert len(calls) == 13  # other params: another cache entry
+
+
+def test_image_features_and_bad_inputs(tmp_path):
+  model = resnet.create(num_classes=3, size='tiny', image_shape=(8, 8, 1))
+  x = np.random.RandomState(0).rand(10, 64).astype(np.float32)
+  params = hf_import.init_params(model, jax.random.key(0), {'x': x})
+  key = dict(features.model_key(model, params), dataset='digits', split='test')
+  compute = lambda rows: features.extract(model, params, {'x': x[rows]}, batch_size=4)
+  got = features.cached(np.arange(10), cache_dir=str(tmp_path), key=key, compute=compute)
+  np.testing.assert_allclose(got, model.apply({'params': params}, {'x': x}, method='features'),
+                             atol=1e-5)
+  with pytest.raises(UserError, match='duplicate'):
+    features.cached(np.zeros(3), cache_dir=None, key=key, compute=compute)
+  with pytest.raises(UserError, match='tokenizer'):
+    features.text_features(bert.create(num_classes=2, size='tiny'), None, ['a'], [0],
+                           cache_dir=None, dataset='d', split='s')

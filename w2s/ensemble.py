@@ -1,0 +1,107 @@
+"""K models trained together in one jitted step: `jax.vmap` over stacked params.
+
+Weak ensembles (methods.md, "Weak ensembles"): K weak supervisors that differ by seed (init,
+dropout and data order) and optionally by bootstrap bag (Breiman 1996, bagging). Member k with
+seed s_k is exactly the model `train.fit` would train with `seed=s_k` on the same examples (or its
+bag): the init, the RNG and the batch order are those of that separate run, only computed for all
+K at once. For small models this fills the devices far better than K sequential runs. Labels are
+the mean probability; the members' disagreement feeds the `reliability` loss.
+"""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from w2s import checkpoint, registry, sharding, train
+from w2s.data import pipeline
+
+
+def member_seeds(seed: int, size: int) -> list[int]:
+  return [seed + 1000 * k for k in range(size)]
+
+
+def bag(examples: dict, seed: int) -> dict:
+  """A bootstrap resample of the rows (same size, with replacement), seeded."""
+  n = len(examples['id'])
+  rows = np.sort(np.random.default_rng([seed, 0xBA6]).integers(0, n, n))
+  return {k: v[rows] for k, v in examples.items()}
+
+
+def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir: str, mesh,
+                 bagging: bool = False, name: str = 'ensemble'):
+  """Trains len(seeds) members at once; returns (stacked state [K, ...], last metrics)."""
+  k = len(seeds)
+  members = [bag(train_examples, s) if bagging else train_examples for s in seeds]
+  sharding.check_batch_size(cfg.batch_size, mesh)
+  steps = train.total_steps(cfg, len(train_examples['id']))
+  loss_fn = registry.bind('losses', cfg.loss)
+  tx, schedule = train._make_tx(cfg, steps)
+  apply_fn = train.linen_apply_fn(module)
+  repl = sharding.replicated(mesh)
+  batch_sharding = NamedSharding(mesh, P(None, 'data'))  # [K, B, ...]: members x sharded batch
+  sample = {key: v[:1] for key, v in train_examples.items() if np.asarray(v).dtype != object}
+  sample['mask'] = np.ones(1, np.float32)
+
+  def init_one(rng):
+    p_rng, d_rng, s_rng = jax.random.split(rng, 3)
+    params = module.init({'params': p_rng, 'dropout': d_rng}, sample, train=False)['params']
+    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            opt_state=tx.init(params), rng=s_rng)
+
+  init = jax.jit(jax.vmap(init_one), out_shardings=repl)
+  rngs = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+  step_fn = jax.jit(jax.vmap(functools.partial(
+      train.train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
+      total_steps=steps, accum_steps=int(cfg.get('accum_steps', 1)))),
+      in_shardings=(repl, batch_sharding), out_shardings=(repl, repl), donate_argnums=0)
+
+  def batches(start):
+    its = [pipeline.train_batches(m, global_batch=cfg.batch_size, seed=s, start_step=start,
+                                  num_steps=steps - start, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+           for m, s in zip(members, seeds)]
+    for per_member in pipeline.prefetch(zip(*its)):
+      stacked = _stack_members(per_member)
+      yield jax.tree.map(
+          lambda x: jax.make_array_from_process_local_data(batch_sharding, x), stacked)
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                 every_steps=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
+  try:
+    state, _ = ckpt.restore(jax.eval_shape(init, rngs))
+    if state is None:
+      state = init(rngs)
+    return train.run_loop(state, batches, step_fn=step_fn, cfg=cfg, steps=steps, ckpt=ckpt,
+                          workdir=workdir, name=f'{name} x{k}', examples_per_step=k * cfg.batch_size)
+  finally:
+    ckpt.close()
+
+
+def _stack_members(batches: tuple) -> dict:
+  """K host batches -> [K, B, ...]; text is padded to the longest member's length."""
+  out = {}
+  for key in batches[0]:
+    arrs = [b[key] for b in batches]
+    if arrs[0].ndim == 2 and key in ('input_ids', 'attention_mask', 'token_type_ids'):
+      t = max(a.shape[1] for a in arrs)
+      arrs = [np.pad(a, ((0, 0), (0, t - a.shape[1]))) for a in arrs]
+    out[key] = np.stack(arrs)
+  return out
+
+
+def predict_ensemble(module, stacked_params, examples: dict, *, batch_size: int, mesh,
+                     name: str = 'ensemble predict') -> dict:
+  """{'id' [N], 'member_logits' [N, K, C]} for every example exactly once."""
+  one = train.linen_apply_fn(module)
+  member_apply = jax.vmap(lambda p, b: one(p, b, train=False, rng=None), in_axes=(0, None))
+
+  def apply_fn(params, batch, *, train, rng):  # [B, K, C]: the batch axis stays first
+    del train, rng
+    return jnp.swapaxes(member_apply(params, batch), 0, 1)
+
+  pred = train.predict(module, stacked_params, examples, batch_size=batch_size, mesh=mesh,
+                       name=name, apply_fn=apply_fn)
+  return {'id': pred['id'], 'member_logits': pred['logits']}
