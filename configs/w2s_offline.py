@@ -13,7 +13,7 @@ the initialisations and the data order.
 Arguments: seeds=N (number of seeds), losses=a+b (student losses), runlocal (tiny, for tests),
 finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU).
 """
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 from w2s import config_args
 
@@ -29,15 +29,18 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c = ConfigDict()
   c.protocol = dict(name='weak_to_strong')
   c.dataset = dict(name='rotten_tomatoes')
-  c.splits = dict(weak_fraction=0.5, val_fraction=0.0, balance=False, max_weak=None,
-                  max_strong=None, max_test=None)
+  no_cap = lambda: config_dict.placeholder(int)  # None, overridable with an int
+  # The weak supervisor sees 1,000 of half A's ~5,100 reviews: on all of A the bag of n-grams
+  # (75.9%) already matches the MiniLM linear probe (75.7%), leaving no gap to recover.
+  c.splits = dict(weak_fraction=0.5, val_fraction=0.0, balance=False, max_weak=1000,
+                  max_strong=no_cap(), max_test=no_cap())
   c.tokenizer = dict(tokenizer='minilm', max_length=64)
   c.seeds = tuple(range(a['seeds']))
   c.weak = dict(model=dict(name='bow', size='small'), loss=dict(name='xent'),
-                train=_train(lr=3e-3, epochs=4.0))
+                train=_train(lr=1e-2, epochs=10.0))
   c.strong = dict(model=dict(name='bert', pretrained='minilm'), frozen=True,
                   head=dict(name='mlp', size='linear'), loss=dict(name='xent'),
-                  train=_train(lr=1e-3, epochs=4.0))
+                  train=_train(lr=3e-3, epochs=4.0))
   if a['finetune']:
     c.strong = dict(model=dict(name='bert', pretrained='minilm'), frozen=False,
                     loss=dict(name='xent'), train=_train(lr=5e-5, epochs=2.0, warmup=0.1))
@@ -52,7 +55,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.keep_checkpoints = 2
   c.mesh = dict(num_devices=0)
   if a['runlocal']:
-    c.splits.max_weak, c.splits.max_strong, c.splits.max_test = 256, 256, 256
+    c.splits.max_weak, c.splits.max_strong, c.splits.max_test = 128, 256, 256
     c.weak.train.num_epochs = 2.0
     c.strong.train.num_epochs = 2.0
     c.strong.model = dict(name='bert', size='tiny') if not a['finetune'] else c.strong.model

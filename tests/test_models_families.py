@@ -35,18 +35,22 @@ def test_forward_shapes_zero_head_and_fp32_params(spec):
   model = registry.build('models', spec, num_classes=3)
   batch = _image_batch() if spec['name'] == 'resnet' else _text_batch()
   params = hf_import.init_params(model, jax.random.key(0), batch)
-  logits = model.apply({'params': params}, batch)
-  feats = model.apply({'params': params}, batch, method='features')
+  logits = jax.jit(model.apply)({'params': params}, batch)
+  feats = _features(model, params, batch)
   assert logits.shape == (4, 3) and feats.shape[0] == 4 and feats.dtype == jnp.float32
   np.testing.assert_array_equal(logits, 0)  # the head starts at zero (Burns et al., 2023)
   assert np.abs(feats).max() > 0
   # bf16 compute: params stay float32, features close to the fp32 ones
   bf16 = registry.build('models', dict(spec, dtype='bfloat16'), num_classes=3)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-  feats16 = bf16.apply({'params': params}, batch, method='features')
+  feats16 = _features(bf16, params, batch)
   assert feats16.dtype == jnp.float32
   rel = np.linalg.norm(feats16 - feats) / np.linalg.norm(feats)
   assert rel < 0.05, rel
+
+
+def _features(model, params, batch):
+  return jax.jit(lambda p, b: model.apply({'params': p}, b, method='features'))(params, batch)
 
 
 def test_pooling_by_hand():
@@ -66,13 +70,12 @@ def test_padding_never_counts(spec):
   model = registry.build('models', spec, num_classes=2)
   batch = _text_batch(pad_id=0)
   params = hf_import.init_params(model, jax.random.key(0), batch)
-  feats = model.apply({'params': params}, batch, method='features')
-  eos_padded = model.apply({'params': params}, _text_batch(pad_id=257), method='features')
+  feats = _features(model, params, batch)
+  eos_padded = _features(model, params, _text_batch(pad_id=257))
   np.testing.assert_allclose(eos_padded, feats, atol=1e-5)
   n = int(batch['attention_mask'][2].sum())
   alone = {k: v[2:3, :n] for k, v in batch.items()}
-  np.testing.assert_allclose(model.apply({'params': params}, alone, method='features')[0], feats[2],
-                             atol=1e-5)
+  np.testing.assert_allclose(_features(model, params, alone)[0], feats[2], atol=1e-5)
 
 
 @pytest.mark.parametrize('spec', TEXT[1:2] + TEXT[2:3] + [dict(name='resnet', size='tiny')],
@@ -83,10 +86,11 @@ def test_remat_same_gradients_and_frozen_backbone(spec):
   params = hf_import.init_params(model, jax.random.key(0), batch)
   params['head']['kernel'] = jnp.ones_like(params['head']['kernel'])  # else backbone grads are 0
   def grads(m):
-    return jax.grad(lambda p: (m.apply({'params': p}, batch, train=True) ** 2).sum())(params)
+    loss = lambda p: (m.apply({'params': p}, batch, train=True) ** 2).sum()
+    return jax.jit(jax.grad(loss))(params)
   plain = grads(model)
   remat = grads(registry.build('models', dict(spec, dropout=0.0, remat=True), num_classes=3))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), plain, remat)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3), plain, remat)
   assert max(np.abs(g).max() for g in jax.tree.leaves(plain['backbone'])) > 0
   frozen = grads(registry.build('models', dict(spec, dropout=0.0, frozen=True), num_classes=3))
   assert all(np.all(g == 0) for g in jax.tree.leaves(frozen['backbone']))

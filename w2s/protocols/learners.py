@@ -30,9 +30,11 @@ class Learner:
   spec: dict                  # the config section (for stage keys)
   _inputs: Any                # examples -> numeric input fields
 
-  def examples(self, raw: dict, labels: np.ndarray) -> dict:
-    """Batch-ready fields for raw examples with soft labels [N, C]."""
-    return {**self._inputs(raw), 'id': raw['id'], 'label': labels.astype(np.float32)}
+  def examples(self, raw: dict, labels: np.ndarray, extras: dict | None = None) -> dict:
+    """Batch-ready fields for raw examples with soft labels [N, C] (+ per-example `extras`, such
+    as an ensemble teacher's 'member_probs' [N, K, C], aligned with `raw`)."""
+    return {**self._inputs(raw), **(extras or {}), 'id': raw['id'],
+            'label': labels.astype(np.float32)}
 
 
 def tokenizer_kwargs(tokenizer: dict) -> dict:

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from w2s import registry, sharding, train
+from w2s import ensemble, registry, sharding, train
 from w2s.data import splits as splits_lib
 from w2s.protocols import learners, results as results_lib
 from w2s.protocols.stages import Stage, join_by_id
@@ -28,23 +28,50 @@ def _softmax(logits):
 
 
 def _train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict, *, cfg, mesh,
-                       eval_batch_size, num_classes) -> dict:
-  """Runs one stage unless done: fit on (train_raw, labels), then probabilities on `predict_on`."""
+                       eval_batch_size, num_classes, extras=None) -> dict:
+  """Runs one stage unless done: fit on (train_raw, labels), then probabilities on `predict_on`.
+
+  A learner with `ensemble=dict(size=K > 1, bagging=...)` trains K members in one vmapped step;
+  its outputs add the members' probabilities ('<split>_member_probs' [N, K, C]) to their mean.
+  """
   if stage.done():
     print(f'[{stage.kind}] done earlier, skipped ({stage.dir})', flush=True)
     return stage.outputs()
-  state, last = train.fit(learner.module, learner.examples(train_raw, labels), cfg=cfg,
-                          workdir=stage.dir, mesh=mesh, init_params=learner.init_params,
-                          name=stage.kind)
+  ens = dict(learner.spec.get('ensemble') or {})
+  size = int(ens.get('size', 1))
+  train_ex = learner.examples(train_raw, labels, extras)
+  if size > 1:
+    state, last = ensemble.fit_ensemble(
+        learner.module, train_ex, cfg=cfg, seeds=ensemble.member_seeds(cfg.seed, size),
+        workdir=stage.dir, mesh=mesh, bagging=bool(ens.get('bagging', False)), name=stage.kind)
+  else:
+    state, last = train.fit(learner.module, train_ex, cfg=cfg, workdir=stage.dir, mesh=mesh,
+                            init_params=learner.init_params, name=stage.kind)
   outputs = {}
   for split, raw in predict_on.items():
     ex = learner.examples(raw, learners.soft_labels(raw, num_classes))
-    pred = train.predict(learner.module, state.params, ex, batch_size=eval_batch_size, mesh=mesh,
-                         name=f'{stage.kind} labels {split}')
+    name = f'{stage.kind} labels {split}'
+    if size > 1:
+      pred = ensemble.predict_ensemble(learner.module, state.params, ex,
+                                       batch_size=eval_batch_size, mesh=mesh, name=name)
+      members = _softmax(pred['member_logits'])
+      outputs[f'{split}_member_probs'] = members
+      outputs[f'{split}_probs'] = members.mean(axis=1)
+    else:
+      pred = train.predict(learner.module, state.params, ex, batch_size=eval_batch_size,
+                           mesh=mesh, name=name)
+      outputs[f'{split}_probs'] = _softmax(pred['logits'])
     outputs[f'{split}_id'] = pred['id']
-    outputs[f'{split}_probs'] = _softmax(pred['logits'])
-  stage.finish(outputs, {'train_metrics': last, 'steps': int(state.step)})
+  stage.finish(outputs, {'train_metrics': last, 'steps': int(np.max(state.step))})
   return outputs
+
+
+def _teacher_extras(teacher: dict, raw: dict) -> dict | None:
+  """'member_probs' [N, K, C] of an ensemble teacher on B (for the reliability loss), by id."""
+  if 'strong_train_member_probs' not in teacher:
+    return None
+  return {'member_probs': join_by_id(raw['id'], teacher['strong_train_id'],
+                                     teacher['strong_train_member_probs'], 'ensemble members')}
 
 
 def _probs_on(outputs: dict, split: str, raw: dict, what: str) -> np.ndarray:
@@ -123,6 +150,6 @@ def _student(name, loss, strong, b, test, teacher, teacher_key, base, config, wo
     out = _train_and_predict(
         stage, strong, b, _probs_on(out, 'strong_train', b, f'{kind} labels'), predict_on,
         cfg=learners.train_cfg(config, config.strong, loss=ConfigDict(loss).to_dict(), seed=seed),
-        **fit_kw)
+        extras=_teacher_extras(out, b), **fit_kw)
     key = stage.key
   return out
