@@ -64,3 +64,26 @@ def test_students_share_one_set_of_weak_labels(tmp_path, capsys):
   out = capsys.readouterr().out
   assert out.count('done earlier, skipped') == 3  # weak, ceiling, xent student
   assert len(os.listdir(tmp_path / 'stages')) == 4
+
+
+@pytest.mark.slow
+def test_bootstrapping_chain_and_relabel_rounds(tmp_path, capsys):
+  """weak -> intermediate -> strong student, then one strong-to-strong relabelling round."""
+  config = _config('runlocal,seeds=1,losses=xent')
+  with config.unlocked():
+    config.chain = (dict(model=dict(name='bow', size='base'), loss=dict(name='xent'),
+                         train=config.weak.train.to_dict()),)
+    config.relabel_rounds = 1
+  results = train.train_and_evaluate(config, str(tmp_path))
+  kinds = sorted(s.split('-')[0] for s in os.listdir(tmp_path / 'stages'))
+  assert kinds == ['ceiling', 'chain0', 'student_xent', 'student_xent_round1', 'weak']
+  assert np.isfinite(results['per_seed'][0]['xent']['acc_student'])
+  # the intermediate's labels, not the weak model's, taught the first student
+  chain = [s for s in os.listdir(tmp_path / 'stages') if s.startswith('chain0')][0]
+  weak = [s for s in os.listdir(tmp_path / 'stages') if s.startswith('weak')][0]
+  student = json.load(open(tmp_path / 'stages' /
+                           [s for s in os.listdir(tmp_path / 'stages') if s.startswith('student_xent-')][0] /
+                           'done.json'))
+  assert chain.split('-')[1] in json.dumps(student['spec'])
+  assert weak.split('-')[1] not in json.dumps(student['spec'])
+  capsys.readouterr()
