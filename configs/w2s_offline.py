@@ -3,12 +3,18 @@
     python -m w2s.main --config configs/w2s_offline.py --workdir runs/w2s_offline
     python -m w2s.main --config configs/w2s_offline.py:runlocal --workdir /tmp/w2s_tiny
 
-Weak supervisor: a fastText-style bag of n-grams (`bow`) trained from scratch on half A of the
-training reviews. Strong model: pretrained all-MiniLM-L6-v2 (shipped in a wheel) as a frozen
+Weak supervisor: a fastText-style bag of n-grams (`bow`) trained from scratch on 1,000 reviews
+of half A (capped: trained on all of A it reached 75.4-75.9% test accuracy, as good as the strong
+probe, so there was no gap to recover; see experiments/w2s_offline/README.md). Strong model: pretrained all-MiniLM-L6-v2 (shipped in a wheel) as a frozen
 backbone with a zero-initialised linear head (the original release's `linear_probe` mode), its
 mean-pooled features computed once and cached. Students learn from the weak model's soft labels on
 half B with `xent` and `logconf`; the ceiling learns from B's ground truth. Seeds vary the split,
 the initialisations and the data order.
+
+Measured on a 2-core CPU (5 seeds, about 2 minutes after set-up, 1.5 of them extracting MiniLM
+features once): weak 68.1%, ceiling 76.2%, xent student 71.9% (PGR 0.46 [0.36, 0.55]), logconf
+student 73.8% (PGR 0.70 [0.57, 0.82]). The learning rates and the weak cap were chosen in a small
+sweep whose numbers are in experiments/w2s_offline/README.md; no stage selects models with B's ground truth.
 
 Arguments: seeds=N (number of seeds), losses=a+b (student losses), runlocal (tiny, for tests),
 finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU).

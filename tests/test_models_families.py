@@ -31,18 +31,25 @@ def test_registry_lists_families_and_not_helpers():
 
 
 @pytest.mark.parametrize('spec', TEXT + [dict(name='resnet', size='tiny')], ids=lambda s: str(s))
-def test_forward_shapes_zero_head_and_fp32_params(spec):
+def test_forward_zero_head_padding_and_bf16(spec):
   model = registry.build('models', spec, num_classes=3)
-  batch = _image_batch() if spec['name'] == 'resnet' else _text_batch()
+  text = spec['name'] != 'resnet'
+  batch = _text_batch() if text else _image_batch()
   params = hf_import.init_params(model, jax.random.key(0), batch)
   logits = jax.jit(model.apply)({'params': params}, batch)
   feats = _features(model, params, batch)
   assert logits.shape == (4, 3) and feats.shape[0] == 4 and feats.dtype == jnp.float32
   np.testing.assert_array_equal(logits, 0)  # the head starts at zero (Burns et al., 2023)
-  assert np.abs(feats).max() > 0
-  # bf16 compute: params stay float32, features close to the fp32 ones
+  assert np.abs(feats).max() > 0 and all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  if text:
+    # padding never counts, whatever id it uses (GPT-2 pads with eos, a real token), and a
+    # padded row's features are those of the row alone
+    np.testing.assert_allclose(_features(model, params, _text_batch(pad_id=257)), feats, atol=1e-5)
+    n = int(batch['attention_mask'][2].sum())
+    alone = {k: v[2:3, :n] for k, v in batch.items()}
+    np.testing.assert_allclose(_features(model, params, alone)[0], feats[2], atol=1e-5)
+  # bf16 compute with the same float32 params: features close to the fp32 ones
   bf16 = registry.build('models', dict(spec, dtype='bfloat16'), num_classes=3)
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   feats16 = _features(bf16, params, batch)
   assert feats16.dtype == jnp.float32
   rel = np.linalg.norm(feats16 - feats) / np.linalg.norm(feats)
@@ -61,21 +68,6 @@ def test_pooling_by_hand():
   np.testing.assert_array_equal(classifier.pool(hidden, mask, 'cls'), [[0, 1], [6, 7]])
   left = jnp.array([[0, 1, 1], [1, 1, 1]])  # left padding: last real token is still the last
   np.testing.assert_array_equal(classifier.pool(hidden, left, 'last'), [[4, 5], [10, 11]])
-
-
-@pytest.mark.parametrize('spec', TEXT, ids=lambda s: str(s))
-def test_padding_never_counts(spec):
-  """Features of a padded row == features of the row alone, whatever id the padding uses
-  (GPT-2 pads with eos, a real token)."""
-  model = registry.build('models', spec, num_classes=2)
-  batch = _text_batch(pad_id=0)
-  params = hf_import.init_params(model, jax.random.key(0), batch)
-  feats = _features(model, params, batch)
-  eos_padded = _features(model, params, _text_batch(pad_id=257))
-  np.testing.assert_allclose(eos_padded, feats, atol=1e-5)
-  n = int(batch['attention_mask'][2].sum())
-  alone = {k: v[2:3, :n] for k, v in batch.items()}
-  np.testing.assert_allclose(_features(model, params, alone)[0], feats[2], atol=1e-5)
 
 
 @pytest.mark.parametrize('spec', TEXT[1:2] + TEXT[2:3] + [dict(name='resnet', size='tiny')],
@@ -101,8 +93,9 @@ def test_dropout_only_in_training():
   model = registry.build('models', dict(name='gpt2', size='tiny', dropout=0.5), num_classes=2)
   batch = _text_batch()
   params = hf_import.init_params(model, jax.random.key(0), batch)
-  f = lambda train, k: model.apply({'params': params}, batch, method='features', train=train,
-                                   rngs={'dropout': jax.random.key(k)})
+  f = jax.jit(lambda train, k: model.apply({'params': params}, batch, method='features',
+                                           train=train, rngs={'dropout': jax.random.key(k)}),
+              static_argnums=0)
   np.testing.assert_array_equal(f(False, 1), f(False, 2))
   assert np.abs(f(True, 1) - f(True, 2)).max() > 1e-3
 
@@ -128,3 +121,11 @@ def test_presets_have_the_published_sizes():
   assert count(dict(name='gpt2', size='small')) == 124_439_808  # GPT2Model
   assert count(dict(name='bert', size='minilm-l6')) == 22_565_376  # BertModel without pooler
   assert count(dict(name='llama', size='qwen2-0.5b')) == 494_032_768  # Qwen2-0.5B (tied)
+
+
+def test_sequences_longer_than_the_position_table_are_user_errors():
+  model = registry.build('models', dict(name='gpt2', size='tiny'), num_classes=2)
+  too_long = {'input_ids': np.zeros((1, 257), np.int32),
+              'attention_mask': np.ones((1, 257), np.int32)}
+  with pytest.raises(UserError, match='256 learned positions'):
+    hf_import.init_params(model, jax.random.key(0), too_long)

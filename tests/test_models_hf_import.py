@@ -41,22 +41,30 @@ def _save(hf_model, path, **kw):
 
 
 def _reference(hf_model, batch):
+  extra = {}
+  if 'token_type_ids' in batch:
+    extra['token_type_ids'] = torch.tensor(batch['token_type_ids'], dtype=torch.long)
   with torch.no_grad():
     out = hf_model(input_ids=torch.tensor(batch['input_ids'], dtype=torch.long),
-                   attention_mask=torch.tensor(batch['attention_mask']), output_hidden_states=True)
+                   attention_mask=torch.tensor(batch['attention_mask']), output_hidden_states=True,
+                   **extra)
   hidden = out.last_hidden_state if hasattr(out, 'last_hidden_state') else out.hidden_states[-1]
   logits = out.logits.numpy() if hasattr(out, 'logits') else None
   return hidden.numpy(), logits
 
 
-def _compare(family, path, hf_model, lm_head=False):
+def _compare(family, path, hf_model, lm_head=False, pairs=False):
   batch = _batch()
+  if pairs:  # sentence pairs: the second segment of each real sequence has token type 1
+    batch['token_type_ids'] = (np.arange(11)[None] >= batch['attention_mask'].sum(1)[:, None] // 2
+                               ).astype(np.int32) * batch['attention_mask']
   model = registry.build('models', dict(name=family, pretrained=str(path), lm_head=lm_head),
                          num_classes=3)
   params = hf_import.init_params(model, jax.random.key(0), batch)
   ref_hidden, ref_logits = _reference(hf_model, batch)
   hidden, _ = model.apply({'params': params}, batch['input_ids'], batch['attention_mask'],
-                          method=lambda m, i, k: m.backbone(i, k))
+                          batch.get('token_type_ids'),
+                          method=lambda m, i, k, tt: m.backbone(i, k, token_type_ids=tt))
   real = batch['attention_mask'].astype(bool)
   np.testing.assert_allclose(np.asarray(hidden)[real], ref_hidden[real], atol=1e-4, rtol=1e-4)
   if ref_logits is not None:
@@ -77,9 +85,11 @@ def test_gpt2_matches_transformers(tmp_path):
 
 def test_bert_matches_transformers(tmp_path):
   cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
+                                num_attention_heads=4, intermediate_size=64,
+                                max_position_embeddings=32)
   hf_model = _save(transformers.BertModel(cfg), tmp_path)
   _compare('bert', tmp_path, hf_model)
+  _compare('bert', tmp_path, hf_model, pairs=True)
 
 
 @pytest.mark.parametrize('tied', [True, False])

@@ -43,7 +43,8 @@ def test_minilm_embeddings_are_semantic(embedded):
   """Without torch: the two film reviews are closer to each other than to the geography fact."""
   _, inputs, emb = embedded
   assert emb.shape == (5, 384)
-  assert inputs['input_ids'][0, 0] == 101 and inputs['attention_mask'].sum(1)[3] == 5  # [CLS] i like it [SEP]
+  assert inputs['input_ids'][0, 0] == 101  # [CLS]
+  assert inputs['attention_mask'].sum(1)[3] == 5  # [CLS] i like it [SEP]
   unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
   sim = unit @ unit.T
   assert sim[0, 1] > sim[0, 2] + 0.2 and sim[0, 1] > sim[1, 2] + 0.2, sim

@@ -75,16 +75,18 @@ class Bert(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, attention_mask, *, positions=None, cache=None, cache_index=0,
-               train=False):
+               token_type_ids=None, train=False):
     c = self.config
     if cache is not None:
       raise ValueError('BERT is an encoder: it has no KV cache and cannot decode')
+    classifier.check_length(input_ids, cache, self.config.max_len)
     if positions is None:
       positions = classifier.default_positions(attention_mask)
     embed = lambda n, name: nn.Embed(n, c.d_model, embedding_init=INIT, dtype=self.dtype, name=name)
     x = (embed(c.vocab_size, 'word_embeddings')(input_ids)
          + embed(c.max_len, 'position_embeddings')(positions)
-         + embed(c.type_vocab_size, 'token_type_embeddings')(jnp.zeros_like(input_ids)))
+         + embed(c.type_vocab_size, 'token_type_embeddings')(
+             jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids))
     x = nn.LayerNorm(c.ln_eps, dtype=self.dtype, name='embeddings_ln')(x)
     x = nn.Dropout(c.dropout)(x, deterministic=not train)
     layer = nn.remat(Layer, static_argnums=(3,)) if self.remat else Layer
@@ -131,7 +133,8 @@ def config_from_hf(path: str, hf: dict) -> dict:
 
 
 def _dense(path: tuple[str, ...], name: str) -> list[Entry]:
-  return [Entry(path + ('kernel',), name + '.weight', transpose), Entry(path + ('bias',), name + '.bias')]
+  return [Entry(path + ('kernel',), name + '.weight', transpose),
+          Entry(path + ('bias',), name + '.bias')]
 
 
 def _ln(path: tuple[str, ...], name: str) -> list[Entry]:

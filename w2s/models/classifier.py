@@ -9,8 +9,8 @@ eos id, so the id itself can never tell padding apart); encoders mean-pool real 
 A backbone module (BERT, GPT-2, Llama) provides:
   config                         frozen dataclass of the architecture,
   lm_head                        bool, whether an untied LM head is part of its params,
-  __call__(input_ids, attention_mask, *, positions=None, cache=None, cache_index=0, train=False)
-                                 -> (hidden [B, T, D], cache),
+  __call__(input_ids, attention_mask, *, positions=None, cache=None, cache_index=0,
+           token_type_ids=None, train=False) -> (hidden [B, T, D], cache),
   lm_logits(hidden)              -> [B, T, V] (decoders only).
 """
 import dataclasses
@@ -65,9 +65,11 @@ class TextClassifier(nn.Module):
   pretrained: str | None = None
 
   def features(self, batch: dict, *, train: bool = False) -> jax.Array:
-    """Pooled backbone features [B, D] float32 of batch['input_ids'] / batch['attention_mask']."""
+    """Pooled backbone features [B, D] float32 of batch['input_ids'] / ['attention_mask'] (and
+    ['token_type_ids'] of sentence pairs, read by BERT)."""
     mask = batch['attention_mask']
-    hidden, _ = self.backbone(batch['input_ids'], mask, train=train)
+    hidden, _ = self.backbone(batch['input_ids'], mask, token_type_ids=batch.get('token_type_ids'),
+                              train=train)
     feats = pool(hidden, mask, self.pooling)
     return jax.lax.stop_gradient(feats) if self.frozen else feats
 
@@ -90,6 +92,14 @@ def default_positions(mask: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
 
 
+def check_length(input_ids, cache, max_len: int) -> None:
+  """UserError when a sequence is longer than a learned position table (lookups would clamp)."""
+  t = input_ids.shape[1] if cache is None else cache[0]['k'].shape[1]
+  if t > max_len:
+    raise UserError(f'sequences of {t} tokens exceed the model\'s {max_len} learned positions; '
+                    f'set the tokenizer max_length to at most {max_len}')
+
+
 def make_config(family: str, config_cls, sizes: dict[str, dict], *, size: str | None,
                 pretrained: str | None, from_hf: Callable[[str, dict], dict],
                 overrides: dict[str, Any]):
@@ -102,7 +112,8 @@ def make_config(family: str, config_cls, sizes: dict[str, dict], *, size: str | 
   fields = {f.name for f in dataclasses.fields(config_cls)}
   unknown = sorted(set(overrides) - fields)
   if unknown:
-    raise UserError(f'{family}: unknown hparam(s) {unknown}; architecture fields are {sorted(fields)}')
+    raise UserError(f'{family}: unknown hparam(s) {unknown}; architecture fields are '
+                    f'{sorted(fields)}')
   path = hf_import.resolve(pretrained) if pretrained else None
   if size is not None:
     if size not in sizes:

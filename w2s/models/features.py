@@ -95,7 +95,7 @@ def extract(model, params, inputs: dict[str, np.ndarray], *, batch_size: int = 6
 
 
 def tokenize(texts, tokenizer_dir: str, *, max_length: int) -> dict[str, np.ndarray]:
-  """Texts -> right-padded {'input_ids', 'attention_mask'} int32 [N, T] with the checkpoint's tokenizer."""
+  """Texts -> right-padded {'input_ids', 'attention_mask'} int32 [N, T] (checkpoint's tokenizer)."""
   tok = hf_import.load_tokenizer(tokenizer_dir, max_length=max_length)
   encodings = tok.encode_batch([str(t) for t in texts])
   t = max([len(e.ids) for e in encodings] + [1])

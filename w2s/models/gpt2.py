@@ -95,7 +95,9 @@ class GPT2(nn.Module):
     self.ln_f = nn.LayerNorm(c.ln_eps, dtype=self.dtype)
 
   def __call__(self, input_ids, attention_mask, *, positions=None, cache=None, cache_index=0,
-               train=False):
+               token_type_ids=None, train=False):
+    del token_type_ids  # segments are a BERT notion
+    classifier.check_length(input_ids, cache, self.config.max_len)
     if positions is None:
       positions = classifier.default_positions(attention_mask)
     x = self.drop(self.wte(input_ids) + self.wpe(positions), deterministic=not train)

@@ -7,8 +7,9 @@ A Hugging Face directory holds `config.json` and either `model.safetensors` or s
 `Entry(flax_path, hf_name, transform)`, and `convert` checks every tensor against the shapes the
 config implies, so a checkpoint that does not fit the config fails on the first bad tensor.
 
-Also here: `init_params`, which initialises any w2s model and, when the model was created with
-`pretrained=...`, swaps in the checkpoint's backbone (the classification head stays zero).
+Also here: `pretrained_params(model)`, the checkpoint's {'backbone': ...} tree of a model created
+with `pretrained=...` (to merge over a fresh init), and `init_params`, which initialises any w2s
+model with that backbone swapped in (the classification head stays zero).
 """
 import dataclasses
 import importlib
@@ -46,13 +47,14 @@ def read_config(path: str) -> dict[str, Any]:
   """The checkpoint's config.json as a dict."""
   file = os.path.join(path, 'config.json')
   if not os.path.exists(file):
-    raise UserError(f'{path} has no config.json; point `pretrained` at a Hugging Face model directory')
+    raise UserError(f'{path} has no config.json; point `pretrained` at a Hugging Face model '
+                    'directory')
   with open(file) as f:
     return json.load(f)
 
 
 def fingerprint(path: str) -> dict[str, Any]:
-  """Identity of a checkpoint directory for cache keys: its path and each weight file's size/mtime."""
+  """Identity of a checkpoint directory for cache keys: its path, each file's size and mtime."""
   files = {}
   for name in sorted(os.listdir(path)):
     if name.endswith(('.safetensors', '.json', '.txt')):
@@ -105,9 +107,6 @@ class TensorReader:
         return candidate
     return None
 
-  def has(self, name: str) -> bool:
-    return self.full_name(name) is not None
-
   def get(self, name: str) -> np.ndarray:
     full = self.full_name(name)
     if full is None:
@@ -122,9 +121,9 @@ class TensorReader:
         return _read_bf16(file, full)
 
   def unused(self, ignore: Callable[[str], bool]) -> list[str]:
-    return [n for n in self.files if n not in self.used and not ignore(n[len(self.prefix):]
-                                                                        if n.startswith(self.prefix)
-                                                                        else n)]
+    """Tensors never read, except those `ignore(name without prefix)` accepts."""
+    strip = lambda n: n[len(self.prefix):] if n.startswith(self.prefix) else n
+    return [n for n in self.files if n not in self.used and not ignore(strip(n))]
 
 
 def _read_bf16(file: str, name: str) -> np.ndarray:
@@ -180,7 +179,8 @@ def convert(reader: TensorReader, entries: list[Entry], shapes: dict, *,
     if tuple(a.shape) != want:
       raise UserError(f'checkpoint {reader.path}: tensor {reader.prefix + e.hf_name!r} has shape '
                       f'{tuple(a.shape)} (as {"/".join(e.flax_path)}) but the model config needs '
-                      f'{want}; use the config.json of this checkpoint (drop `size`) or another checkpoint')
+                      f'{want}; use the config.json of this checkpoint (drop `size`) or another '
+                      'checkpoint')
     flat[e.flax_path] = np.asarray(a, dtype=dtype)
   left = reader.unused(ignore)
   if left:

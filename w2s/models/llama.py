@@ -129,7 +129,8 @@ class Llama(nn.Module):
       self.unembed = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, kernel_init=INIT)
 
   def __call__(self, input_ids, attention_mask, *, positions=None, cache=None, cache_index=0,
-               train=False):
+               token_type_ids=None, train=False):
+    del token_type_ids  # segments are a BERT notion
     if positions is None:
       positions = classifier.default_positions(attention_mask)
     x = self.drop(self.embed_tokens(input_ids), deterministic=not train)

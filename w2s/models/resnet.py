@@ -126,4 +126,5 @@ def create(*, num_classes: int, size: str = 'resnet20', image_shape=None, dtype:
                     f'are {sorted(fields)}')
   arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
   shape = tuple(image_shape) if image_shape is not None else None
-  return ResNet(Config(**{**SIZES[size], **arch}), num_classes, shape, as_dtype(dtype), remat, frozen)
+  return ResNet(Config(**{**SIZES[size], **arch}), num_classes, shape, as_dtype(dtype), remat,
+                frozen)

@@ -1,0 +1,176 @@
+"""python -m w2s.main --config configs/w2s_release.py:task=sciq,weak=gpt2,strong=gpt2-xl,data=/data/sciq,weak_ckpt=/ckpt/gpt2,strong_ckpt=/ckpt/gpt2-xl --workdir runs/release/sciq-gpt2-gpt2-xl
+
+The NLP tasks of OpenAI's weak-to-strong release (github.com/openai/weak-to-strong; Burns et al.
+2023), for users who bring the data and the Hugging Face checkpoints. More commands:
+
+    python -m w2s.main --config configs/w2s_release.py:task=boolq,weak=qwen2-0.5b,strong=qwen2-7b,weak_ckpt=/ckpt/Qwen2.5-0.5B,strong_ckpt=/ckpt/Qwen2.5-7B --workdir runs/release/boolq-qwen
+    python -m w2s.main --config configs/w2s_release.py:task=amazon_polarity,weak=gpt2,strong=gpt2-large,loss=xent+logconf+product,seeds=5,data=/data/amazon_polarity,weak_ckpt=/ckpt/gpt2,strong_ckpt=/ckpt/gpt2-large,linear_probe --workdir runs/release/amazon-probe
+    python -m w2s.main --config configs/w2s_release.py:task=sciq,weak=gpt2,strong=qwen2-0.5b,runlocal,data=/data/sciq --workdir /tmp/w2s_release_tiny
+
+Arguments:
+  task         sciq | boolq | cosmos_qa | amazon_polarity | anthropic_hh (see w2s/data/<task>.py).
+  data         sciq, amazon_polarity, anthropic_hh: the directory of downloaded files (`path`);
+               boolq, cosmos_qa (TFDS catalog): a TFDS data dir, optional (downloads once).
+  weak, strong a model of MODELS (the release's GPT-2 sizes; Qwen2/2.5 presets for its Qwen).
+  weak_ckpt, strong_ckpt   Hugging Face directories (config.json + safetensors + tokenizer.json)
+               of those models; their shapes must match the preset.
+  tokenizer    directory holding tokenizer.json (default: strong_ckpt). One tokenizer serves
+               every role, so weak and strong must share one: both GPT-2 or both Qwen.
+  loss         student losses joined by '+' (release default: xent+logconf).
+  seeds, n_docs, n_test_docs, max_length, epochs, accum (microbatches per step), dtype
+               ('float32' | 'bfloat16'; default per model), mode (candidate sampling of sciq,
+               cosmos_qa, anthropic_hh; default the release's 'sample'), linear_probe (frozen
+               backbone, cached features, zero-initialised linear head), runlocal (tiny random
+               models, 64 examples per part, a seconds-long run for tests and Colab).
+
+Reference hyperparameters of the release: batch 32, 2 epochs (`gt_epochs`, also used for the
+transfer), Adam, `cosine_anneal` (torch CosineAnnealingLR over all steps, no warmup, to 0), dropout
+off (`train_with_dropout=False`), a zero-initialised bias-free linear head on the last token, the
+student at the strong model's learning rate, logconf with aux_coef 0.5 and warmup_frac 0.1,
+`max_ctx=1024` for every task, `n_docs=20000` train documents halved into A and B and
+`n_test_docs=10000` (train_simple.py / sweep.py). Learning rates (weak_to_strong/config.py
+MODEL_CONFIGS, "tuned at batch size 32"): gpt2 and gpt2-medium 5e-5; gpt2-large, gpt2-xl and every
+Qwen 1e-5. gpt2-xl and the Qwens use gradient checkpointing (`remat` here) and bfloat16.
+
+Differences from the release, by design or because the protocol lacks them: the release's Qwen
+models are Qwen-1 (`Qwen/Qwen-1_8B`, `-7B`, `-14B`, remote code), which w2s does not import; the
+Qwen2/2.5 presets stand in. Examples longer than max_length are truncated (the release drops
+them). Candidate tasks draw with per-question seeds rather than one Python RNG stream.
+"""
+from typing import NamedTuple
+
+from ml_collections import ConfigDict, config_dict
+
+from w2s import config_args
+from w2s.errors import UserError
+
+
+class Model(NamedTuple):
+  family: str        # w2s model plug-in
+  size: str          # its size preset
+  lr: float          # the release's default_lr at batch 32
+  big: bool = False  # gradient checkpointing + bfloat16 compute in the release
+
+
+MODELS = {
+    'gpt2': Model('gpt2', 'small', 5e-5),
+    'gpt2-medium': Model('gpt2', 'medium', 5e-5),
+    'gpt2-large': Model('gpt2', 'large', 1e-5),
+    'gpt2-xl': Model('gpt2', 'xl', 1e-5, big=True),
+    'qwen2-0.5b': Model('llama', 'qwen2-0.5b', 1e-5, big=True),
+    'qwen2-1.5b': Model('llama', 'qwen2-1.5b', 1e-5, big=True),
+    'qwen2.5-3b': Model('llama', 'qwen2.5-3b', 1e-5, big=True),
+    'qwen2-7b': Model('llama', 'qwen2-7b', 1e-5, big=True),
+}
+TINY = {'gpt2': 'tiny', 'llama': 'qwen2-tiny'}   # runlocal stand-ins, random init
+TOKENIZER_FAMILY = {'gpt2': 'GPT-2', 'llama': 'Qwen'}
+# task -> (reads local files via `path`, has candidate `mode`s)
+TASKS = {
+    'sciq': (True, True),
+    'amazon_polarity': (True, False),
+    'anthropic_hh': (True, True),
+    'boolq': (False, False),
+    'cosmos_qa': (False, True),
+}
+RELEASE_MAX_CTX = 1024     # train_simple.py `max_ctx`, the same for every task
+RUNLOCAL_VOCAB = 30522     # tiny models take any tokenizer up to BERT's size (e.g. 'minilm')
+
+
+def _train(lr: float, epochs: float, accum: int) -> dict:
+  return dict(optimizer=dict(name='adam', learning_rate=lr),
+              schedule=dict(name='cosine', warmup_frac=0.0),
+              batch_size=32, num_epochs=epochs, num_steps=0, accum_steps=accum)
+
+
+def _lookup(role: str, name: str) -> Model:
+  if name not in MODELS:
+    raise UserError(f'{role}={name!r} is not a known model; use one of {", ".join(MODELS)}')
+  return MODELS[name]
+
+
+def _role(m: Model, a: dict, ckpt: str) -> dict:
+  """The `weak` / `strong` section: fine-tuned, or a frozen backbone under a linear head."""
+  dtype = a['dtype'] or ('bfloat16' if m.big else 'float32')
+  if a['runlocal']:
+    model = dict(name=m.family, size=TINY[m.family], vocab_size=RUNLOCAL_VOCAB, dropout=0.0)
+  else:
+    model = dict(name=m.family, size=m.size, pretrained=ckpt, dropout=0.0, dtype=dtype,
+                 remat=m.big and not a['linear_probe'])
+  lr = 1e-3 if a['runlocal'] else m.lr  # tiny random models need a larger step to move at all
+  section = dict(model=model, loss=dict(name='xent'), train=_train(lr, a['epochs'], a['accum']))
+  if a['linear_probe']:
+    section.update(frozen=True, head=dict(name='mlp', size='linear'))
+  return section
+
+
+def _dataset(a: dict) -> dict:
+  task = a['task']
+  if task not in TASKS:
+    raise UserError(f'task={task!r} is not a release task; use one of {", ".join(TASKS)}')
+  local_files, has_modes = TASKS[task]
+  spec = dict(name=task)
+  if local_files:
+    if not a['data']:
+      raise UserError(f'task={task} reads files you download: pass data=DIR (see w2s/data/{task}.py '
+                      'for the download command and schema)')
+    spec['path'] = a['data']
+  elif a['data']:
+    spec['data_dir'] = a['data']
+  if has_modes:
+    spec.update(mode=a['mode'] or 'sample', seed=0)
+  elif a['mode']:
+    raise UserError(f'task={task} has no candidate answers; drop mode={a["mode"]}')
+  return spec
+
+
+def _losses(names: str) -> dict:
+  known = {'xent': dict(name='xent'), 'product': dict(name='product', alpha=1.0, beta=1.0),
+           'logconf': dict(name='logconf', aux_coef=0.5, warmup_frac=0.1)}
+  return {n: known.get(n, dict(name=n)) for n in names.split('+') if n}
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+  a = config_args.parse(
+      arg, task='sciq', data='', weak='gpt2', strong='gpt2-xl', weak_ckpt='', strong_ckpt='',
+      tokenizer='', loss='xent+logconf', seeds=3, n_docs=20000, n_test_docs=10000,
+      max_length=RELEASE_MAX_CTX, epochs=2.0, accum=1, dtype='', mode='', linear_probe=False,
+      runlocal=False)
+  weak, strong = _lookup('weak', a['weak']), _lookup('strong', a['strong'])
+  if not a['runlocal']:
+    for role in ('weak', 'strong'):
+      if not a[f'{role}_ckpt']:
+        raise UserError(f'{role}_ckpt= is required: a Hugging Face directory of {a[role]} '
+                        '(or pass runlocal for tiny random models)')
+    if weak.family != strong.family:
+      raise UserError(f'weak={a["weak"]} and strong={a["strong"]} need different tokenizers '
+                      f'({TOKENIZER_FAMILY[weak.family]} vs {TOKENIZER_FAMILY[strong.family]}), but '
+                      'this protocol tokenizes once for every role; pair GPT-2 with GPT-2 or Qwen '
+                      'with Qwen')
+  c = ConfigDict()
+  c.protocol = dict(name='weak_to_strong')
+  c.dataset = _dataset(a)
+  no_cap = lambda: config_dict.placeholder(int)  # None, overridable with an int
+  c.splits = dict(weak_fraction=0.5, val_fraction=0.0, balance=False,
+                  max_weak=a['n_docs'] // 2, max_strong=a['n_docs'] - a['n_docs'] // 2,
+                  max_test=a['n_test_docs'] or no_cap())
+  tokenizer = a['tokenizer'] or a['strong_ckpt'] or ('minilm' if a['runlocal'] else '')
+  c.tokenizer = dict(tokenizer=tokenizer, max_length=a['max_length'])
+  c.seeds = tuple(range(a['seeds']))
+  c.weak = _role(weak, a, a['weak_ckpt'])
+  c.strong = _role(strong, a, a['strong_ckpt'])
+  c.student_losses = _losses(a['loss'])
+  if not c.student_losses:
+    raise UserError('loss= names no student loss; e.g. loss=xent+logconf')
+  c.chain = ()            # bootstrapping: intermediate learner sections, weak -> ... -> strong
+  c.relabel_rounds = 0    # strong-to-strong relabelling rounds after the student
+  c.eval_batch_size = 32  # the release's GPT-2 eval batch (it used 2 for gpt2-xl and Qwen)
+  c.log_every = 50
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 1  # a gpt2-xl checkpoint with Adam state is ~18 GB
+  c.mesh = dict(num_devices=0)
+  if a['runlocal']:
+    c.splits.max_weak, c.splits.max_strong, c.splits.max_test = 64, 64, 64
+    c.tokenizer.max_length = min(a['max_length'], 64)
+    c.seeds = (0,)
+    c.log_every = 1
+  return c

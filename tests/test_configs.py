@@ -1,0 +1,176 @@
+"""Every config builds for the commands its docstring documents; w2s_release.py carries the release's
+hyperparameters and runs end to end (tiny random GPT-2 weak -> tiny Qwen2 strong, local sciq files)."""
+import importlib.util
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from w2s import registry, train
+from w2s.errors import UserError
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+CONFIG_FILES = sorted(f for f in os.listdir(CONFIGS) if f.endswith('.py') and not f.startswith('_'))
+# `--config configs/<file>.py[:arg]` in a docstring command
+_COMMAND = re.compile(r'--config[ =]configs/(\w+\.py)(?::(\S+))?')
+
+
+def _module(file):
+  spec = importlib.util.spec_from_file_location(file[:-3], os.path.join(CONFIGS, file))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def _release(arg):
+  return _module('w2s_release.py').get_config(arg)
+
+
+def _documented_args(file):
+  mod = _module(file)
+  return mod, [arg for name, arg in _COMMAND.findall(mod.__doc__ or '') if name == file]
+
+
+def _check_plugins(c: ConfigDict) -> None:
+  """Every plug-in name the config holds resolves (a typo fails here, not hours into a run)."""
+  registry.get('protocols', c.protocol.name)
+  if 'dataset' in c:
+    registry.get('datasets', c.dataset.name)
+  roles = [c[r] for r in ('weak', 'strong') if r in c] + list(c.get('chain', ()))
+  for role in roles:
+    registry.get('models', role.model.name)
+    registry.get('losses', role.loss.name)
+    if role.get('frozen'):
+      registry.get('models', role.head.name)
+  for spec in c.get('student_losses', {}).values():
+    registry.get('losses', spec.name)
+  if 'model' in c:
+    registry.get('models', c.model.name)
+    registry.get('losses', c.loss.name)
+
+
+@pytest.mark.parametrize('file', CONFIG_FILES)
+def test_every_config_builds_for_its_documented_commands(file):
+  mod, args = _documented_args(file)
+  assert args, f'{file}: the docstring documents no `python -m w2s.main --config configs/{file}` command'
+  for arg in args:
+    c = mod.get_config(arg or None)
+    assert isinstance(c, ConfigDict), (file, arg)
+    _check_plugins(c)
+    if c.protocol.name == 'weak_to_strong':
+      assert len(c.seeds) >= 1 and c.student_losses and c.mesh.num_devices >= 0
+      for role in ('weak', 'strong'):
+        assert c[role].train.batch_size % 8 == 0  # the 8 test devices divide every batch
+
+
+def test_release_docstring_opens_with_its_command():
+  doc = _module('w2s_release.py').__doc__
+  assert doc.startswith('python -m w2s.main --config configs/w2s_release.py:task=')
+
+
+_CKPT = 'weak_ckpt=/ckpt/w,strong_ckpt=/ckpt/s'
+
+
+def test_release_reference_hyperparameters():
+  c = _release(f'task=sciq,weak=gpt2,strong=gpt2-large,data=/d,{_CKPT}')
+  # openai/weak-to-strong weak_to_strong/config.py: gpt2 5e-5, gpt2-large 1e-5; batch 32, 2 epochs
+  assert c.weak.train.optimizer.to_dict() == dict(name='adam', learning_rate=5e-5)
+  assert c.strong.train.optimizer.learning_rate == 1e-5
+  for role in (c.weak, c.strong):
+    assert role.train.batch_size == 32 and role.train.num_epochs == 2.0
+    assert role.train.schedule.to_dict() == dict(name='cosine', warmup_frac=0.0)
+    assert role.model.dropout == 0.0 and not role.get('frozen', False)
+  assert c.weak.model.to_dict() == dict(name='gpt2', size='small', pretrained='/ckpt/w', dropout=0.0,
+                                        dtype='float32', remat=False)
+  assert (c.strong.model.size, c.strong.model.pretrained) == ('large', '/ckpt/s')
+  assert c.tokenizer.to_dict() == dict(tokenizer='/ckpt/s', max_length=1024)
+  assert (c.splits.max_weak, c.splits.max_strong, c.splits.max_test) == (10000, 10000, 10000)
+  assert c.dataset.to_dict() == dict(name='sciq', path='/d', mode='sample', seed=0)
+  assert c.student_losses.logconf.to_dict() == dict(name='logconf', aux_coef=0.5, warmup_frac=0.1)
+  assert set(c.student_losses) == {'xent', 'logconf'}
+
+
+def test_release_big_models_qwen_and_probe():
+  c = _release(f'task=boolq,weak=qwen2-0.5b,strong=qwen2-7b,{_CKPT},loss=product')
+  assert c.dataset.to_dict() == dict(name='boolq')  # TFDS catalog: no path needed
+  assert c.strong.model.to_dict() == dict(name='llama', size='qwen2-7b', pretrained='/ckpt/s',
+                                          dropout=0.0, dtype='bfloat16', remat=True)
+  assert c.weak.train.optimizer.learning_rate == 1e-5
+  assert list(c.student_losses) == ['product']
+  p = _release(f'task=amazon_polarity,data=/a,{_CKPT},linear_probe,n_docs=1000,n_test_docs=0')
+  assert p.strong.frozen and p.strong.head.to_dict() == dict(name='mlp', size='linear')
+  assert (p.splits.max_weak, p.splits.max_strong, p.splits.max_test) == (500, 500, None)
+  assert _release(f'task=cosmos_qa,data=/tfds,{_CKPT},mode=all').dataset.to_dict() == dict(
+      name='cosmos_qa', data_dir='/tfds', mode='all', seed=0)
+
+
+@pytest.mark.parametrize('arg, message', [
+    (f'task=sciq,data=/d,weak=gpt2,strong=qwen2-0.5b,{_CKPT}', 'need different tokenizers'),
+    ('task=sciq,data=/d,weak_ckpt=/ckpt/w', 'strong_ckpt= is required'),
+    (f'task=sciq,{_CKPT}', 'pass data=DIR'),
+    (f'task=squad,data=/d,{_CKPT}', 'not a release task'),
+    (f'task=sciq,data=/d,strong=gpt3,{_CKPT}', "strong='gpt3' is not a known model"),
+    (f'task=amazon_polarity,data=/d,mode=pair,{_CKPT}', 'no candidate answers'),
+    ('task=sciq,data=/d,runlocal,loss=', 'names no student loss'),
+    ('tsk=sciq', 'unknown config argument'),
+])
+def test_release_bad_arguments_fail_with_one_line(arg, message):
+  with pytest.raises(UserError, match=message):
+    _release(arg)
+
+
+def _write_sciq(root, n_train=160, n_test=64):
+  """SciQ rows in the schema of w2s/data/sciq.py: arithmetic questions, the right sum and 3 others."""
+  rng = np.random.default_rng(0)
+  os.makedirs(root, exist_ok=True)
+  for split, n in (('train', n_train), ('test', n_test)):
+    with open(os.path.join(root, f'{split}.jsonl'), 'w') as f:
+      for _ in range(n):
+        x, y = rng.integers(1, 50, size=2)
+        wrong = rng.choice([d for d in range(2, 100) if d != x + y], size=3, replace=False)
+        f.write(json.dumps(dict(question=f'What is {x} plus {y}?', correct_answer=str(x + y),
+                                **{f'distractor{j + 1}': str(w) for j, w in enumerate(wrong)},
+                                support='')) + '\n')
+  return root
+
+
+def _tiny_byte_bpe(root, texts):
+  """A GPT-2-style byte-level BPE tokenizer.json (vocab < 512, the tiny presets' size)."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(texts, trainers.BpeTrainer(
+      vocab_size=400, special_tokens=['<|endoftext|>'],
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  os.makedirs(root, exist_ok=True)
+  tok.save(os.path.join(root, 'tokenizer.json'))
+  assert tok.get_vocab_size() <= 512
+  return root
+
+
+def test_release_runlocal_end_to_end(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv('W2S_DATA_DIR', str(tmp_path / 'tfds'))
+  data = _write_sciq(str(tmp_path / 'sciq'))
+  texts = [json.loads(line)['question'] for line in open(os.path.join(data, 'train.jsonl'))]
+  tok = _tiny_byte_bpe(str(tmp_path / 'tok'), texts + [str(i) for i in range(100)])
+  config = _release(f'task=sciq,weak=gpt2,strong=qwen2-0.5b,loss=xent+logconf,runlocal,'
+                    f'data={data},tokenizer={tok}')
+  assert config.weak.model.size == 'tiny' and config.strong.model.size == 'qwen2-tiny'
+  assert 'pretrained' not in config.weak.model and 'pretrained' not in config.strong.model
+  workdir = tmp_path / 'run'
+  results = train.train_and_evaluate(config, str(workdir))
+  saved = json.load(open(workdir / 'results.json'))
+  assert set(saved['summary']) == {'xent', 'logconf'}
+  record = saved['per_seed'][0]
+  assert (record['n_weak_train'], record['n_strong_train'], record['n_test']) == (64, 64, 64)
+  for loss in ('xent', 'logconf'):
+    assert 0.0 <= record[loss]['acc_student'] <= 1.0
+  assert results['per_seed'] == json.loads(json.dumps(saved['per_seed']))
+  assert os.path.getsize(workdir / 'accuracy.png') > 0
+  stages = sorted(s.split('-')[0] for s in os.listdir(workdir / 'stages'))
+  assert stages == ['ceiling', 'student_logconf', 'student_xent', 'weak']
+  assert 'weak-to-strong results over 1 seeds' in capsys.readouterr().out
