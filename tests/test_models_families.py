@@ -21,7 +21,7 @@ def _text_batch(pad_id=0):
 
 
 def _image_batch():
-  return {'x': np.random.RandomState(0).rand(4, 12, 12, 3).astype(np.float32)}
+  return {'x': np.random.RandomState(0).rand(4, 8, 8, 3).astype(np.float32)}
 
 
 def test_registry_lists_families_and_not_helpers():
@@ -70,8 +70,7 @@ def test_pooling_by_hand():
   np.testing.assert_array_equal(classifier.pool(hidden, left, 'last'), [[4, 5], [10, 11]])
 
 
-@pytest.mark.parametrize('spec', TEXT[1:2] + TEXT[2:3] + [dict(name='resnet', size='tiny')],
-                         ids=lambda s: s['name'])
+@pytest.mark.parametrize('spec', [TEXT[2], dict(name='resnet', size='tiny')], ids=lambda s: s['name'])
 def test_remat_same_gradients_and_frozen_backbone(spec):
   batch = _image_batch() if spec['name'] == 'resnet' else _text_batch()
   model = registry.build('models', dict(spec, dropout=0.0), num_classes=3)

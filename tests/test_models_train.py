@@ -43,7 +43,6 @@ CASES = [  # (model, learning rate, steps); a ResNet from scratch needs more ste
     (dict(name='bert', size='tiny', vocab_size=512), 3e-3, 16),
     (dict(name='gpt2', size='tiny'), 3e-3, 16),
     (dict(name='llama', size='tiny', dtype='bfloat16', remat=True), 3e-3, 16),
-    (dict(name='llama', size='qwen2-tiny'), 3e-3, 16),
     (dict(name='resnet', size='tiny', image_shape=(8, 8, 1)), 1e-2, 64),
 ]
 

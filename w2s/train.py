@@ -53,7 +53,13 @@ def _microbatches(batch, accum_steps):
 def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, loss_fn: Callable,
                tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
                accum_steps: int = 1) -> tuple[TrainState, dict]:
-  """One optimizer update on a (global) batch; the loss is mask-weighted over all microbatches."""
+  """One optimizer update on a (global) batch; the loss is mask-weighted over all microbatches.
+
+  With accum_steps = A > 1 the loss runs on A microbatches of B/A rows and gradients are summed
+  (padding excluded), so per-example losses give the full-batch update; batch statistics inside
+  a loss (logconf's quantile, window's median) are then taken per microbatch, still across all
+  devices.
+  """
   rng = jax.random.fold_in(state.rng, state.step)
   loss_and_grad = jax.value_and_grad(functools.partial(
       _loss_sum, apply_fn=apply_fn, loss_fn=loss_fn, step_frac=state.step / total_steps),
