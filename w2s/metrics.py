@@ -70,14 +70,19 @@ class Progress:
   does not distort the ETA for long.
   """
 
-  def __init__(self, name: str, total: int, unit: str = 'ex', start: int = 0, stream=None):
+  def __init__(self, name: str, total: int, unit: str = 'ex', start: int = 0, stream=None,
+               min_interval_s: float = 0.0):
     self.name, self.total, self.unit = name, total, unit
     self.stream = stream or sys.stderr
+    self.min_interval_s = min_interval_s
     self._last_t, self._last_n = time.perf_counter(), start
     self.rate = float('nan')
 
   def update(self, done: int, items_per_step: float = 1.0, extra: str = '') -> float:
+    """Prints the line (unless within `min_interval_s` of the last one and not finished)."""
     now = time.perf_counter()
+    if now - self._last_t < self.min_interval_s and done < self.total:
+      return self.rate
     dt = max(now - self._last_t, 1e-9)
     self.rate = (done - self._last_n) * items_per_step / dt
     steps_rate = (done - self._last_n) / dt

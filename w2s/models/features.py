@@ -14,35 +14,16 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
-import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2s import metrics
 from w2s.errors import UserError
 from w2s.models import hf_import
-
-
-class Progress:
-  """'desc: n/N (p%) r ex/s, ETA s' on stderr at most every `every_s` seconds, and at the end."""
-
-  def __init__(self, desc: str, total: int, every_s: float = 5.0):
-    self.desc, self.total, self.every_s = desc, total, every_s
-    self.start = self.last = time.monotonic()
-
-  def update(self, done: int, force: bool = False):
-    now = time.monotonic()
-    if not force and now - self.last < self.every_s:
-      return
-    self.last = now
-    rate = done / max(now - self.start, 1e-9)
-    eta = (self.total - done) / rate if rate > 0 else float('inf')
-    print(f'{self.desc}: {done}/{self.total} ({100 * done / max(self.total, 1):.1f}%) '
-          f'{rate:.1f} ex/s, ETA {eta:.0f}s', file=sys.stderr, flush=True)
 
 
 def default_forward(model) -> Callable:
@@ -82,7 +63,8 @@ def extract(model, params, inputs: dict[str, np.ndarray], *, batch_size: int = 6
   """
   forward = forward or default_forward(model)
   n = len(next(iter(inputs.values())))
-  out, progress, done = None, Progress(desc, n, log_every_s), 0
+  out, done = None, 0
+  progress = metrics.Progress(desc, n, min_interval_s=log_every_s)
   for rows, batch in _batches(inputs, batch_size, pad_multiple):
     feats = np.asarray(forward(params, batch), np.float32)[:len(rows)]
     if out is None:
@@ -90,21 +72,14 @@ def extract(model, params, inputs: dict[str, np.ndarray], *, batch_size: int = 6
     out[rows] = feats
     done += len(rows)
     progress.update(done)
-  progress.update(done, force=True)
   return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def tokenize(texts, tokenizer_dir: str, *, max_length: int) -> dict[str, np.ndarray]:
-  """Texts -> right-padded {'input_ids', 'attention_mask'} int32 [N, T] (checkpoint's tokenizer)."""
-  tok = hf_import.load_tokenizer(tokenizer_dir, max_length=max_length)
-  encodings = tok.encode_batch([str(t) for t in texts])
-  t = max([len(e.ids) for e in encodings] + [1])
-  ids = np.zeros((len(encodings), t), np.int32)  # pad id 0 is never read: the mask says what is real
-  mask = np.zeros((len(encodings), t), np.int32)
-  for i, e in enumerate(encodings):
-    ids[i, :len(e.ids)] = e.ids
-    mask[i, :len(e.ids)] = 1
-  return {'input_ids': ids, 'attention_mask': mask}
+  """Texts -> right-padded {'input_ids', 'attention_mask'} int32 [N, max_length] with the
+  checkpoint's tokenizer (`w2s.data.text.tokenize`; `extract` trims each batch to its longest)."""
+  from w2s.data import text as text_lib
+  return text_lib.tokenize([str(t) for t in texts], tokenizer_dir, max_length)
 
 
 def params_digest(params) -> str:

@@ -238,24 +238,6 @@ def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
   return flax.traverse_util.unflatten_dict(flat)
 
 
-def load_tokenizer(path: str, *, max_length: int):
-  """The checkpoint's `tokenizers` tokenizer, truncating to max_length, without padding.
-
-  Padding is done per batch by the caller (pad to the batch's longest); the pad id and which
-  tokens are real are carried by the attention mask, never by the id value.
-  """
-  from tokenizers import Tokenizer
-  file = os.path.join(path, 'tokenizer.json')
-  if not os.path.exists(file):
-    raise UserError(f'{path} has no tokenizer.json; give a checkpoint directory saved with its '
-                    'tokenizer (tokenizer.save_pretrained) or pass `tokenizer=` explicitly')
-  tok = Tokenizer.from_file(file)
-  tok.no_padding()
-  tok.enable_truncation(max_length)
-  return tok
-
-
-
 def backbone_shapes(backbone) -> dict:
   """Flax param tree (ShapeDtypeStruct leaves) of a backbone, without allocating it."""
   ids = jax.ShapeDtypeStruct((1, 2), jax.numpy.int32)
