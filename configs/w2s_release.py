@@ -14,14 +14,18 @@ Arguments:
   weak, strong a model of MODELS (the release's GPT-2 sizes; Qwen2/2.5 presets for its Qwen).
   weak_ckpt, strong_ckpt   Hugging Face directories (config.json + safetensors + tokenizer.json)
                of those models; their shapes must match the preset.
-  tokenizer    directory holding tokenizer.json (default: strong_ckpt). One tokenizer serves
-               every role, so weak and strong must share one: both GPT-2 or both Qwen.
+  ckpt_arch    take the architecture from each checkpoint's config.json instead of the preset (for
+               checkpoints no preset matches, e.g. Qwen1.5 / Qwen2.5-14B; the named model still
+               picks the learning rate, remat and dtype).
+  tokenizer    directory holding a tokenizer.json for every role (default: each role uses its
+               own checkpoint's tokenizer, so GPT-2 weak -> Qwen strong works as in the release).
   loss         student losses joined by '+' (release default: xent+logconf).
   seeds, n_docs, n_test_docs, max_length, epochs, accum (microbatches per step), dtype
                ('float32' | 'bfloat16'; default per model), mode (candidate sampling of sciq,
                cosmos_qa, anthropic_hh; default the release's 'sample'), linear_probe (frozen
                backbone, cached features, zero-initialised linear head), runlocal (tiny random
-               models, 64 examples per part, a seconds-long run for tests and Colab).
+               models, 64 examples per part, a seconds-long run for tests and Colab; it ignores
+               the checkpoints and tokenizes with tokenizer= or the bundled MiniLM one).
 
 Reference hyperparameters of the release: batch 32, 2 epochs (`gt_epochs`, also used for the
 transfer), Adam, `cosine_anneal` (torch CosineAnnealingLR over all steps, no warmup, to 0), dropout
@@ -63,7 +67,6 @@ MODELS = {
     'qwen2-7b': Model('llama', 'qwen2-7b', 1e-5, big=True),
 }
 TINY = {'gpt2': 'tiny', 'llama': 'qwen2-tiny'}   # runlocal stand-ins, random init
-TOKENIZER_FAMILY = {'gpt2': 'GPT-2', 'llama': 'Qwen'}
 # task -> (reads local files via `path`, has candidate `mode`s)
 TASKS = {
     'sciq': (True, True),
@@ -73,7 +76,7 @@ TASKS = {
     'cosmos_qa': (False, True),
 }
 RELEASE_MAX_CTX = 1024     # train_simple.py `max_ctx`, the same for every task
-RUNLOCAL_VOCAB = 30522     # tiny models take any tokenizer up to BERT's size (e.g. 'minilm')
+RUNLOCAL_VOCAB = 152064    # tiny models take the ids of any GPT-2, Qwen or BERT tokenizer
 
 
 def _train(lr: float, epochs: float, accum: int) -> dict:
@@ -96,6 +99,8 @@ def _role(m: Model, a: dict, ckpt: str) -> dict:
   else:
     model = dict(name=m.family, size=m.size, pretrained=ckpt, dropout=0.0, dtype=dtype,
                  remat=m.big and not a['linear_probe'])
+    if a['ckpt_arch']:
+      del model['size']  # create(size=None, pretrained=...) reads config.json
   lr = 1e-3 if a['runlocal'] else m.lr  # tiny random models need a larger step to move at all
   section = dict(model=model, loss=dict(name='xent'), train=_train(lr, a['epochs'], a['accum']))
   if a['linear_probe']:
@@ -111,8 +116,8 @@ def _dataset(a: dict) -> dict:
   spec = dict(name=task)
   if local_files:
     if not a['data']:
-      raise UserError(f'task={task} reads files you download: pass data=DIR (see w2s/data/{task}.py '
-                      'for the download command and schema)')
+      raise UserError(f'task={task} reads files you download: pass data=DIR (see '
+                      f'w2s/data/{task}.py for the download command and schema)')
     spec['path'] = a['data']
   elif a['data']:
     spec['data_dir'] = a['data']
@@ -134,18 +139,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
       arg, task='sciq', data='', weak='gpt2', strong='gpt2-xl', weak_ckpt='', strong_ckpt='',
       tokenizer='', loss='xent+logconf', seeds=3, n_docs=20000, n_test_docs=10000,
       max_length=RELEASE_MAX_CTX, epochs=2.0, accum=1, dtype='', mode='', linear_probe=False,
-      runlocal=False)
+      ckpt_arch=False, runlocal=False)
   weak, strong = _lookup('weak', a['weak']), _lookup('strong', a['strong'])
   if not a['runlocal']:
     for role in ('weak', 'strong'):
       if not a[f'{role}_ckpt']:
         raise UserError(f'{role}_ckpt= is required: a Hugging Face directory of {a[role]} '
                         '(or pass runlocal for tiny random models)')
-    if weak.family != strong.family:
-      raise UserError(f'weak={a["weak"]} and strong={a["strong"]} need different tokenizers '
-                      f'({TOKENIZER_FAMILY[weak.family]} vs {TOKENIZER_FAMILY[strong.family]}), but '
-                      'this protocol tokenizes once for every role; pair GPT-2 with GPT-2 or Qwen '
-                      'with Qwen')
   c = ConfigDict()
   c.protocol = dict(name='weak_to_strong')
   c.dataset = _dataset(a)
@@ -153,11 +153,15 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.splits = dict(weak_fraction=0.5, val_fraction=0.0, balance=False,
                   max_weak=a['n_docs'] // 2, max_strong=a['n_docs'] - a['n_docs'] // 2,
                   max_test=a['n_test_docs'] or no_cap())
-  tokenizer = a['tokenizer'] or a['strong_ckpt'] or ('minilm' if a['runlocal'] else '')
+  tokenizer = a['tokenizer'] or ('minilm' if a['runlocal'] else a['strong_ckpt'])
   c.tokenizer = dict(tokenizer=tokenizer, max_length=a['max_length'])
   c.seeds = tuple(range(a['seeds']))
   c.weak = _role(weak, a, a['weak_ckpt'])
   c.strong = _role(strong, a, a['strong_ckpt'])
+  if not (a['tokenizer'] or a['runlocal']):
+    # each role tokenizes with its own checkpoint's tokenizer, as the release did (GPT-2 -> Qwen)
+    for role in ('weak', 'strong'):
+      c[role].tokenizer = dict(tokenizer=a[f'{role}_ckpt'], max_length=a['max_length'])
   c.student_losses = _losses(a['loss'])
   if not c.student_losses:
     raise UserError('loss= names no student loss; e.g. loss=xent+logconf')

@@ -1,5 +1,7 @@
-"""Every config builds for the commands its docstring documents; w2s_release.py carries the release's
-hyperparameters and runs end to end (tiny random GPT-2 weak -> tiny Qwen2 strong, local sciq files)."""
+"""Every config builds for the commands its docstring documents; w2s_release.py carries the
+release's hyperparameters and runs end to end on generated sciq files with a tiny byte-level BPE:
+`runlocal` (tiny random GPT-2 weak -> tiny Qwen2 strong, linear probe) and the real branch (tiny
+Hugging Face GPT-2 checkpoints, full fine-tuning)."""
 import importlib.util
 import json
 import os
@@ -55,7 +57,7 @@ def _check_plugins(c: ConfigDict) -> None:
 @pytest.mark.parametrize('file', CONFIG_FILES)
 def test_every_config_builds_for_its_documented_commands(file):
   mod, args = _documented_args(file)
-  assert args, f'{file}: the docstring documents no `python -m w2s.main --config configs/{file}` command'
+  assert args, f'{file}: its docstring documents no `python -m w2s.main --config configs/{file}`'
   for arg in args:
     c = mod.get_config(arg or None)
     assert isinstance(c, ConfigDict), (file, arg)
@@ -83,8 +85,8 @@ def test_release_reference_hyperparameters():
     assert role.train.batch_size == 32 and role.train.num_epochs == 2.0
     assert role.train.schedule.to_dict() == dict(name='cosine', warmup_frac=0.0)
     assert role.model.dropout == 0.0 and not role.get('frozen', False)
-  assert c.weak.model.to_dict() == dict(name='gpt2', size='small', pretrained='/ckpt/w', dropout=0.0,
-                                        dtype='float32', remat=False)
+  assert c.weak.model.to_dict() == dict(name='gpt2', size='small', pretrained='/ckpt/w',
+                                        dropout=0.0, dtype='float32', remat=False)
   assert (c.strong.model.size, c.strong.model.pretrained) == ('large', '/ckpt/s')
   assert c.tokenizer.to_dict() == dict(tokenizer='/ckpt/s', max_length=1024)
   assert (c.splits.max_weak, c.splits.max_strong, c.splits.max_test) == (10000, 10000, 10000)
@@ -105,10 +107,28 @@ def test_release_big_models_qwen_and_probe():
   assert (p.splits.max_weak, p.splits.max_strong, p.splits.max_test) == (500, 500, None)
   assert _release(f'task=cosmos_qa,data=/tfds,{_CKPT},mode=all').dataset.to_dict() == dict(
       name='cosmos_qa', data_dir='/tfds', mode='all', seed=0)
+  assert 'size' not in _release(f'task=sciq,data=/d,{_CKPT},ckpt_arch').strong.model
+
+
+def test_release_model_sections_build_every_preset(tmp_path):
+  """create() takes every field the config sets (size, pretrained, dropout, dtype, remat)."""
+  mod = _module('w2s_release.py')
+  for name, m in mod.MODELS.items():
+    family = [n for n, x in mod.MODELS.items() if x.family == m.family]
+    c = mod.get_config(f'task=sciq,data=/d,weak={family[0]},strong={name},weak_ckpt={tmp_path},'
+                       f'strong_ckpt={tmp_path}')
+    model = registry.build('models', c.strong.model, num_classes=2)
+    assert model.pretrained == str(tmp_path) and model.backbone.remat == m.big
+    assert model.backbone.config.dropout == 0.0 and model.backbone.config.num_layers >= 12
+
+
+def test_release_gpt2_to_qwen_tokenizes_each_role_with_its_own_checkpoint():
+  c = _release('task=sciq,data=/d,weak=gpt2,strong=qwen2-0.5b,weak_ckpt=/ckpt/w,strong_ckpt=/ckpt/s')
+  assert c.weak.tokenizer.tokenizer == '/ckpt/w' and c.strong.tokenizer.tokenizer == '/ckpt/s'
+  assert c.weak.model.name == 'gpt2' and c.strong.model.name == 'llama'
 
 
 @pytest.mark.parametrize('arg, message', [
-    (f'task=sciq,data=/d,weak=gpt2,strong=qwen2-0.5b,{_CKPT}', 'need different tokenizers'),
     ('task=sciq,data=/d,weak_ckpt=/ckpt/w', 'strong_ckpt= is required'),
     (f'task=sciq,{_CKPT}', 'pass data=DIR'),
     (f'task=squad,data=/d,{_CKPT}', 'not a release task'),
@@ -123,7 +143,7 @@ def test_release_bad_arguments_fail_with_one_line(arg, message):
 
 
 def _write_sciq(root, n_train=160, n_test=64):
-  """SciQ rows in the schema of w2s/data/sciq.py: arithmetic questions, the right sum and 3 others."""
+  """SciQ rows in the schema of w2s/data/sciq.py: sums to answer, the right one and 3 others."""
   rng = np.random.default_rng(0)
   os.makedirs(root, exist_ok=True)
   for split, n in (('train', n_train), ('test', n_test)):
@@ -152,25 +172,87 @@ def _tiny_byte_bpe(root, texts):
   return root
 
 
-def test_release_runlocal_end_to_end(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def sciq_files(tmp_path, monkeypatch):
+  """(data dir, tokenizer dir): generated sciq jsonl files and a byte-level BPE trained on them."""
   monkeypatch.setenv('W2S_DATA_DIR', str(tmp_path / 'tfds'))
   data = _write_sciq(str(tmp_path / 'sciq'))
   texts = [json.loads(line)['question'] for line in open(os.path.join(data, 'train.jsonl'))]
-  tok = _tiny_byte_bpe(str(tmp_path / 'tok'), texts + [str(i) for i in range(100)])
-  config = _release(f'task=sciq,weak=gpt2,strong=qwen2-0.5b,loss=xent+logconf,runlocal,'
-                    f'data={data},tokenizer={tok}')
+  return data, _tiny_byte_bpe(str(tmp_path / 'tok'), texts + [str(i) for i in range(100)])
+
+
+def _run_release(tmp_path, sciq_files, arg):
+  """runlocal: tiny random GPT-2 weak -> tiny random Qwen2 strong, 64 examples per part."""
+  data, tok = sciq_files
+  config = _release(f'task=sciq,weak=gpt2,strong=qwen2-0.5b,runlocal,data={data},tokenizer={tok},'
+                    + arg)
   assert config.weak.model.size == 'tiny' and config.strong.model.size == 'qwen2-tiny'
   assert 'pretrained' not in config.weak.model and 'pretrained' not in config.strong.model
   workdir = tmp_path / 'run'
   results = train.train_and_evaluate(config, str(workdir))
   saved = json.load(open(workdir / 'results.json'))
-  assert set(saved['summary']) == {'xent', 'logconf'}
+  assert results['per_seed'] == json.loads(json.dumps(saved['per_seed']))
   record = saved['per_seed'][0]
   assert (record['n_weak_train'], record['n_strong_train'], record['n_test']) == (64, 64, 64)
-  for loss in ('xent', 'logconf'):
+  for loss in saved['summary']:
     assert 0.0 <= record[loss]['acc_student'] <= 1.0
-  assert results['per_seed'] == json.loads(json.dumps(saved['per_seed']))
-  assert os.path.getsize(workdir / 'accuracy.png') > 0
+    assert 0.0 <= record[loss]['agreement'] <= 1.0
+  return workdir, saved
+
+
+def test_release_runlocal_linear_probe_end_to_end(tmp_path, sciq_files, capsys):
+  workdir, saved = _run_release(tmp_path, sciq_files, 'linear_probe,loss=xent+logconf')
+  assert set(saved['summary']) == {'xent', 'logconf'}
+  assert os.path.getsize(workdir / 'accuracy.png') > 0 and os.path.getsize(workdir / 'pgr.png') > 0
   stages = sorted(s.split('-')[0] for s in os.listdir(workdir / 'stages'))
   assert stages == ['ceiling', 'student_logconf', 'student_xent', 'weak']
+  assert os.listdir(workdir / 'features')  # frozen backbone features were cached
   assert 'weak-to-strong results over 1 seeds' in capsys.readouterr().out
+
+
+def _hf_gpt2(root, tokenizer_dir, layers, seed):
+  """A tiny random Hugging Face GPT-2 checkpoint directory with the tokenizer beside it."""
+  import shutil
+  transformers = pytest.importorskip('transformers')
+  torch = pytest.importorskip('torch')
+  vocab = json.load(open(os.path.join(tokenizer_dir, 'tokenizer.json')))['model']['vocab']
+  torch.manual_seed(seed)
+  cfg = transformers.GPT2Config(vocab_size=len(vocab), n_positions=128, n_embd=32, n_layer=layers,
+                                n_head=2)
+  model = transformers.GPT2LMHeadModel(cfg).eval()
+  model.save_pretrained(root, safe_serialization=True)
+  shutil.copy(os.path.join(tokenizer_dir, 'tokenizer.json'), root)
+  return root, model.transformer.wte.weight.detach().numpy()
+
+
+def test_release_pretrained_finetune_end_to_end(tmp_path, sciq_files):
+  """The real (non-runlocal) branch: Hugging Face checkpoints, tokenizer from strong_ckpt, full
+  fine-tuning; ckpt_arch because the tiny checkpoints match no preset (~20 s)."""
+  from w2s import sharding
+  from w2s.protocols import learners
+  data, tok = sciq_files
+  weak, _ = _hf_gpt2(str(tmp_path / 'gpt2'), tok, layers=1, seed=0)
+  strong, strong_wte = _hf_gpt2(str(tmp_path / 'gpt2-large'), tok, layers=2, seed=1)
+  config = _release(f'task=sciq,weak=gpt2,strong=gpt2-large,data={data},weak_ckpt={weak},'
+                    f'strong_ckpt={strong},ckpt_arch,seeds=1,loss=logconf,max_length=128')
+  assert config.tokenizer.tokenizer == strong
+  dataset = registry.build('datasets', config.dataset)
+  learner = learners.make('strong', config.strong, dataset=dataset, tokenizer=config.tokenizer,
+                          eval_batch_size=32, mesh=sharding.make_mesh(1), cache_dir=str(tmp_path))
+  # the backbone starts from the checkpoint, the head from zero (as in the release)
+  np.testing.assert_array_equal(learner.init_params['backbone']['wte']['embedding'], strong_wte)
+  assert not np.any(learner.init_params['head']['kernel'])
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  saved = json.load(open(workdir / 'results.json'))
+  record = saved['per_seed'][0]
+  assert record['n_weak_train'] + record['n_strong_train'] == 160 and record['n_test'] == 64
+  assert 0.0 <= record['logconf']['acc_student'] <= 1.0
+  metrics = [json.loads(line) for line in open(next(
+      (workdir / 'stages').glob('student_logconf-*/metrics.jsonl')))]
+  assert metrics and all(np.isfinite(m['loss']) for m in metrics)
+  # the release's gpt2-large lr 1e-5, annealed to 0 by a cosine without warmup over 2 epochs; the
+  # last logged step reports the lr of its update, step `steps - 1`
+  steps = 2 * (record['n_strong_train'] // 32)
+  expected = 0.5e-5 * (1 + np.cos(np.pi * (steps - 1) / steps))
+  assert metrics[-1]['learning_rate'] == pytest.approx(expected)

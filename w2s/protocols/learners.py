@@ -22,6 +22,9 @@ from w2s.data import pipeline
 from w2s.protocols import stages as stages_lib
 
 
+PREFETCH_ALL_MAX = 100_000  # frozen features of datasets up to this size are extracted in one go
+
+
 @dataclasses.dataclass
 class Learner:
   name: str
@@ -78,16 +81,22 @@ def make(role: str, spec, *, dataset, tokenizer: dict, eval_batch_size: int, mes
   key = dict(features_lib.model_key(model, backbone_params), dataset=dataset.name, split='all',
              inputs=stages_lib.key(tokenizer))
 
+  every = base.concat(list(dataset.splits.values()))
+  prefetch_all = [base.num_rows(every) <= PREFETCH_ALL_MAX]
+
   def frozen_inputs(raw):
-    # One cache per dataset, filled for every split in one pass the first time: an example's
-    # features do not depend on the split or seed it falls in, so every stage and seed reuses them.
-    every = base.concat([ex for ex in dataset.splits.values()])
+    # One cache per dataset: an example's features do not depend on the split or seed it falls
+    # in, so every stage and seed reuses them. A small dataset is extracted whole in one pass the
+    # first time; a large one only for the examples asked for (the cache grows).
+    source = every if prefetch_all[0] else raw
 
     def compute(rows):
-      inputs = tokens({k: v[rows] for k, v in every.items()})
+      inputs = tokens({k: v[rows] for k, v in source.items()})
       return features_lib.extract(model, backbone_params, inputs, batch_size=eval_batch_size,
                                   desc=f'[{role} features] {dataset.name}')
-    features_lib.cached(every['id'], cache_dir=cache_dir, key=key, compute=compute)
+    if prefetch_all[0]:
+      features_lib.cached(every['id'], cache_dir=cache_dir, key=key, compute=compute)
+      prefetch_all[0], source = False, raw
     return {'x': features_lib.cached(raw['id'], cache_dir=cache_dir, key=key, compute=compute)}
 
   return Learner(role, head, None, spec, frozen_inputs)

@@ -91,11 +91,15 @@ def run(*, config, workdir: str) -> dict:
   dataset = registry.build('datasets', config.dataset)
   _validate(config)
   tok = config.tokenizer.to_dict()
-  common = dict(dataset=dataset, tokenizer=tok, eval_batch_size=config.eval_batch_size, mesh=mesh,
+  common = dict(dataset=dataset, eval_batch_size=config.eval_batch_size, mesh=mesh,
                 cache_dir=os.path.join(workdir, 'features'))
-  weak = learners.make('weak', config.weak, **common)
-  strong = learners.make('strong', config.strong, **common)
-  chain = [learners.make(f'chain{i}', spec, **common) for i, spec in enumerate(config.chain)]
+
+  def make(role, spec):  # a role's own `tokenizer` section (e.g. GPT-2 weak, Qwen strong) wins
+    role_tok = dict(spec['tokenizer']) if spec.get('tokenizer') else tok
+    return learners.make(role, spec, tokenizer=role_tok, **common)
+
+  weak, strong = make('weak', config.weak), make('strong', config.strong)
+  chain = [make(f'chain{i}', spec) for i, spec in enumerate(config.chain)]
   C = dataset.num_classes
   fit_kw = dict(mesh=mesh, eval_batch_size=config.eval_batch_size, num_classes=C)
   per_seed = []
