@@ -68,6 +68,8 @@ def test_bad_input_is_one_line_and_keeps_the_good_checkpoint(tmp_path):
   before = _tree_digest(tmp_path / 'checkpoints')
   cases = {
       'unknown config key': ['--config.no_such_key=1'],
+      'bad override value': ['--config.num_steps=abc'],
+      'unknown flag': ['--no_such_flag'],
       'unknown loss': ['--config.loss.name=no_such_loss', '--config.num_steps=40'],
       'unknown model': ['--config.model.name=no_such_model', '--config.num_steps=40'],
       'indivisible batch': ['--config.batch_size=60', '--config.num_steps=40'],

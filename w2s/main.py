@@ -69,24 +69,21 @@ def _flag_error_line(e: BaseException) -> str:
     overrides = [a for a in sys.argv[1:] if a.startswith('--config.')]
     return (f'unknown config key {key!r} in {" ".join(overrides) or "the config"}; the config is '
             'locked: override only keys it defines (see the config file)')
-  return f'bad --config ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
+  return ' '.join(str(e).split()) or type(e).__name__
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with every bad flag or config override reported as one line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  # flags.Error, config_flags' errors
+    print(f'error: {_flag_error_line(e)}', file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def run():
-  """Console entry point; config errors found while parsing flags become one line, exit 2."""
-  in_main = []
-
-  def _main(argv):
-    in_main.append(True)
-    main(argv)
-
-  try:
-    app.run(_main)
-  except Exception as e:  # pylint: disable=broad-except
-    if in_main:
-      raise  # a bug, not bad input: keep the traceback
-    print(f'error: {_flag_error_line(e)}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  """Console entry point (`w2s` and `python -m w2s.main`)."""
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 from w2s import ensemble, registry, sharding, train
 from w2s.data import splits as splits_lib
+from w2s.errors import UserError
 from w2s.protocols import learners, results as results_lib
 from w2s.protocols.stages import Stage, join_by_id
 
@@ -80,6 +81,12 @@ def _probs_on(outputs: dict, split: str, raw: dict, what: str) -> np.ndarray:
 
 def _validate(config) -> None:
   """Resolves every plug-in name before any stage writes (bad names fail with nothing written)."""
+  seeds = tuple(config.seeds)
+  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    raise UserError(f'seeds={seeds!r} must be a non-empty tuple of ints, e.g. '
+                    "--config.seeds='(0, 1, 2)'")
+  if not config.student_losses:
+    raise UserError('student_losses is empty; name at least one, e.g. dict(xent=dict(name="xent"))')
   for spec in config.student_losses.values():
     registry.get('losses', spec.name)
   for role in ('weak', 'strong'):
