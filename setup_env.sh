@@ -13,7 +13,9 @@ extras=""
 if [ "${1:-}" = "test" ]; then
   # The CPU build first: a bare `torch` requirement (transformers) would otherwise pull the multi-GB
   # CUDA build. torch is only a reference for the model-import tests, never a runtime dependency.
-  python -m pip install -q "torch==2.13.0"
+  # On machines without a local CPU wheel, point pip at the CPU index first, e.g.
+  #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash setup_env.sh test
+  python -m pip install -q "${W2S_TORCH_SPEC:-torch==2.13.0}"
   extras="[test]"
 fi
 python -m pip install -q -e ".${extras}"
