@@ -17,7 +17,8 @@ student 73.8% (PGR 0.70 [0.57, 0.82]). The learning rates and the weak cap were 
 sweep whose numbers are in experiments/w2s_offline/README.md; no stage selects models with B's ground truth.
 
 Arguments: seeds=N (number of seeds), losses=a+b (student losses), runlocal (tiny, for tests),
-finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU).
+finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU), ensemble=K (K bagged
+weak supervisors trained at once; their votes feed the `reliability` loss).
 """
 from ml_collections import ConfigDict, config_dict
 
@@ -31,7 +32,8 @@ def _train(lr, epochs, batch_size=32, warmup=0.0):
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, seeds=5, losses='xent+logconf', runlocal=False, finetune=False)
+  a = config_args.parse(arg, seeds=5, losses='xent+logconf', runlocal=False, finetune=False,
+                        ensemble=1)
   c = ConfigDict()
   c.protocol = dict(name='weak_to_strong')
   c.dataset = dict(name='rotten_tomatoes')
@@ -47,6 +49,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.strong = dict(model=dict(name='bert', pretrained='minilm'), frozen=True,
                   head=dict(name='mlp', size='linear'), loss=dict(name='xent'),
                   train=_train(lr=3e-3, epochs=4.0))
+  if a['ensemble'] > 1:  # K bagged weak supervisors in one vmapped step; labels = mean probability
+    c.weak.ensemble = dict(size=a['ensemble'], bagging=True)
   if a['finetune']:
     c.strong = dict(model=dict(name='bert', pretrained='minilm'), frozen=False,
                     loss=dict(name='xent'), train=_train(lr=5e-5, epochs=2.0, warmup=0.1))
