@@ -176,8 +176,6 @@ def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = 
   naming the first mismatching tensor.
   """
   del lm_head
-  path = hf_import.resolve(path)
-  config = config or Config(**config_from_hf(path, hf_import.read_config(path)))
-  reader = hf_import.TensorReader(path, prefixes=('transformer.',))
-  shapes = hf_import.backbone_shapes(GPT2(config))
-  return config, hf_import.convert(reader, _entries(config), shapes, ignore=_ignored)
+  return hf_import.load_backbone(path, config=config, config_cls=Config,
+                                 config_from_hf=config_from_hf, make_backbone=GPT2,
+                                 prefix='transformer.', entries=_entries, ignore=_ignored)

@@ -238,6 +238,26 @@ def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
   return flax.traverse_util.unflatten_dict(flat)
 
 
+def load_backbone(path: str, *, config, config_cls, config_from_hf, make_backbone, prefix: str,
+                  entries, ignore):
+  """The shared body of every family's `load_pretrained`: (Config, backbone params).
+
+  Args:
+    path: Hugging Face directory or an embedded name ('minilm').
+    config: the architecture to load into; None takes the checkpoint's config.json.
+    config_cls, config_from_hf: the family's Config and its HF config.json translation.
+    make_backbone: Config -> backbone module (for the expected shapes).
+    prefix: the HF name prefix of the backbone tensors ('bert.', 'transformer.', 'model.').
+    entries: Config -> list[Entry], the family's name/layout mapping.
+    ignore: HF tensor name -> True for tensors that are not part of the backbone.
+  """
+  path = resolve(path)
+  config = config or config_cls(**config_from_hf(path, read_config(path)))
+  reader = TensorReader(path, prefixes=(prefix,))
+  shapes = backbone_shapes(make_backbone(config))
+  return config, convert(reader, entries(config), shapes, ignore=ignore)
+
+
 def backbone_shapes(backbone) -> dict:
   """Flax param tree (ShapeDtypeStruct leaves) of a backbone, without allocating it."""
   ids = jax.ShapeDtypeStruct((1, 2), jax.numpy.int32)

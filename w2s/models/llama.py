@@ -236,9 +236,8 @@ def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = 
   checkpoint's own; a checkpoint that does not fit it is a UserError naming the first
   mismatching tensor.
   """
-  path = hf_import.resolve(path)
-  config = config or Config(**config_from_hf(path, hf_import.read_config(path)))
-  reader = hf_import.TensorReader(path, prefixes=('model.',))
-  shapes = hf_import.backbone_shapes(Llama(config, lm_head=lm_head))
-  ignore = lambda name: name == 'lm_head.weight' or name.endswith('rotary_emb.inv_freq')
-  return config, hf_import.convert(reader, _entries(config, lm_head), shapes, ignore=ignore)
+  return hf_import.load_backbone(
+      path, config=config, config_cls=Config, config_from_hf=config_from_hf,
+      make_backbone=lambda c: Llama(c, lm_head=lm_head), prefix='model.',
+      entries=lambda c: _entries(c, lm_head),
+      ignore=lambda name: name == 'lm_head.weight' or name.endswith('rotary_emb.inv_freq'))
