@@ -169,3 +169,31 @@ def test_two_processes_match_one_process(tmp_path):
   summary = [l for l in single.stdout.splitlines() if l.startswith('[supervised]')]
   assert summary and summary[0] in outs[0][0]
   _assert_same(_params(tmp_path / 'single')[1], _params(tmp_path / 'multi')[1], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_weak_to_strong_two_processes_match_one_process(tmp_path):
+  """The whole protocol over 2 hosts x 2 devices gives the stage outputs of one process."""
+  w2s_config = os.path.join(REPO, 'configs', 'w2s_offline.py') + ':runlocal,seeds=1'
+  base = [sys.executable, '-m', 'w2s.main', f'--config={w2s_config}']
+  single = subprocess.run([*base, f'--workdir={tmp_path / "single"}'], env=_env(devices=1),
+                          capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [*base, f'--workdir={tmp_path / "multi"}', '--jax_distributed',
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
+       '--cpu_devices_per_process=2'],
+      env=_env(devices=0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  stages = sorted(os.listdir(tmp_path / 'single' / 'stages'))
+  assert stages == sorted(os.listdir(tmp_path / 'multi' / 'stages'))  # same config keys
+  for stage in stages:
+    one = np.load(tmp_path / 'single' / 'stages' / stage / 'outputs.npz')
+    two = np.load(tmp_path / 'multi' / 'stages' / stage / 'outputs.npz')
+    assert sorted(one.files) == sorted(two.files)
+    for k in one.files:
+      np.testing.assert_allclose(one[k], two[k], atol=1e-4, err_msg=f'{stage}/{k}')
