@@ -39,7 +39,7 @@ Qwen 1e-5. gpt2-xl and the Qwens use gradient checkpointing (`remat` here) and b
 Differences from the release, by design or because the protocol lacks them: the release's Qwen
 models are Qwen-1 (`Qwen/Qwen-1_8B`, `-7B`, `-14B`, remote code), which w2s does not import; the
 Qwen2/2.5 presets stand in. Examples longer than max_length are truncated (the release drops
-them). Candidate tasks draw with per-question seeds rather than one Python RNG stream.
+them); for anthropic_hh from the left, so the final assistant turn is kept. Candidate tasks draw with per-question seeds rather than one Python RNG stream.
 """
 from typing import NamedTuple
 
@@ -154,14 +154,17 @@ def get_config(arg: str | None = None) -> ConfigDict:
                   max_weak=a['n_docs'] // 2, max_strong=a['n_docs'] - a['n_docs'] // 2,
                   max_test=a['n_test_docs'] or no_cap())
   tokenizer = a['tokenizer'] or ('minilm' if a['runlocal'] else a['strong_ckpt'])
-  c.tokenizer = dict(tokenizer=tokenizer, max_length=a['max_length'])
+  # HH dialogues end with the assistant turn that tells chosen from rejected: keep the end
+  truncation = 'left' if a['task'] == 'anthropic_hh' else 'right'
+  c.tokenizer = dict(tokenizer=tokenizer, max_length=a['max_length'], truncation=truncation)
   c.seeds = tuple(range(a['seeds']))
   c.weak = _role(weak, a, a['weak_ckpt'])
   c.strong = _role(strong, a, a['strong_ckpt'])
   if not (a['tokenizer'] or a['runlocal']):
     # each role tokenizes with its own checkpoint's tokenizer, as the release did (GPT-2 -> Qwen)
     for role in ('weak', 'strong'):
-      c[role].tokenizer = dict(tokenizer=a[f'{role}_ckpt'], max_length=a['max_length'])
+      c[role].tokenizer = dict(tokenizer=a[f'{role}_ckpt'], max_length=a['max_length'],
+                               truncation=truncation)
   c.student_losses = _losses(a['loss'])
   if not c.student_losses:
     raise UserError('loss= names no student loss; e.g. loss=xent+logconf')

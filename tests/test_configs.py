@@ -88,7 +88,9 @@ def test_release_reference_hyperparameters():
   assert c.weak.model.to_dict() == dict(name='gpt2', size='small', pretrained='/ckpt/w',
                                         dropout=0.0, dtype='float32', remat=False)
   assert (c.strong.model.size, c.strong.model.pretrained) == ('large', '/ckpt/s')
-  assert c.tokenizer.to_dict() == dict(tokenizer='/ckpt/s', max_length=1024)
+  assert c.tokenizer.to_dict() == dict(tokenizer='/ckpt/s', max_length=1024, truncation='right')
+  hh = _release(f'task=anthropic_hh,data=/d,{_CKPT}')  # keep the deciding final turn
+  assert hh.tokenizer.truncation == 'left' and hh.strong.tokenizer.truncation == 'left'
   assert (c.splits.max_weak, c.splits.max_strong, c.splits.max_test) == (10000, 10000, 10000)
   assert c.dataset.to_dict() == dict(name='sciq', path='/d', mode='sample', seed=0)
   assert c.student_losses.logconf.to_dict() == dict(name='logconf', aux_coef=0.5, warmup_frac=0.1)

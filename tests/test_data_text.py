@@ -107,3 +107,17 @@ def test_featurize_each_input_kind(minilm):
   assert f['input_ids'].shape == (2, 24)
   raw['text_pair'] = np.array(['yes', 'no'], dtype=object)
   assert 'token_type_ids' in featurize(ds, raw, tokenizer=minilm, max_length=24)
+
+
+def test_left_truncation_keeps_the_end():
+  from w2s import assets
+  from w2s.data import text as text_lib
+  words = ' '.join(f'w{i}' for i in range(200)) + ' the ending matters'
+  right = text_lib.tokenize([words], assets.minilm_dir(), 16)
+  left = text_lib.tokenize([words], assets.minilm_dir(), 16, truncation='left')
+  tok = text_lib.load_tokenizer(assets.minilm_dir())
+  decode = lambda ids: tok.decode([int(i) for i in ids])
+  assert decode(left['input_ids'][0]).endswith('the ending matters')
+  assert 'ending' not in decode(right['input_ids'][0])
+  assert decode(right['input_ids'][0]).startswith('w0')
+  assert left['attention_mask'].sum() == right['attention_mask'].sum() == 16

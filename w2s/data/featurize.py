@@ -15,7 +15,7 @@ from w2s.errors import UserError
 
 
 def featurize(dataset: base.Dataset, examples: base.Examples, *, tokenizer=None,
-              max_length: int = 128) -> dict[str, np.ndarray]:
+              max_length: int = 128, truncation: str = 'right') -> dict[str, np.ndarray]:
   """Featurizes `examples` (one split of `dataset`) for the model.
 
   Args:
@@ -24,6 +24,7 @@ def featurize(dataset: base.Dataset, examples: base.Examples, *, tokenizer=None,
     tokenizer: path to a tokenizer.json (or its directory), or a `tokenizers.Tokenizer`;
       required for text datasets.
     max_length: L, tokens per text example (longer ones are truncated and counted in the log).
+    truncation: 'right' keeps the first L tokens, 'left' the last L.
   """
   out = {'id': np.asarray(examples['id'], np.int64), 'label': np.asarray(examples['label'])}
   kind = dataset.input_kind
@@ -33,7 +34,7 @@ def featurize(dataset: base.Dataset, examples: base.Examples, *, tokenizer=None,
                       'e.g. w2s.assets.minilm_dir())')
     pairs = examples.get('text_pair')
     out.update(text_lib.tokenize(list(examples['text']), tokenizer, max_length,
-                                 None if pairs is None else list(pairs)))
+                                 None if pairs is None else list(pairs), truncation))
   elif kind == 'image':
     out['x'] = np.asarray(examples['image'], np.float32) / np.float32(255.0)
   elif kind == 'vector':

@@ -7,8 +7,9 @@ Llama, none for GPT-2). Output is right-padded to `max_length` with the tokenize
 tokenizer without one (GPT-2) pads with its end-of-text token, and 'attention_mask' is the truth
 about which positions are real. The batch pipeline later trims T to each batch's longest row.
 
-Truncation keeps the first `max_length` tokens (special tokens included); for pairs it is
-'longest_first', so a long context is cut before a short question/answer segment. Truncated
+Truncation keeps the first `max_length` tokens (special tokens included), or the last ones with
+`truncation='left'` (dialogues whose deciding turn is at the end, e.g. Anthropic HH); for pairs it
+is 'longest_first', so a long context is cut before a short question/answer segment. Truncated
 examples are counted and logged: a large count means max_length is too small for the task.
 """
 import dataclasses
@@ -63,13 +64,18 @@ class Encoded:
 
 
 def encode(texts: Sequence[str], tokenizer: str | tokenizers.Tokenizer, max_length: int,
-           text_pairs: Sequence[str] | None = None) -> Encoded:
-  """Batch-encodes `texts` (or (text, pair) pairs) to fixed-length [N, max_length] int32 arrays."""
+           text_pairs: Sequence[str] | None = None, truncation: str = 'right') -> Encoded:
+  """Batch-encodes `texts` (or (text, pair) pairs) to fixed-length [N, max_length] int32 arrays.
+
+  truncation: 'right' cuts the end of long texts, 'left' their beginning.
+  """
   if max_length < 2:
     raise UserError(f'max_length={max_length} leaves no room for tokens; use at least 16')
+  if truncation not in ('right', 'left'):
+    raise UserError(f"truncation={truncation!r}: use 'right' (keep the start) or 'left' (keep the end)")
   tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
   pad_id, pad = pad_token(tok)
-  tok.enable_truncation(max_length, strategy='longest_first')
+  tok.enable_truncation(max_length, strategy='longest_first', direction=truncation)
   tok.enable_padding(pad_id=pad_id, pad_token=pad, length=max_length, direction='right')
   inputs = list(texts) if text_pairs is None else list(zip(texts, text_pairs))
   encodings = tok.encode_batch(inputs)
@@ -84,12 +90,13 @@ def encode(texts: Sequence[str], tokenizer: str | tokenizers.Tokenizer, max_leng
 
 
 def tokenize(texts: Sequence[str], tokenizer: str | tokenizers.Tokenizer, max_length: int,
-             text_pairs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+             text_pairs: Sequence[str] | None = None,
+             truncation: str = 'right') -> dict[str, np.ndarray]:
   """{'input_ids', 'attention_mask'[, 'token_type_ids' for pairs]}: int32 [N, max_length].
 
   Logs how many of the N examples were truncated (see `encode` for the count itself).
   """
-  enc = encode(texts, tokenizer, max_length, text_pairs)
+  enc = encode(texts, tokenizer, max_length, text_pairs, truncation)
   if enc.num_truncated:
     # a warning once it matters (>1% of examples), so a too-small max_length is seen
     log = logging.warning if enc.num_truncated > 0.01 * len(enc.input_ids) else logging.info
