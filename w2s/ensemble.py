@@ -34,6 +34,7 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
                  bagging: bool = False, name: str = 'ensemble'):
   """Trains len(seeds) members at once; returns (stacked state [K, ...], last metrics)."""
   k = len(seeds)
+  train_examples, extra = train.with_loss_state(train_examples, cfg.loss)
   members = [bag(train_examples, s) if bagging else train_examples for s in seeds]
   sharding.check_batch_size(cfg.batch_size, mesh)
   steps = train.total_steps(cfg, len(train_examples['id']))
@@ -49,7 +50,7 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
     p_rng, d_rng, s_rng = jax.random.split(rng, 3)
     params = module.init({'params': p_rng, 'dropout': d_rng}, sample, train=False)['params']
     return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params), rng=s_rng)
+                            opt_state=tx.init(params), rng=s_rng, extra=extra())
 
   init = jax.jit(jax.vmap(init_one), out_shardings=repl)
   rngs = jnp.stack([jax.random.PRNGKey(s) for s in seeds])

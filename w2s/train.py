@@ -33,10 +33,11 @@ class TrainState:
   extra: dict = flax.struct.field(default_factory=dict)
 
 
-def _loss_sum(params, batch, rng, *, apply_fn, loss_fn, step_frac):
+def _loss_sum(params, batch, rng, loss_state, *, apply_fn, loss_fn, step_frac):
   logits = apply_fn(params, batch, train=True, rng=rng)
+  state_kw = {} if loss_state is None else {'loss_state': loss_state}
   per_ex, aux = loss_fn(logits=logits, labels=batch['label'], mask=batch['mask'],
-                        step_frac=step_frac, batch=batch)
+                        step_frac=step_frac, batch=batch, **state_kw)
   mask = batch['mask']
   correct = (jnp.argmax(logits, -1) == jnp.argmax(batch['label'], -1)) * mask
   return jnp.sum(per_ex * mask), (jnp.sum(mask), jnp.sum(correct), aux)
@@ -65,14 +66,18 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, loss_fn: C
       _loss_sum, apply_fn=apply_fn, loss_fn=loss_fn, step_frac=state.step / total_steps),
       has_aux=True)
 
-  def micro(grads, xs):
+  def micro(carry, xs):
+    grads, loss_state = carry
     mb, i = xs
-    (l, (n, c, aux)), g = loss_and_grad(state.params, mb, jax.random.fold_in(rng, i))
-    return jax.tree.map(jnp.add, grads, g), (l, n, c, aux)
+    (l, (n, c, aux)), g = loss_and_grad(state.params, mb, jax.random.fold_in(rng, i), loss_state)
+    aux = dict(aux)
+    loss_state = aux.pop('loss_state', loss_state)  # stateful losses (e.g. elr) update theirs
+    return (jax.tree.map(jnp.add, grads, g), loss_state), (l, n, c, aux)
 
   zeros = jax.tree.map(jnp.zeros_like, state.params)
-  grads, (loss_sum, count, correct, aux) = jax.lax.scan(
-      micro, zeros, (_microbatches(batch, accum_steps), jnp.arange(accum_steps)))
+  (grads, loss_state), (loss_sum, count, correct, aux) = jax.lax.scan(
+      micro, (zeros, state.extra.get('loss')),
+      (_microbatches(batch, accum_steps), jnp.arange(accum_steps)))
   count = jnp.maximum(count.sum(), 1.0)
   grads = jax.tree.map(lambda g: g / count, grads)
   aux = jax.tree.map(lambda a: jnp.mean(a, 0), aux)
@@ -80,7 +85,8 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, loss_fn: C
   params = optax.apply_updates(state.params, updates)
   out = {'loss': loss_sum.sum() / count, 'accuracy': correct.sum() / count, 'grad_norm': optax.tree.norm(grads),
          'learning_rate': schedule(state.step), **aux}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
+  extra = state.extra if loss_state is None else {**state.extra, 'loss': loss_state}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra), out
 
 
 def eval_step(params, batch: dict, *, apply_fn: Callable) -> jax.Array:
@@ -140,6 +146,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
                     f'{mesh.devices.size} x {accum}')
   steps = total_steps(cfg, len(train_examples['id']))
   loss_fn = registry.bind('losses', cfg.loss)
+  train_examples, extra = with_loss_state(train_examples, cfg.loss)
   tx, schedule = _make_tx(cfg, steps)
   apply_fn = linen_apply_fn(module)
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
@@ -152,7 +159,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     if pretrained is not None:
       params = merge_params(params, pretrained)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=s_rng)
+                      rng=s_rng, extra=extra())
 
   init = jax.jit(init_fn, out_shardings=repl)
   rng = jax.random.PRNGKey(cfg.seed)
@@ -179,6 +186,19 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
                     workdir=workdir, name=name)
   finally:
     ckpt.close()
+
+
+def with_loss_state(examples: dict, loss_spec) -> tuple[dict, Callable[[], dict]]:
+  """For a stateful loss (one whose function has `init_state`, e.g. elr): the examples with a
+  dense 'index' [N] and a maker of `TrainState.extra` holding the loss state; else unchanged."""
+  name, hparams = registry.split_spec(loss_spec)
+  init_state = getattr(registry.get('losses', name), 'init_state', None)
+  if init_state is None:
+    return examples, dict
+  n = len(examples['id'])
+  num_classes = np.asarray(examples['label']).shape[-1]
+  examples = {**examples, 'index': np.arange(n, dtype=np.int32)}
+  return examples, lambda: {'loss': init_state(num_examples=n, num_classes=num_classes, **hparams)}
 
 
 def _make_tx(cfg, steps):
