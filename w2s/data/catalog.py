@@ -16,6 +16,7 @@ import importlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from w2s.data import base
 from w2s.data import tfds_io
 from w2s.errors import UserError
 
@@ -67,3 +68,19 @@ def read(tfds_name: str, splits: dict[str, str], fields: dict[str, str], *,
     cols['row'] = np.arange(len(rows), dtype=np.int64)
     out[ours] = cols
   return out
+
+
+def labelled_dataset(name: str, tfds_name: str, *, source: str, input_kind: str,
+                     label_names: list[str], splits: dict[str, str] | None = None,
+                     data_dir: str | None = None, download: bool = True) -> base.Dataset:
+  """A catalog dataset with one input feature `source` and an int 'label' (mnist, imdb, ...).
+
+  The input becomes 'text' (input_kind 'text') or 'image' ('image'); ids come from the row.
+  """
+  field = {'text': 'text', 'image': 'image'}[input_kind]
+  raw = read(tfds_name, splits or {'train': 'train', 'test': 'test'},
+             {source: 'text' if input_kind == 'text' else 'array', 'label': 'int'},
+             data_dir=data_dir, download=download)
+  out = {s: {'id': base.split_ids(s, c['row']), 'label': c['label'], field: c[source]}
+         for s, c in raw.items()}
+  return base.check(base.Dataset(name, len(label_names), label_names, input_kind, out))

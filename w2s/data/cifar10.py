@@ -12,8 +12,6 @@ LABEL_NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', '
 
 
 def load(*, data_dir: str | None = None, download: bool = True) -> base.Dataset:
-  raw = catalog.read('cifar10', {'train': 'train', 'test': 'test'},
-                     {'image': 'array', 'label': 'int'}, data_dir=data_dir, download=download)
-  splits = {s: {'id': base.split_ids(s, c['row']), 'label': c['label'], 'image': c['image']}
-            for s, c in raw.items()}
-  return base.check(base.Dataset('cifar10', 10, LABEL_NAMES, 'image', splits))
+  return catalog.labelled_dataset('cifar10', 'cifar10', source='image', input_kind='image',
+                                  label_names=LABEL_NAMES, data_dir=data_dir,
+                                  download=download)

@@ -10,8 +10,6 @@ LABEL_NAMES = ['negative', 'positive']
 
 
 def load(*, data_dir: str | None = None, download: bool = True) -> base.Dataset:
-  raw = catalog.read('imdb_reviews', {'train': 'train', 'test': 'test'},
-                     {'text': 'text', 'label': 'int'}, data_dir=data_dir, download=download)
-  splits = {s: {'id': base.split_ids(s, c['row']), 'label': c['label'], 'text': c['text']}
-            for s, c in raw.items()}
-  return base.check(base.Dataset('imdb_reviews', 2, LABEL_NAMES, 'text', splits))
+  return catalog.labelled_dataset('imdb_reviews', 'imdb_reviews', source='text', input_kind='text',
+                                  label_names=LABEL_NAMES, data_dir=data_dir,
+                                  download=download)

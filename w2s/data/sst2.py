@@ -11,8 +11,8 @@ LABEL_NAMES = ['negative', 'positive']
 
 
 def load(*, data_dir: str | None = None, download: bool = True) -> base.Dataset:
-  raw = catalog.read('glue/sst2', {'train': 'train', 'test': 'validation'},
-                     {'sentence': 'text', 'label': 'int'}, data_dir=data_dir, download=download)
-  splits = {s: {'id': base.split_ids(s, c['row']), 'label': c['label'], 'text': c['sentence']}
-            for s, c in raw.items()}
-  return base.check(base.Dataset('sst2', 2, LABEL_NAMES, 'text', splits))
+  # the TFDS test split is unlabelled: validation is the test set
+  return catalog.labelled_dataset('sst2', 'glue/sst2', source='sentence', input_kind='text',
+                                  label_names=LABEL_NAMES,
+                                  splits={'train': 'train', 'test': 'validation'},
+                                  data_dir=data_dir, download=download)

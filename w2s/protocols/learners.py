@@ -82,22 +82,24 @@ def make(role: str, spec, *, dataset, tokenizer: dict, eval_batch_size: int, mes
              inputs=stages_lib.key(tokenizer))
 
   every = base.concat(list(dataset.splits.values()))
-  prefetch_all = [base.num_rows(every) <= PREFETCH_ALL_MAX]
+  warm_up = base.num_rows(every) <= PREFETCH_ALL_MAX
+
+  def features_of(source):
+    def compute(rows):  # rows of `source` the cache lacks
+      inputs = tokens({k: v[rows] for k, v in source.items()})
+      return features_lib.extract(model, backbone_params, inputs, batch_size=eval_batch_size,
+                                  desc=f'[{role} features] {dataset.name}')
+    return features_lib.cached(source['id'], cache_dir=cache_dir, key=key, compute=compute)
 
   def frozen_inputs(raw):
     # One cache per dataset: an example's features do not depend on the split or seed it falls
     # in, so every stage and seed reuses them. A small dataset is extracted whole in one pass the
     # first time; a large one only for the examples asked for (the cache grows).
-    source = every if prefetch_all[0] else raw
-
-    def compute(rows):
-      inputs = tokens({k: v[rows] for k, v in source.items()})
-      return features_lib.extract(model, backbone_params, inputs, batch_size=eval_batch_size,
-                                  desc=f'[{role} features] {dataset.name}')
-    if prefetch_all[0]:
-      features_lib.cached(every['id'], cache_dir=cache_dir, key=key, compute=compute)
-      prefetch_all[0], source = False, raw
-    return {'x': features_lib.cached(raw['id'], cache_dir=cache_dir, key=key, compute=compute)}
+    nonlocal warm_up
+    if warm_up:
+      features_of(every)
+      warm_up = False
+    return {'x': features_of(raw)}
 
   return Learner(role, head, None, spec, frozen_inputs)
 
