@@ -20,6 +20,8 @@ Arguments: seeds=N (number of seeds), losses=a+b (student losses), runlocal (tin
 finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU), ensemble=K (K bagged
 weak supervisors trained at once; their votes feed the `reliability` loss).
 """
+import re
+
 from ml_collections import ConfigDict, config_dict
 
 from w2s import config_args
@@ -56,7 +58,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
                     loss=dict(name='xent'), train=_train(lr=5e-5, epochs=2.0, warmup=0.1))
   losses = {'xent': dict(name='xent'),
             'logconf': dict(name='logconf', aux_coef=0.5, warmup_frac=0.1)}
-  c.student_losses = {n: losses.get(n, dict(name=n)) for n in a['losses'].split('+')}
+  names = [n for n in a['losses'].split('+') if n]
+  # a dotted path (mypkg.losses:fn) is a loss name, not a ConfigDict key: key it by its function
+  key = lambda n: re.sub(r'\W', '_', n.rpartition(':')[2] or n)
+  c.student_losses = {key(n): losses.get(n, dict(name=n)) for n in names}
+  c.student_order = tuple(key(n) for n in names)  # the table's order (ConfigDict sorts keys)
   c.chain = ()            # bootstrapping: intermediate learner sections, weak -> ... -> strong
   c.relabel_rounds = 0    # strong-to-strong relabelling rounds after the student
   c.eval_batch_size = 256

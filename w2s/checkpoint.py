@@ -2,34 +2,23 @@
 
 Orbax writes each step into a temporary directory and renames it only when complete, so a crash
 (or SIGKILL) mid-save never leaves a half-written checkpoint as the latest. Restores go into the
-abstract state (`jax.eval_shape` of the init, with shardings), so nothing is allocated twice.
+abstract state (`jax.eval_shape` of the init, with shardings), so nothing is allocated twice. A
+checkpoint damaged afterwards (a truncated array file, an emptied metadata file) is moved aside to
+`<dir>.unreadable/` and the newest readable step that `keep` retained is restored instead, with one
+line saying so. Whether checkpoints belong to the current config is a separate question, answered
+before restoring by the run's fingerprint (`check_fingerprint`).
 """
+import json
 import os
-import signal
-import threading
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
 
+from w2s import preemption
 from w2s.errors import UserError
 
-
-class Preempted(Exception):
-  """Raised after the state was saved on SIGTERM; rerunning the same command resumes."""
-
-
-class _SigtermFlag:
-  """Records SIGTERM instead of dying, so the loop can save and stop cleanly (process 0 view)."""
-
-  def __init__(self):
-    self.event = threading.Event()
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, lambda *_: self.event.set())
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+Preempted = preemption.Preempted  # raised after the state was saved on SIGTERM/SIGINT
 
 
 def check_writable(workdir: str) -> None:
@@ -57,24 +46,52 @@ class Checkpointer:
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=True))
-    self._sigterm = _SigtermFlag()
+    preemption.install()
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def restore(self, abstract_state):
-    """(state, record) from the latest checkpoint, or (None, None) when there is none."""
-    step = self._manager.latest_step()
-    if step is None:
-      return None, None
-    try:
-      out = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
-      raise UserError(f'checkpoint at step {step} in {self._manager.directory} does not match this '
-                      f'config ({str(e).splitlines()[0][:200]}); use a fresh --workdir for a '
-                      'different model/optimizer') from e
-    return out['state'], out['record']
+    """(state, record) from the newest readable checkpoint, or (None, None) when there is none.
+
+    The config was checked against the run's fingerprint before this is called, so a step that
+    fails to restore is damaged: it is moved aside and the next older step is tried.
+    """
+    errors = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        out = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many kinds
+        errors.append((step, ' '.join(str(e).split())[:160] or type(e).__name__))
+        continue
+      if errors and jax.process_index() == 0:
+        bad = ', '.join(str(s) for s, _ in errors)
+        print(f'warning: checkpoint step {bad} in {self._manager.directory} is unreadable '
+              f'({errors[0][1]}); moved to {self._aside_dir()}; resuming from step {step}',
+              flush=True)
+      self._move_aside([s for s, _ in errors])
+      return out['state'], out['record']
+    if errors:
+      raise UserError(f'no readable checkpoint in {self._manager.directory} (step {errors[0][0]}: '
+                      f'{errors[0][1]}); delete that directory to start the run over')
+    return None, None
+
+  def _aside_dir(self) -> str:
+    return str(self._manager.directory).rstrip('/') + '.unreadable'
+
+  def _move_aside(self, steps) -> None:
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      os.makedirs(self._aside_dir(), exist_ok=True)
+      for step in steps:
+        src = os.path.join(str(self._manager.directory), str(step))
+        if os.path.isdir(src):
+          dst = os.path.join(self._aside_dir(), str(step))
+          shutil.rmtree(dst, ignore_errors=True)
+          os.replace(src, dst)
+    self._manager.reload()
 
   def save(self, step: int, state, record: dict, *, force: bool = False) -> bool:
     if not force and (step % self.every_steps):
@@ -85,12 +102,59 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=True)
 
   def preempted(self, step: int) -> bool:
-    """True on every process once SIGTERM arrived (single process) or the pod is preempted."""
+    """True on every process once SIGTERM/SIGINT arrived (single process) or the pod is
+    preempted (several processes: orbax agrees on the step through JAX's preemption sync)."""
     if jax.process_count() > 1:
       return self._manager.reached_preemption(step)
-    return self._sigterm.event.is_set()
+    return preemption.requested()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-    self._sigterm.restore()
+
+
+def fingerprint_path(workdir: str) -> str:
+  return os.path.join(workdir, 'fingerprint.json')
+
+
+def check_fingerprint(workdir: str, fingerprint: dict, has_checkpoints: bool) -> None:
+  """Refuses to resume checkpoints that a different config produced; records the config.
+
+  `fingerprint` holds everything that can change the run's result (not log_every and the like).
+  A workdir with checkpoints and a different (or no) recorded fingerprint is a UserError naming
+  the first keys that differ; otherwise the fingerprint is (re)written, atomically.
+  """
+  path = fingerprint_path(workdir)
+  fp = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+  if has_checkpoints:
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except FileNotFoundError:
+      old = None
+    except (OSError, ValueError):
+      old = {'unreadable': True}
+    if old != fp:
+      diff = _diff(old, fp) if old is not None else 'no record of their config'
+      raise UserError(f'{workdir} holds checkpoints of a different config ({diff}); use a fresh '
+                      f'--workdir, or delete {workdir} to retrain')
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    tmp = f'{path}.tmp.{os.getpid()}'
+    with open(tmp, 'w') as f:
+      json.dump(fp, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _diff(old: dict, new: dict, prefix: str = '') -> str:
+  """'a.b: 1 -> 2, c: ...' for the differing leaves."""
+  out = []
+  for k in sorted(set(old) | set(new)):
+    a, b = old.get(k, '<absent>'), new.get(k, '<absent>')
+    if a == b:
+      continue
+    if isinstance(a, dict) and isinstance(b, dict):
+      out.append(_diff(a, b, f'{prefix}{k}.'))
+    else:
+      out.append(f'{prefix}{k}: {str(a)[:40]} -> {str(b)[:40]}')
+  return ', '.join(x for x in out if x)[:300]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from w2s import checkpoint, registry, sharding, train
+from w2s import checkpoint, options, selection, sharding, train
 from w2s.data import pipeline
 
 
@@ -31,36 +31,45 @@ def bag(examples: dict, seed: int) -> dict:
 
 
 def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir: str, mesh,
-                 bagging: bool = False, name: str = 'ensemble'):
-  """Trains len(seeds) members at once; returns (stacked state [K, ...], last metrics)."""
+                 bagging: bool = False, name: str = 'ensemble', fingerprint: dict | None = None,
+                 val_examples: dict | None = None, eval_batch_size: int | None = None):
+  """Trains len(seeds) members at once; returns (stacked state [K, ...], last metrics).
+
+  Resume, fingerprint, held-out evaluation and selection work as in `train.fit`; with
+  `select='best'` each member keeps its own best parameters (by its own held-out loss)."""
+  opts = options.TrainOptions.coerce(cfg)
   k = len(seeds)
-  train_examples, extra = train.with_loss_state(train_examples, cfg.loss)
+  train_examples, extra = train.with_loss_state(train_examples, opts.loss.spec())
   members = [bag(train_examples, s) if bagging else train_examples for s in seeds]
-  sharding.check_batch_size(cfg.batch_size, mesh)
-  steps = train.total_steps(cfg, len(train_examples['id']))
-  loss_fn = registry.bind('losses', cfg.loss)
-  tx, schedule = train._make_tx(cfg, steps)
+  sharding.check_batch_size(opts.batch_size, mesh)
+  steps = train.total_steps(opts, len(train_examples['id']))
+  loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
+  tx, schedule = train._make_tx(opts, steps)
   apply_fn = train.linen_apply_fn(module)
   repl = sharding.replicated(mesh)
   batch_sharding = NamedSharding(mesh, P(None, 'data'))  # [K, B, ...]: members x sharded batch
   sample = {key: v[:1] for key, v in train_examples.items() if np.asarray(v).dtype != object}
   sample['mask'] = np.ones(1, np.float32)
+  evaluator = train.make_evaluator(module, val_examples, opts, mesh=mesh, name=name,
+                                   batch_size=eval_batch_size or opts.batch_size,
+                                   apply_fn=members_apply_fn(module))
 
   def init_one(rng):
     p_rng, d_rng, s_rng = jax.random.split(rng, 3)
     params = module.init({'params': p_rng, 'dropout': d_rng}, sample, train=False)['params']
     return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params), rng=s_rng, extra=extra())
+                            opt_state=tx.init(params), rng=s_rng,
+                            extra={**extra(), **selection.init(opts, params)})
 
   init = jax.jit(jax.vmap(init_one), out_shardings=repl)
   rngs = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
   step_fn = jax.jit(jax.vmap(functools.partial(
       train.train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
-      total_steps=steps, accum_steps=int(cfg.get('accum_steps', 1)))),
+      total_steps=steps, accum_steps=opts.accum_steps)),
       in_shardings=(repl, batch_sharding), out_shardings=(repl, repl), donate_argnums=0)
 
   def batches(start):
-    its = [pipeline.train_batches(m, global_batch=cfg.batch_size, seed=s, start_step=start,
+    its = [pipeline.train_batches(m, global_batch=opts.batch_size, seed=s, start_step=start,
                                   num_steps=steps - start, process_index=jax.process_index(),
                                   process_count=jax.process_count())
            for m, s in zip(members, seeds)]
@@ -70,15 +79,21 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
           lambda x: jax.make_array_from_process_local_data(batch_sharding, x), stacked)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                 every_steps=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
+                                 every_steps=opts.checkpoint_every, keep=opts.keep_checkpoints)
   try:
+    checkpoint.check_fingerprint(
+        workdir, {**train.run_fingerprint(opts, train_examples, fingerprint),
+                  'members': {'seeds': list(seeds), 'bagging': bagging}},
+        has_checkpoints=ckpt.latest_step() is not None)
     state, _ = ckpt.restore(jax.eval_shape(init, rngs))
     if state is None:
       state = init(rngs)
-    return train.run_loop(state, batches, step_fn=step_fn, cfg=cfg, steps=steps, ckpt=ckpt,
-                          workdir=workdir, name=f'{name} x{k}', examples_per_step=k * cfg.batch_size)
+    state, last = train.run_loop(state, batches, step_fn=step_fn, cfg=opts, steps=steps,
+                                 ckpt=ckpt, workdir=workdir, name=f'{name} x{k}',
+                                 examples_per_step=k * opts.batch_size, evaluator=evaluator)
   finally:
     ckpt.close()
+  return selection.selected(state, opts), last
 
 
 def _stack_members(batches: tuple) -> dict:
@@ -93,16 +108,20 @@ def _stack_members(batches: tuple) -> dict:
   return out
 
 
-def predict_ensemble(module, stacked_params, examples: dict, *, batch_size: int, mesh,
-                     name: str = 'ensemble predict') -> dict:
-  """{'id' [N], 'member_logits' [N, K, C]} for every example exactly once."""
+def members_apply_fn(module):
+  """`apply_fn(stacked_params, batch, ...) -> [B, K, C]` (the batch axis stays first)."""
   one = train.linen_apply_fn(module)
   member_apply = jax.vmap(lambda p, b: one(p, b, train=False, rng=None), in_axes=(0, None))
 
-  def apply_fn(params, batch, *, train, rng):  # [B, K, C]: the batch axis stays first
+  def apply_fn(params, batch, *, train, rng):
     del train, rng
     return jnp.swapaxes(member_apply(params, batch), 0, 1)
+  return apply_fn
 
+
+def predict_ensemble(module, stacked_params, examples: dict, *, batch_size: int, mesh,
+                     name: str = 'ensemble predict') -> dict:
+  """{'id' [N], 'member_logits' [N, K, C]} for every example exactly once."""
   pred = train.predict(module, stacked_params, examples, batch_size=batch_size, mesh=mesh,
-                       name=name, apply_fn=apply_fn)
+                       name=name, apply_fn=members_apply_fn(module))
   return {'id': pred['id'], 'member_logits': pred['logits']}

@@ -4,6 +4,7 @@ Thin by design: it parses flags, optionally joins a multi-host run, and calls
 `w2s.train.train_and_evaluate(config, workdir)`, the same function a notebook calls. Bad input
 (`w2s.errors.UserError`) becomes one `error:` line on stderr and exit status 2.
 """
+import errno
 import sys
 
 from absl import app, flags
@@ -20,7 +21,10 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (auto on pods).')
 _LOCAL_DEVICES = flags.DEFINE_integer('cpu_devices_per_process', None,
                                       'CPU only: devices per process (local multi-process testing).')
-flags.mark_flags_as_required(['config', 'workdir'])
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Check the config (every section and plug-in) and '
+                             'print it resolved; train nothing.')
+_LIST = flags.DEFINE_bool('list', False, 'Print every plug-in (losses, models, datasets, '
+                          'protocols, views) and exit.')
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM: schedulers treat it as "requeue me"
 
@@ -30,10 +34,22 @@ def main(argv):
   from absl import logging
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  from w2s import checkpoint, sharding, train
+  from w2s import preemption
+  preemption.install()  # SIGTERM / Ctrl-C: stop at the next safe point, exit 143
   from w2s.errors import UserError
   try:
+    if _LIST.value:
+      print(_plugin_list())
+      return
+    for name, flag in (('config', _CONFIG), ('workdir', _WORKDIR)):
+      if flag.value is None and not (name == 'workdir' and _DRY_RUN.value):
+        raise UserError(f'--{name} is required (python -m w2s.main --config configs/<exp>.py '
+                        '--workdir DIR; --help lists the flags, --list the plug-ins)')
     config = _load_config()
+    if _DRY_RUN.value:
+      print(_dry_run(config))
+      return
+    from w2s import sharding, train
     if _DISTRIBUTED.value:
       sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                       _LOCAL_DEVICES.value)
@@ -41,9 +57,41 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
-  except checkpoint.Preempted as e:
+  except preemption.Preempted as e:
     print(f'preempted: {e}', file=sys.stderr, flush=True)
     sys.exit(PREEMPTED_EXIT)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    print(f'error: disk full writing {e.filename or "the workdir"} ({e.strerror}); free space and '
+          'rerun the same command (finished stages and checkpoints are kept)', file=sys.stderr,
+          flush=True)
+    sys.exit(2)
+  except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore wrap ENOSPC
+    if 'No space left on device' not in str(e):
+      raise
+    print('error: disk full (No space left on device); free space and rerun the same command '
+          '(finished stages and checkpoints are kept)', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _plugin_list() -> str:
+  from w2s import registry
+  lines = []
+  for kind in registry.ENTRY_POINTS:
+    lines.append(f'{kind}: {", ".join(registry.known(kind))}')
+  lines.append('(or a dotted path "pkg.module:function" for your own)')
+  return '\n'.join(lines)
+
+
+def _dry_run(config) -> str:
+  """The config resolved and checked by its protocol (nothing trained, nothing written)."""
+  from w2s import options
+  proto = options.plugin('protocols', config.protocol, 'protocol')
+  module = sys.modules[proto.entry().__module__]
+  if hasattr(module, 'check'):
+    module.check(config)
+  return f'# config checked by protocol {proto.name!r}; nothing was trained\n{config.to_yaml()}'
 
 
 def _load_config():

@@ -94,3 +94,47 @@ class Progress:
       print(f'[{self.name}] {done}/{self.total} ({pct:.0f}%)  {self.rate:.1f} {self.unit}/s  '
             f'ETA {eta_s}  {extra}'.rstrip(), file=self.stream, flush=True)
     return self.rate
+
+
+def read_records(logdir: str) -> list[dict]:
+  """The records of `<logdir>/metrics.jsonl`, the last one per (step, keys) kept, by step."""
+  path = os.path.join(logdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  merged: dict[int, dict] = {}
+  with open(path) as f:
+    for line in f:
+      try:
+        r = json.loads(line)
+      except ValueError:
+        continue  # a line cut by a crash
+      merged.setdefault(int(r['step']), {}).update(r)
+  return [merged[s] for s in sorted(merged)]
+
+
+def plot_curves(logdir: str, title: str = '') -> str | None:
+  """`<logdir>/curves.png`: training loss and accuracy, and the held-out ones when logged."""
+  records = read_records(logdir)
+  if len(records) < 2:
+    return None
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+  for ax, what in zip(axes, ('loss', 'accuracy')):
+    for key, label in ((what, 'train (batch)'), (f'val_{what}', 'held-out')):
+      pts = [(r['step'], r[key]) for r in records if key in r]
+      if pts:
+        ax.plot(*zip(*pts), marker='.' if len(pts) < 30 else None, label=label)
+    ax.set_xlabel('step')
+    ax.set_ylabel(what)
+    ax.legend()
+    ax.grid(alpha=0.3)
+  fig.suptitle(title)
+  fig.tight_layout()
+  path = os.path.join(logdir, 'curves.png')
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path

@@ -23,6 +23,7 @@ ENTRY_POINTS = {
     'models': ('w2s.models', 'create'),
     'datasets': ('w2s.data', 'load'),
     'protocols': ('w2s.protocols', 'run'),
+    'views': ('w2s.views', 'apply'),  # per-role input views (a weak supervisor's degraded input)
 }
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from w2s import checkpoint, metrics, registry, sharding
+from w2s import checkpoint, metrics, options, preemption, registry, selection, sharding
 from w2s.data import pipeline
 from w2s.errors import UserError
 
@@ -33,11 +33,11 @@ class TrainState:
   extra: dict = flax.struct.field(default_factory=dict)
 
 
-def _loss_sum(params, batch, rng, loss_state, *, apply_fn, loss_fn, step_frac):
+def _loss_sum(params, batch, rng, loss_state, *, apply_fn, loss_fn, step_frac, step_kw):
   logits = apply_fn(params, batch, train=True, rng=rng)
   state_kw = {} if loss_state is None else {'loss_state': loss_state}
   per_ex, aux = loss_fn(logits=logits, labels=batch['label'], mask=batch['mask'],
-                        step_frac=step_frac, batch=batch, **state_kw)
+                        step_frac=step_frac, batch=batch, **state_kw, **step_kw)
   mask = batch['mask']
   correct = (jnp.argmax(logits, -1) == jnp.argmax(batch['label'], -1)) * mask
   return jnp.sum(per_ex * mask), (jnp.sum(mask), jnp.sum(correct), aux)
@@ -62,9 +62,14 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, loss_fn: C
   devices.
   """
   rng = jax.random.fold_in(state.rng, state.step)
+  # Losses that switch at an exact fraction of training (logconf's faithful warmup) take the
+  # integer step and the static total: step / total in float32 rounds (3/30 > 0.1 under jit).
+  names, var_kw = options.accepted_kwargs(loss_fn)
+  step_kw = {k: v for k, v in (('step', state.step), ('total_steps', total_steps))
+             if var_kw or k in names}
   loss_and_grad = jax.value_and_grad(functools.partial(
-      _loss_sum, apply_fn=apply_fn, loss_fn=loss_fn, step_frac=state.step / total_steps),
-      has_aux=True)
+      _loss_sum, apply_fn=apply_fn, loss_fn=loss_fn, step_frac=state.step / total_steps,
+      step_kw=step_kw), has_aux=True)
 
   def micro(carry, xs):
     grads, loss_state = carry
@@ -115,43 +120,55 @@ def merge_params(init, pretrained):
   return {k: merge_params(v, pretrained[k]) if k in pretrained else v for k, v in init.items()}
 
 
-def _spec_get(cfg, key, default=None):
-  return cfg.get(key, default) if hasattr(cfg, 'get') else getattr(cfg, key, default)
-
-
-def total_steps(cfg, num_examples: int) -> int:
+def total_steps(opts, num_examples: int) -> int:
   """`num_steps` when > 0, else `num_epochs` passes over the split (partial batches dropped)."""
-  if _spec_get(cfg, 'num_steps', 0):
-    return int(cfg.num_steps)
-  return max(1, int(round(cfg.num_epochs * pipeline.steps_per_epoch(num_examples, cfg.batch_size))))
+  opts = options.TrainOptions.coerce(opts)
+  if opts.num_steps:
+    return opts.num_steps
+  return max(1, int(round(opts.num_epochs * pipeline.steps_per_epoch(num_examples, opts.batch_size))))
 
 
 def _sample_rows(examples):
   return {k: v[:1] for k, v in examples.items() if np.asarray(v).dtype != object}
 
 
+def run_fingerprint(opts, examples: dict, extra: dict | None) -> dict:
+  """What determines a run's parameters: its options, the caller's description (model, data
+  source, ...) and the identity of the training examples (count and a digest of their ids)."""
+  import hashlib
+  ids = np.ascontiguousarray(np.asarray(examples['id'], np.int64))
+  return {'train': opts.result_key(), **(extra or {}),
+          'examples': {'n': int(len(ids)), 'ids': hashlib.sha256(ids.tobytes()).hexdigest()[:16]}}
+
+
 def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=None,
-        name: str = 'train') -> tuple[TrainState, dict]:
+        name: str = 'train', fingerprint: dict | None = None, val_examples: dict | None = None,
+        eval_batch_size: int | None = None) -> tuple[TrainState, dict]:
   """Trains `module` on featurized examples (soft 'label' [N, C]) and returns (state, last metrics).
 
-  cfg: loss, optimizer, schedule, batch_size, num_epochs | num_steps, accum_steps, seed, log_every,
-  checkpoint_every, keep_checkpoints. Checkpoints, metrics.jsonl and TensorBoard events go to
-  `workdir`; a rerun with the same workdir resumes from the latest checkpoint (same data order and
-  RNG), and a finished run returns its final state without training.
+  cfg: `options.TrainOptions` (or a flat section it accepts). Checkpoints, metrics.jsonl,
+  TensorBoard events and curves.png go to `workdir`; a rerun with the same workdir resumes from
+  the latest readable checkpoint (same data order and RNG) when the run's fingerprint (the
+  options, `fingerprint` and the examples' ids) matches, refuses otherwise, and a finished run
+  returns its final state without training. With `val_examples` and `cfg.eval_every` > 0 the
+  held-out loss and accuracy (against the val examples' own labels) are logged every that many
+  steps, and `cfg.select='best'` returns the parameters with the lowest held-out loss.
   """
-  accum = int(_spec_get(cfg, 'accum_steps', 1))
-  sharding.check_batch_size(cfg.batch_size, mesh)
-  if cfg.batch_size % (mesh.devices.size * accum):
-    raise UserError(f'batch_size={cfg.batch_size} must be divisible by devices x accum_steps = '
-                    f'{mesh.devices.size} x {accum}')
-  steps = total_steps(cfg, len(train_examples['id']))
-  loss_fn = registry.bind('losses', cfg.loss)
-  train_examples, extra = with_loss_state(train_examples, cfg.loss)
-  tx, schedule = _make_tx(cfg, steps)
+  opts = options.TrainOptions.coerce(cfg)
+  sharding.check_batch_size(opts.batch_size, mesh)
+  if opts.batch_size % (mesh.devices.size * opts.accum_steps):
+    raise UserError(f'batch_size={opts.batch_size} must be divisible by devices x accum_steps = '
+                    f'{mesh.devices.size} x {opts.accum_steps}')
+  steps = total_steps(opts, len(train_examples['id']))
+  loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
+  train_examples, extra = with_loss_state(train_examples, opts.loss.spec())
+  tx, schedule = _make_tx(opts, steps)
   apply_fn = linen_apply_fn(module)
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
   sample = _sample_rows(train_examples)
   sample['mask'] = np.ones(1, np.float32)
+  evaluator = make_evaluator(module, val_examples, opts, mesh=mesh, name=name,
+                             batch_size=eval_batch_size or opts.batch_size)
 
   def init_fn(rng, pretrained):
     p_rng, d_rng, s_rng = jax.random.split(rng, 3)
@@ -159,33 +176,76 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     if pretrained is not None:
       params = merge_params(params, pretrained)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=s_rng, extra=extra())
+                      rng=s_rng, extra={**extra(), **selection.init(opts, params)})
 
   init = jax.jit(init_fn, out_shardings=repl)
-  rng = jax.random.PRNGKey(cfg.seed)
+  rng = jax.random.PRNGKey(opts.seed)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                 every_steps=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
+                                 every_steps=opts.checkpoint_every, keep=opts.keep_checkpoints)
   try:
+    checkpoint.check_fingerprint(workdir, run_fingerprint(opts, train_examples, fingerprint),
+                                 has_checkpoints=ckpt.latest_step() is not None)
     state, _ = ckpt.restore(jax.eval_shape(init, rng, init_params))
     if state is None:
       state = init(rng, init_params)
-    elif jax.process_index() == 0:
+    elif jax.process_index() == 0 and int(state.step) < steps:
       print(f'[{name}] resumed from step {int(state.step)} in {workdir}', flush=True)
     step_fn = jax.jit(functools.partial(
         train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
-        total_steps=steps, accum_steps=accum),
+        total_steps=steps, accum_steps=opts.accum_steps),
         in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
 
     def batches(start):
       return (sharding.host_batch_to_global(b, mesh) for b in pipeline.prefetch(
-          pipeline.train_batches(train_examples, global_batch=cfg.batch_size, seed=cfg.seed,
+          pipeline.train_batches(train_examples, global_batch=opts.batch_size, seed=opts.seed,
                                  start_step=start, num_steps=steps - start,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())))
-    return run_loop(state, batches, step_fn=step_fn, cfg=cfg, steps=steps, ckpt=ckpt,
-                    workdir=workdir, name=name)
+    state, last = run_loop(state, batches, step_fn=step_fn, cfg=opts, steps=steps, ckpt=ckpt,
+                           workdir=workdir, name=name, evaluator=evaluator)
   finally:
     ckpt.close()
+  return selection.selected(state, opts), last
+
+
+def check_loss(p: 'options.Plugin', *, num_classes: int, where: str,
+               batch_extras: dict | None = None) -> None:
+  """Traces the loss once on abstract inputs, as the train step calls it: a loss with a wrong
+  signature or return value is a UserError here, before any stage trains, not after hours."""
+  b, c = 8, num_classes
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  fn = p.entry()
+  bound = functools.partial(fn, **p.hparams)
+  names, var_kw = options.accepted_kwargs(bound)
+  init_state = getattr(fn, 'init_state', None)
+  batch = {'label': f32(b, c), 'mask': f32(b), 'id': jax.ShapeDtypeStruct((b,), jnp.int32),
+           **(batch_extras or {})}
+  if init_state is not None:
+    batch['index'] = jax.ShapeDtypeStruct((b,), jnp.int32)
+  wants = {k for k in ('step', 'total_steps') if var_kw or k in names}
+
+  def call(logits, labels, mask, step_frac, batch, step):
+    kw = {'step': step, 'total_steps': 100}
+    kw = {k: v for k, v in kw.items() if k in wants}
+    if init_state is not None:
+      kw['loss_state'] = init_state(num_examples=b, num_classes=c, **p.hparams)
+    return bound(logits=logits, labels=labels, mask=mask, step_frac=step_frac, batch=batch, **kw)
+
+  sig = 'loss(*, logits, labels, mask, step_frac, batch=None, **hparams)'
+  try:
+    out = jax.eval_shape(call, f32(b, c), f32(b, c), f32(b), f32(), batch,
+                         jax.ShapeDtypeStruct((), jnp.int32))
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # a user's loss can fail in any way
+    raise UserError(f'{where}: loss {p.name!r} fails when called as {sig} '
+                    f'({type(e).__name__}: {" ".join(str(e).split())[:200]})') from e
+  ok = (isinstance(out, tuple) and len(out) == 2 and hasattr(out[0], 'shape')
+        and tuple(out[0].shape) == (b,) and isinstance(out[1], dict))
+  if not ok:
+    got = jax.tree.map(lambda x: tuple(getattr(x, 'shape', ())), out)
+    raise UserError(f'{where}: loss {p.name!r} returned {got}; it must return (per-example losses '
+                    f'[B], dict of scalars)')
 
 
 def with_loss_state(examples: dict, loss_spec) -> tuple[dict, Callable[[], dict]]:
@@ -201,20 +261,22 @@ def with_loss_state(examples: dict, loss_spec) -> tuple[dict, Callable[[], dict]
   return examples, lambda: {'loss': init_state(num_examples=n, num_classes=num_classes, **hparams)}
 
 
-def _make_tx(cfg, steps):
+def _make_tx(opts, steps):
   from w2s import optim
-  return optim.make_optimizer(cfg.optimizer, cfg.schedule, steps)
+  return optim.make_optimizer(opts.optimizer, opts.schedule, steps)
 
 
 def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, ckpt, workdir: str,
-             name: str, examples_per_step: int | None = None):
+             name: str, examples_per_step: int | None = None, evaluator: Callable | None = None):
   """Steps `state` from its step to `steps` over `batches(start)` (global batches), with metrics,
-  the NaN guard, periodic and preemption checkpoints. Metrics may have a leading member axis
-  (ensembles): they are logged as their mean."""
+  the NaN guard, held-out evaluation and selection (`evaluator(params) -> {'val_loss', ...}`
+  every `cfg.eval_every` steps), early stopping, and periodic and preemption checkpoints.
+  Metrics may have a leading member axis (ensembles): they are logged as their mean."""
   start = int(state.step if np.ndim(state.step) == 0 else np.asarray(state.step).ravel()[0])
   last = {}
-  if start >= steps:
-    return state, last
+  if start >= steps or selection.stopped(state, cfg.patience):  # finished earlier: its last log
+    done = [r for r in metrics.read_records(workdir) if 'loss' in r and r['step'] <= start]
+    return state, ({k: v for k, v in done[-1].items() if k != 'step'} if done else last)
   writer = metrics.Writer(workdir)
   progress = metrics.Progress(name, steps, unit='ex', start=start)
   per_step = examples_per_step or cfg.batch_size
@@ -224,8 +286,15 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
     for step in range(start + 1, steps + 1):
       state, m = step_fn(state, next(it))
       preempted = ckpt.preempted(step)
+      due_eval = evaluator is not None and cfg.eval_every and (step % cfg.eval_every == 0
+                                                               or step == steps)
       due_log = step % cfg.log_every == 0 or step == steps
-      due_save = step % cfg.checkpoint_every == 0 or step == steps or preempted
+      stop = False
+      if due_eval:
+        val = evaluator(state.params)
+        state, stop = selection.update(state, val['val_loss'], step, cfg.patience)
+        writer.write(step, {k: float(np.mean(v)) for k, v in val.items()})
+      due_save = step % cfg.checkpoint_every == 0 or step == steps or preempted or stop
       if due_log or due_save:
         last = {k: float(np.mean(v)) for k, v in jax.device_get(m).items()}
         metrics.check_finite(last, step, min(cfg.log_every, cfg.checkpoint_every))
@@ -235,54 +304,119 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
       if due_save:
         ckpt.save(step, state, {'step': step, 'name': name, 'seconds': time.perf_counter() - t0},
                   force=True)
+      if stop:
+        print(f'[{name}] early stop at step {step}/{steps}: no held-out improvement in '
+              f'{cfg.patience} evaluations', flush=True)
+        break
       if preempted and step < steps:
-        raise checkpoint.Preempted(f'{name}: SIGTERM at step {step}/{steps}; checkpoint saved in '
-                                   f'{workdir}; rerun the same command to resume')
+        raise checkpoint.Preempted(f'{name}: {preemption.signal_name()} at step {step}/{steps}; '
+                                   f'checkpoint saved in {workdir}; rerun the same command to '
+                                   'resume')
   finally:
     writer.close()
+    if jax.process_index() == 0:
+      metrics.plot_curves(workdir, title=name)
   return state, last
 
 
+def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
+                   batch_size: int, apply_fn: Callable | None = None) -> Callable | None:
+  """`evaluator(params) -> {'val_loss', 'val_accuracy'}` on `val_examples` (soft 'label' [N, C],
+  the held-out slice's own labels), or None without a slice or evaluations. Logits with a member
+  axis ([N, K, C], ensembles) give per-member values [K]."""
+  if val_examples is None or not opts.eval_every:
+    return None
+  if not len(val_examples['id']):
+    raise UserError(f'{name}: eval_every={opts.eval_every} but the held-out slice is empty; '
+                    'give the splits a val_fraction > 0 (or set eval_every=0)')
+  labels = np.asarray(val_examples['label'], np.float32)
+  order = {int(i): r for r, i in enumerate(val_examples['id'])}
+
+  def evaluator(params):
+    pred = predict(module, params, val_examples, batch_size=batch_size, mesh=mesh,
+                   name=f'{name} val', apply_fn=apply_fn, progress=False)
+    y = labels[[order[int(i)] for i in pred['id']]]          # [N, C]
+    logits = pred['logits']
+    if logits.ndim == 3:                                     # [N, K, C]
+      y = y[:, None, :]
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    loss = -(y * logp).sum(-1).mean(0)
+    acc = (logits.argmax(-1) == y.argmax(-1)).mean(0)
+    return {'val_loss': loss, 'val_accuracy': acc}
+  return evaluator
+
+
 def predict(module, params, examples: dict, *, batch_size: int, mesh, name: str = 'predict',
-            apply_fn: Callable | None = None) -> dict:
+            apply_fn: Callable | None = None, progress: bool = True) -> dict:
   """{'id' [N], 'logits' [N, ...]} for every example exactly once, in the examples' order.
 
-  `apply_fn(params, batch, *, train, rng)` defaults to the linen module's apply."""
+  `apply_fn(params, batch, *, train, rng)` defaults to the linen module's apply. Stops with
+  `Preempted` between batches after SIGTERM/SIGINT (nothing of a prediction is kept)."""
   sharding.check_batch_size(batch_size, mesh, 'eval_batch_size')
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
   step = jax.jit(functools.partial(eval_step, apply_fn=apply_fn or linen_apply_fn(module)),
                  in_shardings=(repl, data), out_shardings=data)
   n = len(examples['id'])
   total = -(-n // batch_size)
-  progress = metrics.Progress(name, total, unit='ex')
+  bar = metrics.Progress(name, total, unit='ex', min_interval_s=5.0) if progress else None
   ids, logits = [], []
   for i, batch in enumerate(pipeline.eval_batches(examples, global_batch=batch_size,
                                                   process_index=jax.process_index(),
                                                   process_count=jax.process_count()), 1):
+    preemption.check(name, 'the stages finished before it are saved')
     g = sharding.host_batch_to_global(batch, mesh)
     out = sharding.to_host({'id': g['id'], 'mask': g['mask'], 'logits': step(params, g)})
     keep = out['mask'] > 0
     ids.append(out['id'][keep])
     logits.append(out['logits'][keep])
-    if i == total or i % 20 == 0:
-      progress.update(i, batch_size)
+    if bar is not None and (i == total or i % 20 == 0):
+      bar.update(i, batch_size)
   return {'id': np.concatenate(ids), 'logits': np.concatenate(logits).astype(np.float32)}
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs the experiment `config` describes in `workdir`; what `python -m w2s.main` calls.
 
-  Dispatches to the protocol plug-in `config.protocol.name` (supervised, weak_to_strong, ...), which
-  returns the results dict it also writes to `<workdir>/results.json`.
+  Dispatches to the protocol plug-in `config.protocol.name` (supervised, weak_to_strong, ...) and
+  writes what it returns to `<workdir>/results.json` with the run's provenance (the full config,
+  package versions, git commit, devices, wall time); a failing run writes nothing there.
   """
+  from w2s import provenance
+  t0 = time.time()
   checkpoint.check_writable(workdir)
-  name, hparams = registry.split_spec(config.protocol)
-  return registry.get('protocols', name)(config=config, workdir=workdir, **hparams)
+  proto = options.plugin('protocols', config.protocol, 'protocol')
+  results = options.build(proto, 'protocol', config=config, workdir=workdir)
+  results = {**results, 'provenance': provenance.record(config, wall_s=time.time() - t0)}
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, 'results.json'), results)
+  return results
+
+
+def _json_safe(x):
+  """NaN / inf -> None (JSON has no NaN; the results say why a value is undefined)."""
+  if isinstance(x, float) and not np.isfinite(x):
+    return None
+  if isinstance(x, (np.floating, np.integer)):
+    return _json_safe(x.item())
+  if isinstance(x, np.ndarray):
+    return _json_safe(x.tolist())
+  if isinstance(x, dict):
+    return {str(k): _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  return x
 
 
 def write_json_atomic(path: str, obj) -> None:
   """Writes JSON to `path` via a temp file + rename, so a crash never leaves half a file."""
   tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=float)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(_json_safe(obj), f, indent=2, default=str, allow_nan=False)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise UserError(f'cannot write {path} ({e.strerror}); free disk space or choose another '
+                    '--workdir; the previous file is unchanged') from e

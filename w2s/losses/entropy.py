@@ -20,7 +20,8 @@ from w2s.losses.logconf import aux_coefficient
 
 def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac, batch=None,
          aux_coef: float = 0.5, warmup_frac: float = 0.1,
-         faithful: bool = False) -> tuple[jax.Array, dict]:
+         faithful: bool = False, step=None, total_steps: int | None = None
+         ) -> tuple[jax.Array, dict]:
   """CE(z, (1 - alpha) y_w + alpha sg(softmax z)) per example.
 
   Args:
@@ -29,7 +30,7 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac, ba
     mask: [B] 1 real, 0 padding (padded rows return 0).
     step_frac: scalar s = step / total_steps.
     batch: unused.
-    aux_coef, warmup_frac, faithful: the alpha(s) schedule of `logconf`.
+    aux_coef, warmup_frac, faithful, step, total_steps: the alpha(s) schedule of `logconf`.
 
   Returns:
     (per_example [B], {'alpha': alpha(s)}).
@@ -38,6 +39,6 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac, ba
   labels = _soft_ce.clean_labels(labels, mask)
   probs = jax.lax.stop_gradient(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
   alpha = aux_coefficient(step_frac, aux_coef=aux_coef, warmup_frac=warmup_frac,
-                          faithful=faithful)
+                          faithful=faithful, step=step, total_steps=total_steps)
   target = (1.0 - alpha) * labels + alpha * probs
   return _soft_ce.zero_padding(_soft_ce.soft_ce(logits, target), mask), {'alpha': alpha}

@@ -28,6 +28,9 @@ the batch in one class). C = 2 runs the exact quantile rule of the release.
 coefficient is step_frac * aux_coef (reaching only warmup_frac * aux_coef) and
 then jumps to aux_coef; the default ramps linearly to aux_coef.
 """
+import fractions
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -40,8 +43,15 @@ SINKHORN_EPS = 0.1
 SINKHORN_ITERS = 100
 
 
+def first_step_past(warmup_frac: float, total_steps: int) -> int:
+  """The least integer step with step / total_steps > warmup_frac, in exact arithmetic (the
+  release compares Python floats; a float32 step / total under jit is a multiply by a rounded
+  reciprocal, and at step 3 of 30 gives 0.10000000894 > 0.1)."""
+  return math.floor(fractions.Fraction(warmup_frac) * total_steps) + 1
+
+
 def aux_coefficient(step_frac, *, aux_coef: float = 0.5, warmup_frac: float = 0.1,
-                    faithful: bool = False) -> jax.Array:
+                    faithful: bool = False, step=None, total_steps: int | None = None) -> jax.Array:
   """alpha(s): weight of the student's own predictions in the target.
 
   Args:
@@ -50,13 +60,19 @@ def aux_coefficient(step_frac, *, aux_coef: float = 0.5, warmup_frac: float = 0.
     warmup_frac: length of the warmup as a fraction of training.
     faithful: reproduce the original release (s * aux_coef while s <= warmup_frac,
       then aux_coef) instead of the linear ramp aux_coef * min(1, s / warmup_frac).
+    step, total_steps: the integer step (may be traced) and the static total; with them the
+      faithful switch is decided exactly, in integers (the trainer passes both).
 
   Returns:
     float32 scalar alpha.
   """
   s = jnp.asarray(step_frac, jnp.float32)
   if faithful:
-    return jnp.where(s > warmup_frac, 1.0, s) * aux_coef
+    if step is not None and total_steps is not None:
+      past = jnp.asarray(step) >= first_step_past(warmup_frac, int(total_steps))
+    else:
+      past = s > warmup_frac
+    return jnp.where(past, 1.0, s) * aux_coef
   if warmup_frac <= 0:
     return jnp.asarray(aux_coef, jnp.float32)
   return aux_coef * jnp.minimum(1.0, s / warmup_frac)
@@ -127,7 +143,8 @@ def balanced_assignment(logp: jax.Array, prior: jax.Array, mask: jax.Array, *,
 
 def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac, batch=None,
          aux_coef: float = 0.5, warmup_frac: float = 0.1, faithful: bool = False,
-         harden: str = 'prior') -> tuple[jax.Array, dict]:
+         harden: str = 'prior', step=None, total_steps: int | None = None
+         ) -> tuple[jax.Array, dict]:
   """CE(z, (1 - alpha) y_w + alpha sg(h)) per example (Burns et al. 2023).
 
   Args:
@@ -140,6 +157,7 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac, ba
     warmup_frac: fraction of training over which alpha ramps up (release: 0.1).
     faithful: reproduce the release's warmup schedule (see `aux_coefficient`).
     harden: 'prior' (Burns thresholds; Sinkhorn-balanced for C > 2) or 'argmax'.
+    step, total_steps: integer step and total (from the trainer; see `aux_coefficient`).
 
   Returns:
     (per_example [B], {'alpha': alpha(s), 'hard_prior_gap': max_c |mean h_c - pi_c|}).
@@ -149,7 +167,7 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac, ba
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   h = jax.lax.stop_gradient(hardened_targets(probs, labels, mask, harden))
   alpha = aux_coefficient(step_frac, aux_coef=aux_coef, warmup_frac=warmup_frac,
-                          faithful=faithful)
+                          faithful=faithful, step=step, total_steps=total_steps)
   target = (1.0 - alpha) * labels + alpha * h
   per_example = _soft_ce.zero_padding(_soft_ce.soft_ce(logits, target), mask)
   gap = jnp.max(jnp.abs(_batch_stats.masked_mean(h, mask) - _batch_stats.weak_prior(labels, mask)))

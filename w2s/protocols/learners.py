@@ -1,28 +1,102 @@
 """A learner: a model plus the inputs it reads, for one weak-to-strong role (weak, strong, ...).
 
-Two kinds, chosen by the role's config section:
+A role's config section is resolved once into `RoleOptions` (every key checked, plug-ins
+resolved against their entry points), and the learner is built from those. Two kinds:
 
-* fine-tuned: `dict(model=dict(name=..., ...), train=dict(...))`: the whole model trains on tokens
-  (text) or pixels/vectors, from scratch or from `pretrained` weights;
+* fine-tuned: `dict(model=dict(name=..., ...), loss=..., train=dict(...))`: the whole model trains
+  on tokens (text) or pixels/vectors, from scratch or from `pretrained` weights;
 * frozen backbone (the release's `linear_probe`): `dict(model=..., frozen=True, head=dict(name='mlp',
   size='linear'), train=...)`: backbone features are computed once per split and cached on disk;
   only the head trains, on 'x' = features.
+
+Optional keys: `ensemble=dict(size=K, bagging=False)` (K members in one vmapped step),
+`tokenizer=dict(tokenizer=..., max_length=..., truncation=...)` (this role's own), and
+`input=dict(name=<view>, ...)` (what this role sees of each example; `w2s/views/`).
 """
 import dataclasses
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
-from w2s import registry
+from w2s import options, registry
 from w2s.data import base
 from w2s.data import featurize as featurize_lib
 from w2s.data import pipeline
+from w2s.errors import UserError
 from w2s.protocols import stages as stages_lib
 
-
 PREFETCH_ALL_MAX = 100_000  # frozen features of datasets up to this size are extracted in one go
+ROLE_KEYS = ('model', 'loss', 'train', 'frozen', 'head', 'ensemble', 'tokenizer', 'input')
+TOKENIZER_KEYS = ('tokenizer', 'max_length', 'truncation')
+ENSEMBLE_KEYS = ('size', 'bagging')
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleOptions:
+  """One role's section, checked: plug-ins resolved, keys known, values sane."""
+  role: str
+  model: options.Plugin
+  loss: options.Plugin | None
+  train: Mapping[str, Any]            # the raw `train` section (checked by TrainOptions)
+  frozen: bool = False
+  head: options.Plugin | None = None
+  ensemble_size: int = 1
+  bagging: bool = False
+  tokenizer: Mapping[str, Any] | None = None
+  view: options.Plugin | None = None
+
+  @classmethod
+  def from_section(cls, role: str, section, *, tokenizer=None, needs_loss: bool = True,
+                   input_kind: str = 'text') -> 'RoleOptions':
+    s = options.plain(section)
+    if not isinstance(s, Mapping):
+      raise UserError(f'{role} must be a section dict(model=..., loss=..., train=...)')
+    options.check_keys(s, ROLE_KEYS, role)
+    for key in ('model', 'train') + (('loss',) if needs_loss else ()):
+      if key not in s:
+        raise UserError(f'{role}.{key} is required')
+    frozen = s.get('frozen', False)
+    if not isinstance(frozen, bool):
+      raise UserError(f'{role}.frozen={frozen!r} must be True or False')
+    if 'head' in s and not frozen:
+      raise UserError(f'{role}.head is only read with frozen=True (a linear probe); remove it or '
+                      'set frozen=True')
+    ens = s.get('ensemble') or {}
+    options.check_keys(ens, ENSEMBLE_KEYS, f'{role}.ensemble')
+    size = options.positive(ens.get('size', 1), f'{role}.ensemble.size')
+    tok = s.get('tokenizer') or tokenizer
+    if tok is not None:
+      options.check_keys(tok, TOKENIZER_KEYS, f'{role}.tokenizer' if s.get('tokenizer')
+                         else 'tokenizer')
+    if input_kind == 'text' and not tok:
+      raise UserError(f'{role} reads text but the config has no tokenizer section; add '
+                      "tokenizer=dict(tokenizer='minilm', max_length=128)")
+    view = s.get('input')
+    return cls(
+        role=role, model=options.plugin('models', s['model'], f'{role}.model'),
+        loss=options.plugin('losses', s['loss'], f'{role}.loss') if 'loss' in s else None,
+        train=s['train'], frozen=frozen,
+        head=options.plugin('models', s.get('head', dict(name='mlp', size='linear')),
+                            f'{role}.head') if frozen else None,
+        ensemble_size=size, bagging=bool(ens.get('bagging', False)), tokenizer=tok,
+        view=options.plugin('views', view, f'{role}.input') if view else None)
+
+  def spec(self) -> dict:
+    """The plain section (stage keys hash this)."""
+    out = {'model': self.model.spec(), 'train': options.plain(self.train), 'frozen': self.frozen}
+    if self.loss is not None:
+      out['loss'] = self.loss.spec()
+    if self.head is not None:
+      out['head'] = self.head.spec()
+    if self.ensemble_size > 1:
+      out['ensemble'] = {'size': self.ensemble_size, 'bagging': self.bagging}
+    if self.tokenizer is not None:
+      out['tokenizer'] = options.plain(self.tokenizer)
+    if self.view is not None:
+      out['input'] = self.view.spec()
+    return out
 
 
 @dataclasses.dataclass
@@ -30,8 +104,12 @@ class Learner:
   name: str
   module: Any                 # what trains (the full model, or the head over cached features)
   init_params: Any            # pretrained params merged over the init, or None
-  spec: dict                  # the config section (for stage keys)
-  _inputs: Any                # examples -> numeric input fields
+  opts: RoleOptions
+  _inputs: Callable           # raw examples -> numeric input fields
+
+  @property
+  def spec(self) -> dict:
+    return self.opts.spec()
 
   def examples(self, raw: dict, labels: np.ndarray, extras: dict | None = None) -> dict:
     """Batch-ready fields for raw examples with soft labels [N, C] (+ per-example `extras`, such
@@ -49,37 +127,42 @@ def tokenizer_kwargs(tokenizer: dict) -> dict:
   return tok
 
 
-def _tokens_or_vectors(dataset, tokenizer):
-  kwargs = tokenizer_kwargs(tokenizer) if dataset.input_kind == 'text' else {}
+def _inputs_fn(dataset, opts: RoleOptions) -> Callable:
+  """raw -> numeric fields, through the role's view (if any) and featurization."""
+  kwargs = tokenizer_kwargs(opts.tokenizer) if dataset.input_kind == 'text' else {}
 
   def inputs(raw):
+    if opts.view is not None:
+      raw = options.build(opts.view, f'{opts.role}.input', raw=raw, input_kind=dataset.input_kind)
     feats = featurize_lib.featurize(dataset, raw, **kwargs)
     return {k: v for k, v in feats.items() if k not in ('id', 'label')}
   return inputs
 
 
-def make(role: str, spec, *, dataset, tokenizer: dict, eval_batch_size: int, mesh,
-         cache_dir: str) -> Learner:
-  """Builds the learner of `role` from its config section (validating plug-in names up front)."""
-  spec = spec.to_dict() if isinstance(spec, ConfigDict) else dict(spec)
-  model = registry.build('models', spec['model'], num_classes=dataset.num_classes)
-  tokens = _tokens_or_vectors(dataset, tokenizer)
-  if not spec.get('frozen', False):
+def make(opts: RoleOptions, *, dataset, eval_batch_size: int, cache_dir: str) -> Learner:
+  """Builds the learner of one role and traces its model once on abstract inputs, so a model
+  that cannot run on this data fails here, before any stage trains."""
+  C = dataset.num_classes
+  model = options.build(opts.model, f'{opts.role}.model', num_classes=C)
+  tokens = _inputs_fn(dataset, opts)
+  sample = {k: v[:1] for k, v in tokens(_first_rows(dataset)).items()}
+  if not opts.frozen:
     from w2s.models import hf_import
     params = None
     if getattr(model, 'pretrained', None):  # backbone from the checkpoint, zero head
-      sample = {k: v[:1] for k, v in tokens(_first_rows(dataset)).items()}
       params = hf_import.init_params(model, jax.random.PRNGKey(0), sample)
-    return Learner(role, model, params, spec, tokens)
+    _trace(model, sample, C, opts.role)
+    return Learner(opts.role, model, params, opts, tokens)
 
   from w2s.models import features as features_lib
   from w2s.models import hf_import
-  head = registry.build('models', spec.get('head', dict(name='mlp', size='linear')),
-                        num_classes=dataset.num_classes)
-  sample = {k: v[:1] for k, v in tokens(_first_rows(dataset)).items()}
+  head = options.build(opts.head, f'{opts.role}.head', num_classes=C)
   backbone_params = hf_import.init_params(model, jax.random.PRNGKey(0), sample)
+  feats = _abstract(lambda p, b: model.apply({'params': p}, b, method='features'),
+                    f'{opts.role}.model features', backbone_params, sample)
+  _trace(head, {'x': jax.ShapeDtypeStruct(feats.shape, jnp.float32)}, C, f'{opts.role}.head')
   key = dict(features_lib.model_key(model, backbone_params), dataset=dataset.name, split='all',
-             inputs=stages_lib.key(tokenizer))
+             inputs=stages_lib.key(opts.tokenizer, opts.view.spec() if opts.view else None))
 
   every = base.concat(list(dataset.splits.values()))
   warm_up = base.num_rows(every) <= PREFETCH_ALL_MAX
@@ -88,7 +171,7 @@ def make(role: str, spec, *, dataset, tokenizer: dict, eval_batch_size: int, mes
     def compute(rows):  # rows of `source` the cache lacks
       inputs = tokens({k: v[rows] for k, v in source.items()})
       return features_lib.extract(model, backbone_params, inputs, batch_size=eval_batch_size,
-                                  desc=f'[{role} features] {dataset.name}')
+                                  desc=f'{opts.role} features {dataset.name}')
     return features_lib.cached(source['id'], cache_dir=cache_dir, key=key, compute=compute)
 
   def frozen_inputs(raw):
@@ -101,7 +184,29 @@ def make(role: str, spec, *, dataset, tokenizer: dict, eval_batch_size: int, mes
       warm_up = False
     return {'x': features_of(raw)}
 
-  return Learner(role, head, None, spec, frozen_inputs)
+  return Learner(opts.role, head, None, opts, frozen_inputs)
+
+
+def _abstract(fn, where: str, *args):
+  try:
+    return jax.eval_shape(fn, *args)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # any failure to trace is a config fault
+    raise UserError(f'{where} cannot run on this dataset\'s inputs '
+                    f'({type(e).__name__}: {" ".join(str(e).split())[:200]}); check the model '
+                    'section against the dataset') from e
+
+
+def _trace(module, sample, num_classes: int, where: str) -> None:
+  """init + apply under `jax.eval_shape`: logits must be [B, num_classes]."""
+  rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
+  variables = _abstract(lambda b: module.init(rngs, b, train=False), f'{where}', sample)
+  logits = _abstract(lambda v, b: module.apply(v, b, train=False), f'{where}', variables, sample)
+  n = jax.tree.leaves(sample)[0].shape[0]
+  if tuple(logits.shape) != (n, num_classes):
+    raise UserError(f'{where} gives outputs of shape {tuple(logits.shape)}, not [batch, '
+                    f'{num_classes}] logits; check its num_classes / head')
 
 
 def _first_rows(dataset, n: int = 2) -> dict:
@@ -109,15 +214,9 @@ def _first_rows(dataset, n: int = 2) -> dict:
   return {k: v[:n] for k, v in split.items()}
 
 
-def train_cfg(config, role_spec, *, loss, seed: int) -> ConfigDict:
-  """The `fit` config of one stage: the role's `train` section over the run-level defaults."""
-  t = dict(role_spec['train'])
-  return ConfigDict(dict(
-      seed=seed, loss=dict(loss), optimizer=t['optimizer'], schedule=t['schedule'],
-      batch_size=t['batch_size'], num_epochs=float(t.get('num_epochs', 2.0)),
-      num_steps=int(t.get('num_steps', 0)), accum_steps=int(t.get('accum_steps', 1)),
-      log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-      keep_checkpoints=config.keep_checkpoints))
+def train_options(role_train, where: str, *, loss, seed: int, run: dict) -> options.TrainOptions:
+  """The checked `fit` options of one stage: a `train` section plus the run-level settings."""
+  return options.TrainOptions.from_section(role_train, where, loss=loss, seed=seed, **run)
 
 
 def soft_labels(raw: dict, num_classes: int) -> np.ndarray:

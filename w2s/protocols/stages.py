@@ -11,6 +11,7 @@ from its checkpoints.
 import hashlib
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -37,10 +38,12 @@ def key(*parts) -> str:
 class Stage:
   """One stage's directory: `done()` says if it finished, `finish()` records its outputs."""
 
-  def __init__(self, workdir: str, kind: str, *parts):
+  def __init__(self, workdir: str, kind: str, *parts, seed: int | None = None):
     self.kind = kind
     self.key = key(kind, *parts)
-    self.dir = os.path.join(workdir, 'stages', f'{kind}-{self.key}')
+    # a readable name (role, seed) then the hash; dotted loss paths lose their ':' and '/'
+    name = re.sub(r'[^A-Za-z0-9_.-]', '_', kind) + ('' if seed is None else f'-seed{seed}')
+    self.dir = os.path.join(workdir, 'stages', f'{name}-{self.key}')
     self.spec = _plain(parts)
 
   def done(self) -> bool:
@@ -55,7 +58,7 @@ class Stage:
     try:
       with np.load(path) as f:
         return dict(f)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # pylint: disable=broad-except  # BadZipFile, EOFError, OSError, ...
       raise UserError(f'stage output {path} is unreadable ({e}); delete {self.dir} to recompute '
                       'that stage') from e
 

@@ -1,25 +1,128 @@
 """The weak-to-strong protocol (Burns et al. 2023, "Weak-to-Strong Generalization"), as stages.
 
-Per seed: split train into A (weak_train) and B (strong_train) -> weak supervisor on A's ground
-truth -> weak soft labels on B and test -> strong ceiling on B's ground truth -> for each student
-loss, the strong student on B's weak labels (optionally through a bootstrapping chain of
-intermediate models, and strong-to-strong relabelling rounds) -> test accuracy, PGR and the
-diagnostics of `w2s.scores`. Over seeds: means with bootstrap 95% CIs, `results.json`, a table and
-plots. Every stage's outputs are keyed by the config that produced them (`stages.py`), so a rerun
-skips finished stages and all students share one set of weak labels. No stage selects models with
-B's ground truth: training lengths are fixed by the config.
+Per seed: split train into A (weak_train), B (strong_train) and optionally a held-out 'val' slice
+-> weak supervisor on A's ground truth -> weak soft labels on B, val and test -> strong ceiling on
+B's ground truth -> for each student loss, the strong student on B's weak labels (optionally through
+a bootstrapping chain of intermediate models, and strong-to-strong relabelling rounds) -> test
+accuracy, PGR and the diagnostics of `w2s.scores`. Over seeds: means with bootstrap 95% CIs,
+`results.json`, a table and plots. Every stage's outputs are keyed by the config that produced them
+(`stages.py`), so a rerun skips finished stages and all students share one set of weak labels.
+
+Model selection never sees test labels or B's ground truth: a stage with `train.eval_every > 0`
+evaluates on the val slice against its *own* label source (the weak supervisor and the ceiling
+against ground truth, a student against the weak supervisor's labels of val, a chain learner or a
+relabelled student against its teacher's), and `select='best'` / `patience` pick the parameters
+and the stopping point from those numbers (EleutherAI's w2s does the same).
 """
+import dataclasses
 import os
+from typing import Any, Mapping
 
 import jax
 import numpy as np
-from ml_collections import ConfigDict
 
-from w2s import ensemble, registry, sharding, train
+from w2s import ensemble, options, preemption, selection, sharding, train
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
 from w2s.protocols import learners, results as results_lib
 from w2s.protocols.stages import Stage, join_by_id
+
+TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
+            'student_losses', 'student_order', 'chain', 'relabel_rounds', 'eval_batch_size',
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh')
+STUDENT_KEYS = ('train',)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The whole weak-to-strong config, resolved and checked (see `resolve`)."""
+  dataset: options.Plugin
+  splits: Mapping[str, Any]
+  tokenizer: Mapping[str, Any] | None
+  seeds: tuple[int, ...]
+  weak: learners.RoleOptions
+  strong: learners.RoleOptions
+  student_train: Mapping[str, Any]
+  students: tuple[tuple[str, options.Plugin], ...]     # (name, loss) in the config's order
+  chain: tuple[learners.RoleOptions, ...]
+  relabel_rounds: int
+  eval_batch_size: int
+  run: Mapping[str, int]                                # log_every, checkpoint_every, keep_...
+  num_devices: int
+
+
+def resolve(config, input_kind: str | None = None) -> Options:
+  """Checks every section of `config` (keys, plug-in options, values) into `Options`."""
+  c = options.plain(config)
+  options.check_keys(c, TOP_KEYS, 'config')
+  for key in ('dataset', 'splits', 'seeds', 'weak', 'strong', 'student_losses', 'eval_batch_size'):
+    if key not in c:
+      raise UserError(f'config.{key} is required by the weak_to_strong protocol')
+  dataset = options.plugin('datasets', c['dataset'], 'dataset')
+  split_fn = splits_lib.weak_to_strong
+  valid, _ = options.accepted_kwargs(split_fn)
+  options.check_keys(c['splits'], valid - {'dataset', 'seed'}, 'splits')
+  seeds = tuple(c['seeds']) if isinstance(c['seeds'], (list, tuple)) else ()
+  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    raise UserError(f'seeds={c["seeds"]!r} must be a non-empty tuple of ints >= 0, e.g. '
+                    "--config.seeds='(0, 1, 2)'")
+  tok = c.get('tokenizer')
+  kind = input_kind or 'text'
+  role = lambda name, s: learners.RoleOptions.from_section(name, s, tokenizer=tok, input_kind=kind)
+  weak, strong = role('weak', c['weak']), role('strong', c['strong'])
+  student = c.get('student') or {}
+  options.check_keys(student, STUDENT_KEYS, 'student')
+  losses = c['student_losses']
+  if not losses:
+    raise UserError('student_losses is empty; name at least one, e.g. dict(xent=dict(name="xent"))')
+  order = tuple(c.get('student_order') or sorted(losses))
+  if sorted(order) != sorted(losses):
+    raise UserError(f'student_order {list(order)} must list exactly the student_losses '
+                    f'{sorted(losses)}')
+  students = tuple((n, options.plugin('losses', losses[n], f'student_losses.{n}')) for n in order)
+  chain = tuple(role(f'chain{i}', s) for i, s in enumerate(c.get('chain') or ()))
+  run = {k: options.positive(c.get(k, d), k) for k, d in
+         (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))}
+  mesh = c.get('mesh') or {}
+  options.check_keys(mesh, ('num_devices',), 'mesh')
+  opts = Options(
+      dataset=dataset, splits=c['splits'], tokenizer=tok, seeds=seeds, weak=weak, strong=strong,
+      student_train=student.get('train') or strong.train, students=students, chain=chain,
+      relabel_rounds=options.positive(c.get('relabel_rounds', 0), 'relabel_rounds',
+                                      allow_zero=True),
+      eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'), run=run,
+      num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
+                                   allow_zero=True))
+  _check_stage_options(opts)
+  return opts
+
+
+def _stage_trains(opts: Options):
+  """(where, train section, loss) of every kind of stage."""
+  yield 'weak.train', opts.weak.train, opts.weak.loss
+  yield 'strong.train', opts.strong.train, opts.strong.loss
+  for name, loss in opts.students:
+    yield 'student.train', opts.student_train, loss
+  for r in opts.chain:
+    yield f'{r.role}.train', r.train, r.loss
+
+
+def _check_stage_options(opts: Options) -> None:
+  """Every stage's train options, once, before anything runs (seed 0 stands for all)."""
+  val = float(opts.splits.get('val_fraction', 0.0) or 0.0)
+  for where, section, loss in _stage_trains(opts):
+    t = learners.train_options(section, where, loss=loss, seed=0, run=dict(opts.run))
+    if t.eval_every and val <= 0:
+      raise UserError(f'{where}.eval_every={t.eval_every} needs a held-out slice: set '
+                      'splits.val_fraction > 0 (val is labelled by the weak supervisor for the '
+                      'students; test and B\'s ground truth are never used for selection)')
+
+
+def check(config) -> Options:
+  """Resolves the config and the dataset's input kind, for `--dry_run` (nothing is trained)."""
+  opts = resolve(config)
+  ds = options.build(opts.dataset, 'dataset')
+  return resolve(config, ds.input_kind)
 
 
 def _softmax(logits):
@@ -28,31 +131,34 @@ def _softmax(logits):
   return e / e.sum(-1, keepdims=True)
 
 
-def _train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict, *, cfg, mesh,
-                       eval_batch_size, num_classes, extras=None) -> dict:
+def _train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict, *, opts, mesh,
+                       eval_batch_size, num_classes, extras=None, val=None) -> dict:
   """Runs one stage unless done: fit on (train_raw, labels), then probabilities on `predict_on`.
 
-  A learner with `ensemble=dict(size=K > 1, bagging=...)` trains K members in one vmapped step;
-  its outputs add the members' probabilities ('<split>_member_probs' [N, K, C]) to their mean.
+  A learner with an ensemble of K > 1 trains K members in one vmapped step; its outputs add the
+  members' probabilities ('<split>_member_probs' [N, K, C]) to their mean. `val` = (raw, labels)
+  is the held-out slice with this stage's own label source.
   """
   if stage.done():
     print(f'[{stage.kind}] done earlier, skipped ({stage.dir})', flush=True)
     return stage.outputs()
-  ens = dict(learner.spec.get('ensemble') or {})
-  size = int(ens.get('size', 1))
+  preemption.check(f'before stage {stage.kind}', 'the stages before it are saved')
+  ro = learner.opts
   train_ex = learner.examples(train_raw, labels, extras)
-  if size > 1:
+  val_ex = learner.examples(*val) if (val is not None and opts.eval_every) else None
+  fit_kw = dict(cfg=opts, workdir=stage.dir, mesh=mesh, name=stage.kind, val_examples=val_ex,
+                eval_batch_size=eval_batch_size, fingerprint={'stage': stage.key})
+  if ro.ensemble_size > 1:
     state, last = ensemble.fit_ensemble(
-        learner.module, train_ex, cfg=cfg, seeds=ensemble.member_seeds(cfg.seed, size),
-        workdir=stage.dir, mesh=mesh, bagging=bool(ens.get('bagging', False)), name=stage.kind)
+        learner.module, train_ex, seeds=ensemble.member_seeds(opts.seed, ro.ensemble_size),
+        bagging=ro.bagging, **fit_kw)
   else:
-    state, last = train.fit(learner.module, train_ex, cfg=cfg, workdir=stage.dir, mesh=mesh,
-                            init_params=learner.init_params, name=stage.kind)
+    state, last = train.fit(learner.module, train_ex, init_params=learner.init_params, **fit_kw)
   outputs = {}
   for split, raw in predict_on.items():
     ex = learner.examples(raw, learners.soft_labels(raw, num_classes))
     name = f'{stage.kind} labels {split}'
-    if size > 1:
+    if ro.ensemble_size > 1:
       pred = ensemble.predict_ensemble(learner.module, state.params, ex,
                                        batch_size=eval_batch_size, mesh=mesh, name=name)
       members = _softmax(pred['member_logits'])
@@ -63,7 +169,8 @@ def _train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dic
                            mesh=mesh, name=name)
       outputs[f'{split}_probs'] = _softmax(pred['logits'])
     outputs[f'{split}_id'] = pred['id']
-  stage.finish(outputs, {'train_metrics': last, 'steps': int(np.max(state.step))})
+  stage.finish(outputs, {'train_metrics': last, 'steps': int(np.max(state.step)),
+                         **selection.summary(state)})
   return outputs
 
 
@@ -79,88 +186,99 @@ def _probs_on(outputs: dict, split: str, raw: dict, what: str) -> np.ndarray:
   return join_by_id(raw['id'], outputs[f'{split}_id'], outputs[f'{split}_probs'], what)
 
 
-def _validate(config) -> None:
-  """Resolves every plug-in name before any stage writes (bad names fail with nothing written)."""
-  seeds = tuple(config.seeds)
-  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-    raise UserError(f'seeds={seeds!r} must be a non-empty tuple of ints, e.g. '
-                    "--config.seeds='(0, 1, 2)'")
-  if not config.student_losses:
-    raise UserError('student_losses is empty; name at least one, e.g. dict(xent=dict(name="xent"))')
-  for spec in config.student_losses.values():
-    registry.get('losses', spec.name)
-  for role in ('weak', 'strong'):
-    registry.get('losses', config[role].loss.name)
+def _check_losses(opts: Options, num_classes: int) -> None:
+  """Every loss traced once on abstract inputs (a user loss that cannot run fails now)."""
+  k = opts.weak.ensemble_size
+  extras = ({'member_probs': jax.ShapeDtypeStruct((8, k, num_classes), np.float32)}
+            if k > 1 else None)
+  for where, _, loss in _stage_trains(opts):
+    train.check_loss(loss, num_classes=num_classes, where=where.replace('.train', '.loss'),
+                     batch_extras=extras)
 
 
 def run(*, config, workdir: str) -> dict:
-  mesh = sharding.make_mesh(config.mesh.num_devices)
-  dataset = registry.build('datasets', config.dataset)
-  _validate(config)
-  tok = config.tokenizer.to_dict()
-  common = dict(dataset=dataset, eval_batch_size=config.eval_batch_size, mesh=mesh,
-                cache_dir=os.path.join(workdir, 'features'))
-
-  def make(role, spec):  # a role's own `tokenizer` section (e.g. GPT-2 weak, Qwen strong) wins
-    role_tok = dict(spec['tokenizer']) if spec.get('tokenizer') else tok
-    return learners.make(role, spec, tokenizer=role_tok, **common)
-
-  weak, strong = make('weak', config.weak), make('strong', config.strong)
-  chain = [make(f'chain{i}', spec) for i, spec in enumerate(config.chain)]
+  opts = check(config)
+  mesh = sharding.make_mesh(opts.num_devices)
+  sharding.check_batch_size(opts.eval_batch_size, mesh, 'eval_batch_size')
+  dataset = options.build(opts.dataset, 'dataset')
   C = dataset.num_classes
-  fit_kw = dict(mesh=mesh, eval_batch_size=config.eval_batch_size, num_classes=C)
+  _check_losses(opts, C)
+  common = dict(dataset=dataset, eval_batch_size=opts.eval_batch_size,
+                cache_dir=os.path.join(workdir, 'features'))
+  weak, strong = learners.make(opts.weak, **common), learners.make(opts.strong, **common)
+  chain = [learners.make(r, **common) for r in opts.chain]
+  fit_kw = dict(mesh=mesh, eval_batch_size=opts.eval_batch_size, num_classes=C)
+  tok = options.plain(opts.tokenizer)
   per_seed = []
-  for seed in config.seeds:
-    parts = splits_lib.weak_to_strong(dataset, seed=seed, **config.splits.to_dict())
+  for seed in opts.seeds:
+    topt = lambda where, section, loss: learners.train_options(section, where, loss=loss,
+                                                               seed=seed, run=dict(opts.run))
+    parts = splits_lib.weak_to_strong(dataset, seed=seed, **opts.splits)
     a, b, test = (parts.splits[k] for k in ('weak_train', 'strong_train', 'test'))
-    base = (config.dataset, config.splits, tok, seed)
-    weak_stage = Stage(workdir, 'weak', base, config.weak)
+    val = parts.splits.get('val')
+    gt = lambda raw: (raw, learners.soft_labels(raw, C)) if raw is not None else None
+    with_val = lambda d: {**d, **({'val': val} if val is not None else {})}
+    base = (opts.dataset.spec(), options.plain(opts.splits), tok, seed)
+    weak_stage = Stage(workdir, 'weak', base, opts.weak.spec(), seed=seed)
     weak_out = _train_and_predict(
-        weak_stage, weak, a, learners.soft_labels(a, C), {'strong_train': b, 'test': test},
-        cfg=learners.train_cfg(config, config.weak, loss=config.weak.loss, seed=seed), **fit_kw)
+        weak_stage, weak, a, learners.soft_labels(a, C),
+        with_val({'strong_train': b, 'test': test}),
+        opts=topt('weak.train', opts.weak.train, opts.weak.loss), val=gt(val), **fit_kw)
     ceiling_out = _train_and_predict(
-        Stage(workdir, 'ceiling', base, config.strong), strong, b, learners.soft_labels(b, C),
-        {'test': test}, cfg=learners.train_cfg(config, config.strong, loss=config.strong.loss,
-                                               seed=seed), **fit_kw)
+        Stage(workdir, 'ceiling', base, opts.strong.spec(), seed=seed), strong, b,
+        learners.soft_labels(b, C), {'test': test},
+        opts=topt('strong.train', opts.strong.train, opts.strong.loss), val=gt(val), **fit_kw)
     teacher, teacher_key = weak_out, weak_stage.key
-    for i, learner in enumerate(chain):  # bootstrapping: weak -> intermediate -> ... -> strong
-      stage = Stage(workdir, f'chain{i}', base, learner.spec, teacher_key)
+    for learner in chain:  # bootstrapping: weak -> intermediate -> ... -> strong
+      stage = Stage(workdir, learner.name, base, learner.spec, teacher_key, seed=seed)
       teacher = _train_and_predict(
           stage, learner, b, _probs_on(teacher, 'strong_train', b, stage.kind),
-          {'strong_train': b, 'test': test},
-          cfg=learners.train_cfg(config, learner.spec, loss=learner.spec['loss'], seed=seed), **fit_kw)
+          with_val({'strong_train': b, 'test': test}),
+          opts=topt(f'{learner.name}.train', learner.opts.train, learner.opts.loss),
+          val=_teacher_val(teacher, val), **fit_kw)
       teacher_key = stage.key
     record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
-              'n_test': len(test['id'])}
+              'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id'])}
     weak_test = _probs_on(weak_out, 'test', test, 'weak test labels')
-    for name, loss in config.student_losses.items():
-      student_out = _student(name, loss, strong, b, test, teacher, teacher_key, base, config,
-                             workdir, fit_kw, seed)
+    for name, loss in opts.students:
+      student_out = _student(name, loss, strong, b, test, val, teacher, teacher_key, base, opts,
+                             workdir, fit_kw, topt, seed)
       record[name] = results_lib.score_seed(
           weak_test, _probs_on(student_out, 'test', test, 'student'),
           _probs_on(ceiling_out, 'test', test, 'ceiling'), test['label'])
     per_seed.append(record)
-    print(results_lib.seed_line(record, list(config.student_losses)), flush=True)
-  results = results_lib.summarize(per_seed, list(config.student_losses), config.to_dict())
+    print(results_lib.seed_line(record, [n for n, _ in opts.students]), flush=True)
+  results = results_lib.summarize(per_seed, [n for n, _ in opts.students], config.to_dict())
   if jax.process_index() == 0:
-    train.write_json_atomic(os.path.join(workdir, 'results.json'), results)
     results_lib.plot(results, workdir)
     print(results_lib.table(results), flush=True)
   return results
 
 
-def _student(name, loss, strong, b, test, teacher, teacher_key, base, config, workdir, fit_kw,
-             seed):
-  """The strong student on the teacher's labels of B, then `relabel_rounds` strong-to-strong rounds
-  (each student relabels B for a fresh student)."""
+def _teacher_val(teacher: dict, val):
+  """(val raw, the teacher's probabilities on it): a stage's held-out slice with its labels."""
+  if val is None:
+    return None
+  return val, _probs_on(teacher, 'val', val, 'teacher labels of val')
+
+
+def _student(name, loss, strong, b, test, val, teacher, teacher_key, base, opts, workdir, fit_kw,
+             topt, seed):
+  """The strong student on the teacher's labels of B (selected on the teacher's labels of val),
+  then `relabel_rounds` strong-to-strong rounds (each student relabels B for a fresh student)."""
   out, key = teacher, teacher_key
-  for r in range(config.relabel_rounds + 1):
+  for r in range(opts.relabel_rounds + 1):
     kind = f'student_{name}' + (f'_round{r}' if r else '')
-    stage = Stage(workdir, kind, base, config.strong, loss, key)
-    predict_on = {'test': test, **({'strong_train': b} if r < config.relabel_rounds else {})}
+    stage = Stage(workdir, kind, base, opts.strong.spec(), options.plain(opts.student_train),
+                  loss.spec(), key, seed=seed)
+    last_round = r == opts.relabel_rounds
+    predict_on = {'test': test, **({} if last_round else {'strong_train': b})}
+    if not last_round and val is not None:
+      predict_on['val'] = val
     out = _train_and_predict(
         stage, strong, b, _probs_on(out, 'strong_train', b, f'{kind} labels'), predict_on,
-        cfg=learners.train_cfg(config, config.strong, loss=ConfigDict(loss).to_dict(), seed=seed),
-        extras=_teacher_extras(out, b), **fit_kw)
+        opts=topt('student.train', opts.student_train, loss), extras=_teacher_extras(out, b),
+        val=_teacher_val(out, val), **fit_kw)
     key = stage.key
   return out
+
