@@ -230,7 +230,6 @@ def _hf_gpt2(root, tokenizer_dir, layers, seed):
 def test_release_pretrained_finetune_end_to_end(tmp_path, sciq_files):
   """The real (non-runlocal) branch: Hugging Face checkpoints, tokenizer from strong_ckpt, full
   fine-tuning; ckpt_arch because the tiny checkpoints match no preset (~20 s)."""
-  from w2s import sharding
   from w2s.protocols import learners
   data, tok = sciq_files
   weak, _ = _hf_gpt2(str(tmp_path / 'gpt2'), tok, layers=1, seed=0)
@@ -239,8 +238,8 @@ def test_release_pretrained_finetune_end_to_end(tmp_path, sciq_files):
                     f'strong_ckpt={strong},ckpt_arch,seeds=1,loss=logconf,max_length=128')
   assert config.tokenizer.tokenizer == strong
   dataset = registry.build('datasets', config.dataset)
-  learner = learners.make('strong', config.strong, dataset=dataset, tokenizer=config.tokenizer,
-                          eval_batch_size=32, mesh=sharding.make_mesh(1), cache_dir=str(tmp_path))
+  opts = learners.RoleOptions.from_section('strong', config.strong, tokenizer=config.tokenizer)
+  learner = learners.make(opts, dataset=dataset, eval_batch_size=32, cache_dir=str(tmp_path))
   # the backbone starts from the checkpoint, the head from zero (as in the release)
   np.testing.assert_array_equal(learner.init_params['backbone']['wte']['embedding'], strong_wte)
   assert not np.any(learner.init_params['head']['kernel'])

@@ -93,7 +93,7 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
                                  examples_per_step=k * opts.batch_size, evaluator=evaluator)
   finally:
     ckpt.close()
-  return selection.selected(state, opts), last
+  return train.selected_with_val(state, opts, last, evaluator)
 
 
 def _stack_members(batches: tuple) -> dict:

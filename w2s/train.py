@@ -205,7 +205,16 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
                            workdir=workdir, name=name, evaluator=evaluator)
   finally:
     ckpt.close()
-  return selection.selected(state, opts), last
+  return selected_with_val(state, opts, last, evaluator)
+
+
+def selected_with_val(state, opts, last: dict, evaluator) -> tuple[TrainState, dict]:
+  """(the selected state, last metrics + the held-out 'val_loss' / 'val_accuracy' of the
+  selected parameters, means over members)."""
+  state = selection.selected(state, opts)
+  if evaluator is not None:
+    last = {**last, **{k: float(np.mean(v)) for k, v in evaluator(state.params).items()}}
+  return state, last
 
 
 def check_loss(p: 'options.Plugin', *, num_classes: int, where: str,

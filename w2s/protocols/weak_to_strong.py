@@ -169,6 +169,9 @@ def _train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dic
                            mesh=mesh, name=name)
       outputs[f'{split}_probs'] = _softmax(pred['logits'])
     outputs[f'{split}_id'] = pred['id']
+  for key in ('val_loss', 'val_accuracy'):  # what selection saw (the stage's own label source)
+    if key in last:
+      outputs[key] = np.float32(last[key])
   stage.finish(outputs, {'train_metrics': last, 'steps': int(np.max(state.step)),
                          **selection.summary(state)})
   return outputs
@@ -239,6 +242,7 @@ def run(*, config, workdir: str) -> dict:
       teacher_key = stage.key
     record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
               'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id'])}
+    record['held_out'] = {'weak': _held_out(weak_out), 'ceiling': _held_out(ceiling_out)}
     weak_test = _probs_on(weak_out, 'test', test, 'weak test labels')
     for name, loss in opts.students:
       student_out = _student(name, loss, strong, b, test, val, teacher, teacher_key, base, opts,
@@ -246,6 +250,7 @@ def run(*, config, workdir: str) -> dict:
       record[name] = results_lib.score_seed(
           weak_test, _probs_on(student_out, 'test', test, 'student'),
           _probs_on(ceiling_out, 'test', test, 'ceiling'), test['label'])
+      record['held_out'][f'student_{name}'] = _held_out(student_out)
     per_seed.append(record)
     print(results_lib.seed_line(record, [n for n, _ in opts.students]), flush=True)
   results = results_lib.summarize(per_seed, [n for n, _ in opts.students], config.to_dict())
@@ -253,6 +258,12 @@ def run(*, config, workdir: str) -> dict:
     results_lib.plot(results, workdir)
     print(results_lib.table(results), flush=True)
   return results
+
+
+def _held_out(outputs: dict) -> dict:
+  """A stage's held-out numbers against its own label source (ground truth for the weak model
+  and the ceiling, weak labels for a student): what hyperparameters may be chosen on."""
+  return {k: float(outputs[k]) for k in ('val_loss', 'val_accuracy') if k in outputs}
 
 
 def _teacher_val(teacher: dict, val):
