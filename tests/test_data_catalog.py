@@ -77,3 +77,40 @@ def test_cosmos_qa_candidates(tmp_path):
 def test_download_false_on_unprepared_dataset_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match='not prepared'):
     registry.build('datasets', dict(name='imdb_reviews', download=False), data_dir=str(tmp_path))
+
+
+def test_probe_sees_a_closed_and_an_open_localhost_port():
+  import socket
+  from w2s.data import catalog
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    assert catalog.reachable('127.0.0.1', port, timeout_s=2.0)
+  assert not catalog.reachable('127.0.0.1', port, timeout_s=2.0)  # closed now: refused at once
+
+
+def test_offline_unprepared_catalog_dataset_fails_at_once(tmp_path, monkeypatch):
+  import time
+  from w2s.data import catalog, tfds_io
+  probed = []
+  monkeypatch.setattr(catalog, 'reachable', lambda host, port, **kw: probed.append(host) or False)
+  monkeypatch.setattr(tfds_io, 'prepare', lambda *a, **k: pytest.fail('tried to download'))
+  start = time.perf_counter()
+  with pytest.raises(UserError) as e:
+    registry.build('datasets', dict(name='imdb_reviews'), data_dir=str(tmp_path))
+  assert time.perf_counter() - start < 10
+  msg = str(e.value)
+  assert f'imdb_reviews is not prepared in {tmp_path}' in msg and 'offline' in msg
+  assert 'W2S_DATA_DIR' in msg and 'internet' in msg and '\n' not in msg
+  assert probed == ['ai.stanford.edu']  # the host of the builder's download url
+
+
+def test_download_host_is_the_proxy_when_one_is_set(tmp_path, monkeypatch):
+  from w2s.data import catalog
+  for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy', 'HTTP_PROXY', 'http_proxy'):
+    monkeypatch.delenv(k, raising=False)
+  b = tfds.builder('mnist', data_dir=str(tmp_path), file_format='array_record')
+  assert catalog.download_host(b) == ('storage.googleapis.com', 443)
+  monkeypatch.setenv('HTTPS_PROXY', 'http://proxy.example:3128')
+  assert catalog.download_host(b) == ('proxy.example', 3128)

@@ -137,3 +137,38 @@ def test_changed_files_rebuild_unchanged_files_do_not(tmp_path, data_dir, monkey
   _write_jsonl(tmp_path / 'sq/train.jsonl', [_question(i) for i in range(4)])
   assert len(_load('sciq', tmp_path / 'sq', data_dir).splits['train']['id']) == 8
   assert calls == [1]
+
+
+@pytest.mark.parametrize('content, what', [
+    ('zero_jsonl', '0 bytes'), ('blank_jsonl', 'no rows'), ('zero_gz', '0 bytes'),
+    ('zero_parquet', '0 bytes'), ('header_only_parquet', 'no rows'),
+    ('bad_parquet', 'not a readable parquet'),
+])
+def test_empty_or_unreadable_file_is_one_user_error_naming_it(tmp_path, data_dir, content, what):
+  _write_jsonl(tmp_path / 'amz/train.jsonl', [_review(0), _review(1)])
+  name = {'zero_gz': 'test.jsonl.gz'}.get(content, 'test.parquet' if 'parquet' in content
+                                          else 'test.jsonl')
+  path = tmp_path / 'amz' / name
+  if content == 'blank_jsonl':
+    path.write_text('\n  \n')
+  elif content == 'header_only_parquet':
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist([], schema=pa.schema(
+        [('title', pa.string()), ('content', pa.string()), ('label', pa.int64())])), path)
+  elif content == 'bad_parquet':
+    path.write_bytes(b'PAR1 this is not parquet')
+  else:
+    path.write_bytes(b'')
+  with pytest.raises(UserError) as e:
+    _load('amazon_polarity', tmp_path / 'amz', data_dir)
+  msg = str(e.value)
+  assert str(path) in msg and what in msg and 're-download it' in msg and '\n' not in msg
+
+
+def test_empty_optional_validation_file_says_it_can_be_deleted(tmp_path, data_dir):
+  _write_jsonl(tmp_path / 'sq/train.jsonl', [_question(0)])
+  _write_jsonl(tmp_path / 'sq/test.jsonl', [_question(1)])
+  (tmp_path / 'sq/validation.jsonl').write_bytes(b'')
+  with pytest.raises(UserError, match=r'validation.jsonl is empty .* or delete it'):
+    _load('sciq', tmp_path / 'sq', data_dir)

@@ -142,3 +142,23 @@ def test_concurrent_first_builds_build_once(tmp_path):
   with open(log) as f:
     assert f.read().count('built') == 1
   assert os.listdir(os.path.join(data_dir, 'w2s_digits')) == ['1.0.0']
+
+
+def test_first_build_prints_one_line_and_no_tfds_noise(tmp_path, no_network, capfd):
+  digits.load(data_dir=str(tmp_path))
+  mnist_5k.load(data_dir=str(tmp_path))
+  cap = capfd.readouterr()
+  err, out = cap.err, cap.out
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert lines == [f'[data] preparing w2s_digits in {tmp_path}/w2s_digits/1.0.0 (first use only)',
+                   f'[data] preparing w2s_mnist5k in {tmp_path}/w2s_mnist5k/1.0.0 (first use only)']
+  assert 'Unknown size' not in out and 'dataset_info.json' not in err
+
+
+def test_the_opencv_hint_is_filtered_from_absl_logs(caplog):
+  from absl import logging as absl_logging
+  from w2s.data import tfds_io  # noqa: F401  # installs the filter
+  with caplog.at_level('WARNING'):
+    absl_logging.warning('OpenCV is not installed. We recommend using OpenCV because ...')
+    absl_logging.warning('another warning')
+  assert [r.getMessage() for r in caplog.records] == ['another warning']

@@ -1,11 +1,14 @@
 """Frozen-feature extraction: correct features in id order, served from the disk cache."""
+import logging
 import os
+import signal
 
 import jax
 import numpy as np
 import pytest
 
 from w2s import assets
+from w2s import preemption
 from w2s.errors import UserError
 from w2s.models import bert, features, hf_import, resnet
 
@@ -60,7 +63,8 @@ def test_second_extraction_comes_from_the_cache(tiny, tmp_path, capsys):
   assert len(calls) == 4 and first.shape == (30, 64)
   assert 'ex/s' in capsys.readouterr().err  # progress line with rate and ETA
   files = os.listdir(tmp_path)
-  assert len(files) == 1 and files[0].startswith('toy-train-') and files[0].endswith('.npz')
+  assert len(files) == 1 and files[0].startswith('toy-train-')  # one chunk directory per key
+  assert [f.endswith('.npz') for f in os.listdir(tmp_path / files[0])] == [True]
 
   perm = np.random.RandomState(2).permutation(30)
   again = features.text_features(model, params, texts[perm], ids[perm],
@@ -74,7 +78,8 @@ def test_second_extraction_comes_from_the_cache(tiny, tmp_path, capsys):
                                     forward=_counting(model, calls), **kw)
   assert len(calls) == 5  # only the 3 new examples ran
   np.testing.assert_array_equal(extended[:30], first)
-  assert len(os.listdir(tmp_path)) == 1  # the same file, extended atomically (no .tmp left)
+  assert len(os.listdir(tmp_path)) == 1  # the same cache, extended by a chunk (no .tmp left)
+  assert sorted(f[-4:] for f in os.listdir(tmp_path / files[0])) == ['.npz', '.npz']
 
   features.text_features(model, params, texts, ids, forward=_counting(model, calls),
                          **dict(kw, max_length=32))
@@ -97,3 +102,92 @@ def test_image_features_and_bad_inputs(tmp_path):
   with pytest.raises(UserError, match='tokenizer'):
     features.text_features(bert.create(num_classes=2, size='tiny'), None, ['a'], [0],
                            cache_dir=None, dataset='d', split='s')
+
+
+def _doubling(calls, preempt_after=None):
+  """compute(rows) over x = ids as floats through `extract`, counting rows per call; optionally
+  delivers SIGTERM (to the preemption flag) during call number `preempt_after`."""
+  def compute(ids, rows):
+    calls.append(len(rows))
+    if len(calls) == preempt_after:
+      preemption._handler(signal.SIGTERM, None)
+    x = np.stack([ids[rows], -ids[rows]], axis=1).astype(np.float32)
+    return features.extract(None, None, {'x': x}, batch_size=2, desc='[strong features] toy',
+                            forward=lambda params, batch: batch['x'] * 2, log_every_s=0.0)
+  return compute
+
+
+def _want(ids):
+  return np.stack([ids, -ids], axis=1).astype(np.float32) * 2
+
+
+def test_preempted_extraction_keeps_finished_chunks_and_resumes(tmp_path, capsys):
+  ids, key = np.arange(10) + 100, dict(dataset='toy', split='all')
+  calls = []
+  compute = _doubling(calls, preempt_after=1)
+  try:
+    with pytest.raises(preemption.Preempted) as e:
+      features.cached(ids, cache_dir=str(tmp_path), key=key, chunk_rows=4,
+                      compute=lambda rows: compute(ids, rows))
+  finally:
+    preemption.reset()
+  assert calls == [4]  # stopped after the first chunk was saved
+  assert 'feature extraction strong features toy: SIGTERM' in str(e.value)
+  assert '4/10 rows are cached' in str(e.value)
+  err = capsys.readouterr().err
+  assert '[strong features toy] 4/10 (40%)' in err and '[[' not in err  # one count over chunks
+
+  got = features.cached(ids, cache_dir=str(tmp_path), key=key, chunk_rows=4,
+                        compute=lambda rows: compute(ids, rows))
+  assert calls == [4, 4, 2]  # the rerun computed only the 6 missing rows
+  np.testing.assert_array_equal(got, _want(ids))
+  assert '[strong features toy] 6/6 (100%)' in capsys.readouterr().err
+  features.cached(ids, cache_dir=str(tmp_path), key=key, compute=lambda rows: compute(ids, rows))
+  assert calls == [4, 4, 2]  # complete: no forward pass
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'empty', 'garbage'])
+def test_unreadable_chunk_is_recomputed_with_one_warning(tmp_path, caplog, damage):
+  ids, key = np.arange(10) + 100, dict(dataset='toy', split='all')
+  calls = []
+  compute = lambda rows: _doubling(calls)(ids, rows)
+  features.cached(ids, cache_dir=str(tmp_path), key=key, chunk_rows=4, compute=compute)
+  folder = features.cache_path(str(tmp_path), key)
+  chunks = sorted(os.listdir(folder))
+  assert calls == [4, 4, 2] and len(chunks) == 3
+  bad = os.path.join(folder, chunks[0])
+  data = open(bad, 'rb').read()
+  with open(bad, 'wb') as f:
+    f.write({'truncate': data[:len(data) // 2], 'empty': b'', 'garbage': b'x' * 100}[damage])
+  with caplog.at_level(logging.WARNING):
+    got = features.cached(ids, cache_dir=str(tmp_path), key=key, chunk_rows=4, compute=compute)
+  np.testing.assert_array_equal(got, _want(ids))
+  assert len(calls) == 4 and calls[-1] in (2, 4)  # only the damaged chunk's rows again
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(warnings) == 1 and bad in warnings[0] and 'computed again' in warnings[0]
+  assert '\n' not in warnings[0]
+  again = features.cached(ids, cache_dir=str(tmp_path), key=key, chunk_rows=4, compute=compute)
+  assert len(calls) == 4  # the recomputed chunk was saved
+  np.testing.assert_array_equal(again, got)
+
+
+def test_many_missing_rows_use_bigger_chunks(tmp_path, monkeypatch):
+  monkeypatch.setattr(features, 'MAX_CHUNKS', 3)
+  ids, calls = np.arange(10), []
+  features.cached(ids, cache_dir=str(tmp_path), key={}, chunk_rows=2,
+                  compute=lambda rows: _doubling(calls)(ids, rows))
+  assert calls == [4, 4, 2]  # ceil(10 / 3) rows per chunk, not 2
+
+
+def test_chunks_share_one_jitted_forward(tmp_path, monkeypatch):
+  model = resnet.create(num_classes=3, size='tiny', image_shape=(8, 8, 1))
+  x = np.random.RandomState(0).rand(10, 64).astype(np.float32)
+  params = hf_import.init_params(model, jax.random.key(0), {'x': x})
+  built = []
+  make = features.default_forward
+  monkeypatch.setattr(features, 'default_forward', lambda m: built.append(m) or make(m))
+  compute = lambda rows: features.extract(model, params, {'x': x[rows]}, batch_size=4)
+  got = features.cached(np.arange(10), cache_dir=str(tmp_path), key={}, compute=compute,
+                        chunk_rows=4)
+  assert len(built) == 1  # not one jit (and its compilations) per chunk
+  np.testing.assert_allclose(got, make(model)(params, {'x': x}), atol=1e-5)

@@ -6,12 +6,20 @@ array_record under the data dir of `w2s.data.tfds_io` (file-locked, once) and ar
 need TensorFlow to *prepare* (their download/parse code imports it); then install tensorflow once,
 prepare, and read without it.
 
+Offline: TFDS retries a failed download for minutes before giving up, so before building an
+unprepared dataset `builder` first tries one TCP connection (3 s) to its download host (or to the
+proxy of $HTTPS_PROXY) and, when that fails, raises a UserError at once saying what to do.
+
 Example ids: `base.split_ids(split, row)` with row the example's index in the prepared
 array_record split (deterministic for a given dataset version), times K plus the candidate index
 for datasets that expand one source row into K examples.
 """
 import functools
 import importlib
+import os
+import socket
+import threading
+import urllib.parse
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -27,6 +35,55 @@ _BUILDER_MODULES = {
     'cosmos_qa': 'tensorflow_datasets.question_answering.cosmos_qa',
     'yelp_polarity_reviews': 'tensorflow_datasets.text.yelp_polarity',
 }
+FALLBACK_HOST = ('storage.googleapis.com', 443)  # TFDS's own bucket, for builders without urls
+PROBE_TIMEOUT_S = 3.0
+
+
+def reachable(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+  """Whether a TCP connection to host:port opens within timeout_s (DNS lookup included)."""
+  ok = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout_s).close()
+      ok.append(True)
+    except OSError:
+      pass
+  # getaddrinfo ignores socket timeouts, so the whole attempt runs in a thread we stop waiting on
+  t = threading.Thread(target=connect, daemon=True)
+  t.start()
+  t.join(timeout_s)
+  return bool(ok)
+
+
+def download_host(b: tfds.core.DatasetBuilder) -> tuple[str, int]:
+  """(host, port) a download of `b` connects to first: the proxy if one is set, else the host
+  of its first download url (from the builder's checksums), else FALLBACK_HOST."""
+  proxy = next((os.environ[k] for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy',
+                                        'HTTP_PROXY', 'http_proxy') if os.environ.get(k)), None)
+  try:
+    urls = sorted(b.url_infos or ())
+  except Exception:  # pylint: disable=broad-except  # builders without checksums: any host
+    urls = []
+  url = proxy or (urls[0] if urls else None)
+  if not url:
+    return FALLBACK_HOST
+  parts = urllib.parse.urlsplit(url if '://' in url else f'http://{url}')
+  return parts.hostname or FALLBACK_HOST[0], parts.port or (443 if parts.scheme == 'https' else 80)
+
+
+def require_online(tfds_name: str, b: tfds.core.DatasetBuilder, root: str) -> None:
+  """UserError at once, instead of TFDS's minutes of retries, if `b` cannot be downloaded."""
+  download = vars(tfds.core.DatasetBuilder)['download_and_prepare']
+  if getattr(download, '__qualname__', '') != 'DatasetBuilder.download_and_prepare':
+    return  # mocked (`tfds.testing.mock_data`): nothing will download
+  host, port = download_host(b)
+  if not reachable(host, port):
+    raise UserError(
+        f'{tfds_name} is not prepared in {root} and its download host {host}:{port} cannot be '
+        f'reached (offline?); run once on a machine with internet to download it, or point '
+        f'${tfds_io.DATA_DIR_ENV} (or the dataset\'s data_dir) at a directory holding a prepared '
+        f'copy')
 
 
 def builder(tfds_name: str, *, data_dir: str | None = None,
@@ -37,12 +94,13 @@ def builder(tfds_name: str, *, data_dir: str | None = None,
     importlib.import_module(module)
   make = functools.partial(tfds.builder, tfds_name)
   root = tfds_io.resolve_data_dir(data_dir)
-  if not download:
-    b = make(data_dir=root, file_format='array_record')
-    if not b.is_prepared():
-      raise UserError(f'{tfds_name} is not prepared under {root} and download=False; set '
-                      'download=True (needs internet once) or data_dir to where it is prepared')
+  b = make(data_dir=root, file_format='array_record')
+  if tfds_io.is_prepared(b):
     return b
+  if not download:
+    raise UserError(f'{tfds_name} is not prepared under {root} and download=False; set '
+                    'download=True (needs internet once) or data_dir to where it is prepared')
+  require_online(tfds_name, b, root)
   try:
     return tfds_io.prepare(make, root)
   except OSError as e:  # includes requests' connection errors

@@ -11,7 +11,9 @@ value of the wrong type or an unknown label is a UserError naming the file and t
 line for jsonl, 0-based row for parquet). Valid rows are written as array_record under
 `<data_dir>/<builder>/files_<fingerprint>/<version>`, the fingerprint hashing each file's path,
 size and modification time: changed files are rebuilt, unchanged ones never. Parquet needs pyarrow
-(a clear UserError says so when it is missing); jsonl needs nothing.
+(a clear UserError says so when it is missing); jsonl needs nothing. An empty file (zero bytes, or
+no rows: a header-only parquet, a jsonl of blank lines) or an unreadable parquet file is a
+UserError naming it: usually a download that failed half way.
 """
 import functools
 import glob
@@ -47,7 +49,16 @@ def find_files(path: str, dataset: str) -> dict[str, list[str]]:
   if missing:
     raise UserError(f'{dataset}: no {"/".join(missing)} file under {root}; expected e.g. '
                     f'train.jsonl and test.jsonl (or .jsonl.gz / .parquet / HF shard names)')
+  for split, files in found.items():
+    for f in files:
+      if os.path.getsize(f) == 0:  # caught before TFDS starts a build
+        raise _empty(f, split, '0 bytes')
   return found
+
+
+def _empty(path: str, split: str, what: str) -> UserError:
+  optional = ' or delete it (the validation split is optional)' if split == 'validation' else ''
+  return UserError(f'{path} is empty ({what}); re-download it{optional}')
 
 
 def _is_split_file(name: str, split: str) -> bool:
@@ -72,8 +83,12 @@ def iter_records(path: str) -> Iterator[tuple[int, dict]]:
     except ImportError as e:
       raise UserError(f'{path} is parquet, which needs pyarrow: `pip install pyarrow`, or convert '
                       'it to jsonl') from e
+    try:
+      table = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow.ArrowInvalid / OSError for a truncated or foreign file
+      raise UserError(f'{path} is not a readable parquet file ({e}); re-download it') from e
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+    for batch in table.iter_batches(batch_size=4096):
       for record in batch.to_pylist():
         yield row, record
         row += 1
@@ -108,7 +123,8 @@ def check_record(path: str, row: int, record, schema: dict[str, str],
       raise UserError(f'{where}: unknown label {key}={value!r}; expected one of {list(labels[key])}')
 
 
-class LocalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class LocalFilesBuilder(tfds_io.QuietBuild, tfds.core.GeneratorBasedBuilder,
+                        skip_registration=True):
   """Base: subclasses set `name`, VERSION, SCHEMA ({field: 'text' | 'int'}) and LABELS."""
 
   SCHEMA: ClassVar[dict[str, str]]
@@ -129,16 +145,19 @@ class LocalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the user downloaded the files
-    return {split: self._generate_examples(paths) for split, paths in self._files.items()}
+    return {split: self._generate_examples(split, paths) for split, paths in self._files.items()}
 
-  def _generate_examples(self, paths):
+  def _generate_examples(self, split, paths):
     n = 0
     for path in paths:
+      start = n
       for row, record in iter_records(path):
         check_record(path, row, record, self.SCHEMA, self.LABELS)
         yield n, {'row': n, **{k: (record[k] if self.SCHEMA[k] == 'text' else int(record[k]))
                                for k in self.SCHEMA}}
         n += 1
+      if n == start:
+        raise _empty(path, split, 'no rows')
 
 
 def read(builder_cls: type[LocalFilesBuilder], path: str, dataset: str,

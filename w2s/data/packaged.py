@@ -4,7 +4,7 @@ A subclass names its features and yields `(id, example)` from the packaged file;
 adds the int64 'id' feature and a fixed train/test split: an example is in 'test' iff
 `w2s.data.splits.holdout_mask(id, 0.2)` (a splitmix64 hash of the id, ~20% of examples),
 independent of row order and of every seed. Builds go through `tfds_io.prepare` (array_record,
-built once per data dir, file-locked).
+built once per data dir, file-locked) and print one line, no TFDS progress bars.
 """
 import abc
 from typing import ClassVar, Iterator
@@ -14,13 +14,15 @@ import tensorflow_datasets as tfds
 
 from w2s.data import splits as splits_lib
 from w2s.data import tfds_io
+from w2s.errors import UserError
 
 TEST_FRACTION = 0.2
 
 
-class PackagedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class PackagedBuilder(tfds_io.QuietBuild, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base: subclasses set VERSION, FEATURES, DESCRIPTION, HOMEPAGE and `_source_rows`."""
 
+  PROGRESS_BAR = False  # seconds of work
   FEATURES: ClassVar[dict]
   DESCRIPTION: ClassVar[str] = ''
   HOMEPAGE: ClassVar[str] = ''
@@ -37,6 +39,9 @@ class PackagedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
     rows = list(self._source_rows())
+    if not rows:
+      raise UserError(f'{self.name}: its packaged source file has no rows (a broken install?); '
+                      f'reinstall the package named in {type(self).__module__}')
     ids = np.array([i for i, _ in rows], np.int64)
     test = splits_lib.holdout_mask(ids, TEST_FRACTION)
     return {'train': self._generate_examples([r for r, t in zip(rows, test) if not t]),

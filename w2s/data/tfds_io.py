@@ -12,22 +12,69 @@ itself writes into a temporary `incomplete.*` directory renamed into place at th
 processes (or hosts sharing a file system with working locks) that load the same dataset for the
 first time build it once; the second waits and then reads the first's files. A prepared dataset is
 never rebuilt.
+
+Logs: TFDS warns for every unprepared builder it checks ("Variant folder ... has no
+dataset_info.json") and prints a download banner sized "Unknown size" for builders with nothing to
+download; `is_prepared` checks quietly, and builders with `QuietBuild` print one line instead (and
+no progress bars when they set `PROGRESS_BAR = False`). TFDS also warns on every run that reads
+images that OpenCV is not installed (it decodes with pillow then, which is all we need): that one
+message is filtered out of the absl logger.
 """
 import contextlib
 import fcntl
+import logging
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 DATA_DIR_ENV = 'W2S_DATA_DIR'
+
+
+def _not_the_opencv_hint(record: logging.LogRecord) -> bool:
+  return not str(record.msg).startswith('OpenCV is not installed.')
+
+
+if _not_the_opencv_hint not in logging.getLogger('absl').filters:
+  logging.getLogger('absl').addFilter(_not_the_opencv_hint)
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:
   """`data_dir`, else $W2S_DATA_DIR, else ~/.cache/w2s/tensorflow_datasets (expanded)."""
   path = data_dir or os.environ.get(DATA_DIR_ENV) or '~/.cache/w2s/tensorflow_datasets'
   return os.path.abspath(os.path.expanduser(path))
+
+
+def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  """`builder.is_prepared()` without TFDS's warning for a version folder that does not exist yet."""
+  info = os.path.join(os.fspath(builder.data_dir), 'dataset_info.json')
+  return os.path.isfile(info) and builder.is_prepared()
+
+
+class QuietBuild:
+  """Mixin of builders with nothing to download: one "preparing" line instead of TFDS's banner."""
+
+  PROGRESS_BAR: bool = True  # TFDS's tqdm bars while generating (worth it for big user files)
+
+  def _log_download_bytes(self) -> None:
+    print(f'[data] preparing {self.name} in {self.data_dir} (first use only)', file=sys.stderr,
+          flush=True)
+
+  def _log_download_done(self) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _progress_bars(enable: bool):
+  was = getattr(tqdm_utils, '_active', True)
+  tfds.display_progress_bar(enable and was)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(was)
 
 
 @contextlib.contextmanager
@@ -53,14 +100,15 @@ def prepare(make_builder: Callable[[str], Any], data_dir: str | None = None,
   """
   root = resolve_data_dir(data_dir)
   builder = make_builder(data_dir=root, file_format='array_record')
-  if builder.is_prepared():
+  if is_prepared(builder):
     return builder
   with _file_lock(os.path.join(root, f'{builder.name}.lock')):
     # Recreated under the lock: another process may have finished the build meanwhile, and a
     # builder reads its split metadata from disk only when constructed.
     builder = make_builder(data_dir=root, file_format='array_record')
-    if not builder.is_prepared():
-      builder.download_and_prepare(**prepare_kwargs)
+    if not is_prepared(builder):
+      with _progress_bars(getattr(builder, 'PROGRESS_BAR', True)):
+        builder.download_and_prepare(**prepare_kwargs)
       builder = make_builder(data_dir=root, file_format='array_record')
   return builder
 

@@ -4,12 +4,21 @@ Burns et al. (2023) also train heads on frozen features (their vision experiment
 `linear_probe` option): the backbone runs once per example, and only a linear head is trained.
 Here the forward pass is jitted and batched; text is sorted by length and each batch is padded
 only to its longest sequence (rounded up to `pad_multiple` so few shapes compile), which on a CPU
-is what makes MiniLM-size extraction affordable. Results are cached as .npz (written atomically)
-under a key hashing everything that determines them: the model (family, architecture, pooling),
-the checkpoint files (path, size, mtime) and a digest of the params, the dataset, split and the
-tokenizer settings. A second call for the same split runs no forward pass; a call with ids the
-cache lacks computes just those and extends the cache.
+is what makes MiniLM-size extraction affordable. Results are cached on disk under a key hashing
+everything that determines them: the model (family, architecture, pooling), the checkpoint files
+(path, size, mtime) and a digest of the params, the dataset, split and the tokenizer settings. A
+second call for the same split runs no forward pass; a call with ids the cache lacks computes just
+those and extends the cache.
+
+The cache of one key is a directory of chunks, `<cache_dir>/<dataset>-<split>-<hash>/part-*.npz`,
+each written atomically (temp file + rename) as soon as its rows are computed, after which
+`w2s.preemption.check` runs: a preempted extraction keeps every finished chunk and the rerun
+computes only the rows still missing. A chunk that cannot be read (a truncated copy, a full disk)
+is deleted with one warning and its rows computed again; nothing is lost, it is a cache.
 """
+import contextvars
+import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -17,13 +26,36 @@ import re
 import tempfile
 from typing import Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from w2s import metrics
+from w2s import preemption
 from w2s.errors import UserError
 from w2s.models import hf_import
+
+# Rows per cache chunk: at least CHUNK_ROWS (~25 s of MiniLM on a 2-core CPU, seq 128), more when
+# one call misses more than CHUNK_ROWS * MAX_CHUNKS rows, so a big accelerator extraction does not
+# write thousands of files. Fixed sizes, not timed ones, so every host of a multi-host run cuts
+# the same chunks (same files, same number of forward calls).
+CHUNK_ROWS = 1024
+MAX_CHUNKS = 64
+
+
+@dataclasses.dataclass
+class _Extraction:
+  """One `cached` call's progress over the chunks it hands to `compute` (read by `extract`)."""
+  total: int
+  done: int = 0
+  progress: metrics.Progress | None = None
+  desc: str | None = None
+  forward: tuple | None = None  # (model, its default_forward): one jit, so chunks reuse compiles
+
+
+_CURRENT: contextvars.ContextVar[_Extraction | None] = contextvars.ContextVar(
+    'w2s_feature_extraction', default=None)
 
 
 def default_forward(model) -> Callable:
@@ -60,18 +92,34 @@ def extract(model, params, inputs: dict[str, np.ndarray], *, batch_size: int = 6
     model, params: a w2s model (with a `features` method) and its params.
     inputs: {'input_ids', 'attention_mask'} int [N, T] (right-padded) or {'x'} [N, ...].
     forward: (params, batch) -> [B, D]; default `default_forward(model)`.
+    desc: name on the progress line (`metrics.Progress` adds the brackets; brackets in `desc`
+      are dropped). Inside `cached`, one line counts over all of its chunks.
   """
-  forward = forward or default_forward(model)
   n = len(next(iter(inputs.values())))
+  name = ' '.join(re.sub(r'[\[\]]', ' ', desc).split()) or 'features'
+  run = _CURRENT.get()
+  if run is None:
+    progress, offset = metrics.Progress(name, n, min_interval_s=log_every_s), 0
+  else:
+    if run.progress is None:
+      run.progress = metrics.Progress(name, run.total, min_interval_s=log_every_s)
+      run.desc = name
+    progress, offset = run.progress, run.done
+  if forward is None:
+    if run is not None and run.forward is not None and run.forward[0] is model:
+      forward = run.forward[1]
+    else:
+      forward = default_forward(model)
+      if run is not None:
+        run.forward = (model, forward)
   out, done = None, 0
-  progress = metrics.Progress(desc, n, min_interval_s=log_every_s)
   for rows, batch in _batches(inputs, batch_size, pad_multiple):
     feats = np.asarray(forward(params, batch), np.float32)[:len(rows)]
     if out is None:
       out = np.zeros((n, feats.shape[1]), np.float32)
     out[rows] = feats
     done += len(rows)
-    progress.update(done)
+    progress.update(offset + done)
   return out if out is not None else np.zeros((0, 0), np.float32)
 
 
@@ -100,44 +148,113 @@ def model_key(model, params) -> dict:
           'params': params_digest(params)}
 
 
-def _save(file: str, ids: np.ndarray, feats: np.ndarray, key: dict):
-  os.makedirs(os.path.dirname(file) or '.', exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=os.path.dirname(file) or '.', suffix='.tmp',
-                                   delete=False) as f:
-    np.savez(f, ids=ids, features=feats, key=json.dumps(key, sort_keys=True))
+def cache_path(cache_dir: str, key: dict) -> str:
+  """The chunk directory of `key`: `<cache_dir>/<dataset>-<split>-<hash of key>`."""
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  stem = re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{key.get("dataset", "data")}-{key.get("split", "")}')
+  return os.path.join(cache_dir, f'{stem}-{digest}')
+
+
+def _save_chunk(folder: str, ids: np.ndarray, feats: np.ndarray, key: dict) -> None:
+  """Writes one chunk atomically; its name hashes its ids, so hosts writing the same chunk agree."""
+  os.makedirs(folder, exist_ok=True)
+  name = f'part-{hashlib.sha256(np.ascontiguousarray(ids).tobytes()).hexdigest()[:16]}.npz'
+  with tempfile.NamedTemporaryFile(dir=folder, prefix='.', suffix='.tmp', delete=False) as f:
+    np.savez(f, ids=ids, features=feats, key=json.dumps(key, sort_keys=True, default=str))
     f.flush()
     os.fsync(f.fileno())
-  os.replace(f.name, file)
+  os.replace(f.name, os.path.join(folder, name))
+
+
+def _read_chunk(file: str) -> tuple[np.ndarray, np.ndarray]:
+  with np.load(file) as z:
+    ids, feats = np.asarray(z['ids'], np.int64), z['features']
+  if ids.ndim != 1 or feats.ndim != 2 or len(ids) != len(feats):
+    raise ValueError(f'ids {ids.shape} do not match features {feats.shape}')
+  return ids, feats
+
+
+def _load(folder: str) -> tuple[np.ndarray, np.ndarray | None]:
+  """(ids [M], features [M, D]) of every readable chunk; unreadable ones are deleted, warned."""
+  ids, feats, width = [], [], None
+  files = sorted(glob.glob(os.path.join(folder, 'part-*.npz')))
+  files += [folder + '.npz'] if os.path.exists(folder + '.npz') else []  # one-file caches of old
+  for file in files:
+    try:
+      i, f = _read_chunk(file)
+      if width is not None and f.shape[1] != width:
+        raise ValueError(f'{f.shape[1]} features per row, other chunks have {width}')
+    except FileNotFoundError:
+      continue  # replaced by another process meanwhile
+    except Exception as e:  # pylint: disable=broad-except  # zip, pickle, dtype errors: recompute
+      detail = ' '.join(f'{type(e).__name__}: {e}'.split())
+      logging.warning('feature cache chunk %s is unreadable (%s); deleted, its rows are computed '
+                      'again', file, detail)
+      try:
+        os.remove(file)
+      except OSError:
+        pass
+      continue
+    width = f.shape[1]
+    ids.append(i)
+    feats.append(f)
+  if not ids:
+    return np.zeros((0,), np.int64), None
+  return np.concatenate(ids), np.concatenate(feats)
 
 
 def cached(ids: np.ndarray, *, cache_dir: str | None, key: dict,
-           compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+           compute: Callable[[np.ndarray], np.ndarray],
+           chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
   """Features [N, D] of examples `ids` (int [N]), in that order, through an on-disk cache.
 
-  `compute(rows)` gives the features of rows `rows` of `ids` (the ones the cache lacks); with
-  cache_dir None nothing is stored. The file is `<cache_dir>/<dataset>-<split>-<hash>.npz`.
+  `compute(rows)` gives the features of rows `rows` of `ids` (the ones the cache lacks), called
+  once per chunk of at least `chunk_rows` rows; each chunk is saved before the next starts and
+  `w2s.preemption.check` runs after it (raising `preemption.Preempted` after SIGTERM / SIGINT).
+  With cache_dir None nothing is stored. Files: see `cache_path` and the module docstring.
   """
   ids = np.asarray(ids, np.int64)
   if len(np.unique(ids)) != len(ids):
     raise UserError('feature extraction got duplicate example ids; ids must be unique per split')
   if cache_dir is None:
     return compute(np.arange(len(ids)))
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-  stem = re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{key.get("dataset", "data")}-{key.get("split", "")}')
-  file = os.path.join(cache_dir, f'{stem}-{digest}.npz')
-  have_ids, have = np.zeros((0,), np.int64), None
-  if os.path.exists(file):
-    with np.load(file) as z:
-      have_ids, have = z['ids'], z['features']
-  known = dict(zip(have_ids.tolist(), range(len(have_ids))))
+  folder = cache_path(cache_dir, key)
+  have_ids, have = _load(folder)
+  known = _index(have_ids)
   missing = np.array([i for i, x in enumerate(ids.tolist()) if x not in known], np.int64)
   if len(missing):
-    new = compute(missing)
-    have_ids = np.concatenate([have_ids, ids[missing]])
-    have = new if have is None else np.concatenate([have, new.astype(have.dtype)])
-    _save(file, have_ids, have, key)
-    known = dict(zip(have_ids.tolist(), range(len(have_ids))))
+    size = max(chunk_rows, -(-len(missing) // MAX_CHUNKS))
+    run = _Extraction(total=len(missing))
+    token = _CURRENT.set(run)
+    parts_ids, parts = [have_ids], ([] if have is None else [have])
+    try:
+      for start in range(0, len(missing), size):
+        rows = missing[start:start + size]
+        new = np.asarray(compute(rows))
+        if have is not None:
+          new = new.astype(have.dtype)
+        _save_chunk(folder, ids[rows], new, key)
+        parts_ids.append(ids[rows])
+        parts.append(new)
+        run.done += len(rows)
+        where = run.desc or os.path.basename(folder)
+        preemption.check(f'feature extraction {where}',
+                         saved=f'{run.done}/{run.total} rows are cached in {folder}')
+    finally:
+      _CURRENT.reset(token)
+    have_ids, have = np.concatenate(parts_ids), np.concatenate(parts)
+    known = _index(have_ids)
+  if have is None:  # no ids asked for, none cached
+    return np.zeros((0, 0), np.float32)
   return have[[known[x] for x in ids.tolist()]]
+
+
+def _index(ids: np.ndarray) -> dict[int, int]:
+  """id -> first row holding it (chunks of concurrent writers may overlap)."""
+  known = {}
+  for j, x in enumerate(ids.tolist()):
+    known.setdefault(x, j)
+  return known
 
 
 def text_features(model, params, texts, ids, *, cache_dir: str | None, dataset: str, split: str,

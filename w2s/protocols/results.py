@@ -30,7 +30,8 @@ def seed_line(record: dict, losses: list[str]) -> str:
   parts = [f'seed {record["seed"]}: weak {first["acc_weak"]:.4f}  ceiling {first["acc_ceiling"]:.4f}']
   for name in losses:
     r = record[name]
-    parts.append(f'{name} {r["acc_student"]:.4f} (PGR {r["pgr"]:.2f})')
+    pgr = 'undefined' if r.get('pgr_undefined') else f'{r["pgr"]:.2f}'
+    parts.append(f'{name} {r["acc_student"]:.4f} (PGR {pgr})')
   return '[weak_to_strong] ' + '  '.join(parts)
 
 
@@ -59,15 +60,21 @@ def _fmt(s: dict, pct: bool = True) -> str:
 def table(results: dict) -> str:
   """A readable table: accuracy (%) and PGR, mean [95% CI] over seeds, one row per student loss."""
   rows = [('loss', 'weak acc', 'student acc', 'ceiling acc', 'PGR', 'agreement', 'acc | weak wrong')]
-  for name, s in results['summary'].items():
+  notes = []
+  n_seeds = len(results['seeds'])
+  for name, s in results['summary'].items():  # the config's student order
+    pgr = _fmt(s['pgr'], pct=False)
+    if s['pgr'].get('n_nan'):
+      pgr += f' ({s["pgr"]["n"]} of {n_seeds} seeds)'
+      notes += [f'{name}, seed {r["seed"]}: PGR undefined: {r[name]["pgr_undefined"]}'
+                for r in results['per_seed'] if r[name].get('pgr_undefined')]
     rows.append((name, _fmt(s['acc_weak']), _fmt(s['acc_student']), _fmt(s['acc_ceiling']),
-                 _fmt(s['pgr'], pct=False), _fmt(s['agreement']), _fmt(s['acc_weak_wrong'])))
+                 pgr, _fmt(s['agreement']), _fmt(s['acc_weak_wrong'])))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
-  n = len(results['seeds'])
-  return (f'weak-to-strong results over {n} seeds (test set; mean [95% bootstrap CI]):\n'
-          + '\n'.join(lines))
+  return (f'weak-to-strong results over {n_seeds} seeds (test set; mean [95% bootstrap CI]):\n'
+          + '\n'.join(lines + notes))
 
 
 def plot(results: dict, workdir: str) -> list[str]:
