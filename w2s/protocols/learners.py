@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2s import options, registry
+from w2s import options
 from w2s.data import base
 from w2s.data import featurize as featurize_lib
 from w2s.data import pipeline
@@ -49,7 +49,8 @@ class RoleOptions:
 
   @classmethod
   def from_section(cls, role: str, section, *, tokenizer=None, needs_loss: bool = True,
-                   input_kind: str = 'text') -> 'RoleOptions':
+                   input_kind: str | None = 'text') -> 'RoleOptions':
+    """`input_kind` None: not known yet (the text-needs-a-tokenizer check is skipped)."""
     s = options.plain(section)
     if not isinstance(s, Mapping):
       raise UserError(f'{role} must be a section dict(model=..., loss=..., train=...)')

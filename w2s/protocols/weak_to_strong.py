@@ -67,8 +67,8 @@ def resolve(config, input_kind: str | None = None) -> Options:
     raise UserError(f'seeds={c["seeds"]!r} must be a non-empty tuple of ints >= 0, e.g. '
                     "--config.seeds='(0, 1, 2)'")
   tok = c.get('tokenizer')
-  kind = input_kind or 'text'
-  role = lambda name, s: learners.RoleOptions.from_section(name, s, tokenizer=tok, input_kind=kind)
+  role = lambda name, s: learners.RoleOptions.from_section(name, s, tokenizer=tok,
+                                                           input_kind=input_kind)
   weak, strong = role('weak', c['weak']), role('strong', c['strong'])
   student = c.get('student') or {}
   options.check_keys(student, STUDENT_KEYS, 'student')
@@ -118,11 +118,12 @@ def _check_stage_options(opts: Options) -> None:
                       'students; test and B\'s ground truth are never used for selection)')
 
 
-def check(config) -> Options:
-  """Resolves the config and the dataset's input kind, for `--dry_run` (nothing is trained)."""
+def check(config):
+  """(Options, dataset): the config resolved against the dataset's input kind (what `--dry_run`
+  runs; nothing is trained)."""
   opts = resolve(config)
-  ds = options.build(opts.dataset, 'dataset')
-  return resolve(config, ds.input_kind)
+  dataset = options.build(opts.dataset, 'dataset')
+  return resolve(config, dataset.input_kind), dataset
 
 
 def _softmax(logits):
@@ -200,10 +201,9 @@ def _check_losses(opts: Options, num_classes: int) -> None:
 
 
 def run(*, config, workdir: str) -> dict:
-  opts = check(config)
+  opts, dataset = check(config)
   mesh = sharding.make_mesh(opts.num_devices)
   sharding.check_batch_size(opts.eval_batch_size, mesh, 'eval_batch_size')
-  dataset = options.build(opts.dataset, 'dataset')
   C = dataset.num_classes
   _check_losses(opts, C)
   common = dict(dataset=dataset, eval_batch_size=opts.eval_batch_size,
