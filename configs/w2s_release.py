@@ -41,6 +41,7 @@ models are Qwen-1 (`Qwen/Qwen-1_8B`, `-7B`, `-14B`, remote code), which w2s does
 Qwen2/2.5 presets stand in. Examples longer than max_length are truncated (the release drops
 them); for anthropic_hh from the left, so the final assistant turn is kept. Candidate tasks draw with per-question seeds rather than one Python RNG stream.
 """
+import re
 from typing import NamedTuple
 
 from ml_collections import ConfigDict, config_dict
@@ -128,10 +129,15 @@ def _dataset(a: dict) -> dict:
   return spec
 
 
+def _loss_key(name: str) -> str:
+  """A ConfigDict key for a loss name (a dotted path mypkg.mod:fn is keyed by its function)."""
+  return re.sub(r'\W', '_', name.rpartition(':')[2] or name)
+
+
 def _losses(names: str) -> dict:
   known = {'xent': dict(name='xent'), 'product': dict(name='product', alpha=1.0, beta=1.0),
            'logconf': dict(name='logconf', aux_coef=0.5, warmup_frac=0.1)}
-  return {n: known.get(n, dict(name=n)) for n in names.split('+') if n}
+  return {_loss_key(n): known.get(n, dict(name=n)) for n in names.split('+') if n}
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -166,6 +172,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
       c[role].tokenizer = dict(tokenizer=a[f'{role}_ckpt'], max_length=a['max_length'],
                                truncation=truncation)
   c.student_losses = _losses(a['loss'])
+  c.student_order = tuple(_loss_key(n) for n in a['loss'].split('+') if n)
   if not c.student_losses:
     raise UserError('loss= names no student loss; e.g. loss=xent+logconf')
   c.chain = ()            # bootstrapping: intermediate learner sections, weak -> ... -> strong

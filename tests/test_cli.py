@@ -48,7 +48,7 @@ def _params(workdir):
 
 def _assert_same(a, b, atol=0.0):
   import jax
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol), a, b)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=atol, atol=atol), a, b)
 
 
 def _tree_digest(path):

@@ -47,8 +47,8 @@ def test_eight_devices_match_one_device(digits, tmp_path):
     # 359 test examples over batches of 64: the last batch is padded, and nothing counts twice
     np.testing.assert_array_equal(pred['id'], test_ex['id'])
     results[n] = (jax.device_get(state.params), pred['logits'])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), results[1][0], results[8][0])
-  np.testing.assert_allclose(results[1][1], results[8][1], atol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), results[1][0], results[8][0])
+  np.testing.assert_allclose(results[1][1], results[8][1], rtol=1e-4, atol=1e-4)
 
 
 def test_gradient_accumulation_matches_full_batch(digits, tmp_path):
@@ -58,7 +58,7 @@ def test_gradient_accumulation_matches_full_batch(digits, tmp_path):
   full, _ = train.fit(no_dropout, train_ex, cfg=_cfg(), workdir=str(tmp_path / 'a1'), mesh=mesh)
   acc, _ = train.fit(no_dropout, train_ex, cfg=_cfg(accum_steps=4, batch_size=64),
                      workdir=str(tmp_path / 'a4'), mesh=mesh)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), full.params, acc.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), full.params, acc.params)
 
 
 def test_padded_rows_never_count(digits):
@@ -80,7 +80,7 @@ def test_padded_rows_never_count(digits):
   padded = {k: np.concatenate([v, v[::-1] * 7]) for k, v in batch.items()}
   padded['mask'] = np.concatenate([np.ones(8), np.zeros(8)]).astype(np.float32)
   pad, m_pad = step(state, padded)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), real.params, pad.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), real.params, pad.params)
   np.testing.assert_allclose(m_real['loss'], m_pad['loss'], rtol=1e-6)
   del mesh
 

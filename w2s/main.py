@@ -26,6 +26,7 @@ _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Check the config (every section 
 _LIST = flags.DEFINE_bool('list', False, 'Print every plug-in (losses, models, datasets, '
                           'protocols, views) and exit.')
 
+_HELP_FLAGS = ('help', 'helpshort', 'helpfull', 'helpxml', '?')
 PREEMPTED_EXIT = 143  # 128 + SIGTERM: schedulers treat it as "requeue me"
 
 
@@ -91,7 +92,10 @@ def _dry_run(config) -> str:
   module = sys.modules[proto.entry().__module__]
   if hasattr(module, 'check'):
     module.check(config)
-  return f'# config checked by protocol {proto.name!r}; nothing was trained\n{config.to_yaml()}'
+  import yaml
+  # plain dicts and lists: ConfigDict.to_yaml() dumps the object's internals (_fields, _locked)
+  text = yaml.safe_dump(options.plain(config), default_flow_style=False, sort_keys=True)
+  return f'# config checked by protocol {proto.name!r}; nothing was trained\n{text}'
 
 
 def _load_config():
@@ -124,6 +128,10 @@ def _parse_flags(argv):
   """absl's flag parsing, with every bad flag or config override reported as one line, exit 2."""
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:  # absl prints --help / --helpshort / --helpfull, then exits 1
+    if e.code == 1 and any(a.split('=')[0].lstrip('-') in _HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise
   except Exception as e:  # pylint: disable=broad-except  # flags.Error, config_flags' errors
     print(f'error: {_flag_error_line(e)}', file=sys.stderr, flush=True)
     sys.exit(2)

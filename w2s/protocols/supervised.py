@@ -16,7 +16,8 @@ KEYS = ('protocol', 'seed', 'dataset', 'model', 'tokenizer', 'input', 'loss', 'e
 
 
 def check(config):
-  """(train options, dataset, model, tokenizer, view) resolved and checked."""
+  """Train options, dataset, model, tokenizer and view resolved and checked; the loss traced once
+  (what `--dry_run` runs; nothing is trained)."""
   c = options.plain(config)
   options.check_keys(c, KEYS, 'config')
   for key in ('dataset', 'model', 'loss', 'optimizer', 'batch_size', 'eval_batch_size'):
@@ -30,12 +31,17 @@ def check(config):
   options.check_keys(mesh, ('num_devices',), 'mesh')
   if c.get('tokenizer') is not None:
     options.check_keys(c['tokenizer'], ('tokenizer', 'max_length', 'truncation'), 'tokenizer')
-  return dict(opts=opts, dataset=options.plugin('datasets', c['dataset'], 'dataset'),
+  out = dict(opts=opts, dataset=options.plugin('datasets', c['dataset'], 'dataset'),
               model=options.plugin('models', c['model'], 'model'), tokenizer=c.get('tokenizer'),
               view=options.plugin('views', c['input'], 'input') if c.get('input') else None,
               eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
               num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
                                            allow_zero=True))
+  sharding.check_batch_size(out['eval_batch_size'], sharding.make_mesh(out['num_devices']),
+                            'eval_batch_size')
+  out['data'] = options.build(out['dataset'], 'dataset')
+  train.check_loss(opts.loss, num_classes=out['data'].num_classes, where='loss')
+  return out
 
 
 def featurize(dataset, examples, tokenizer, view=None) -> dict:
@@ -55,11 +61,8 @@ def featurize(dataset, examples, tokenizer, view=None) -> dict:
 
 def run(*, config, workdir: str, train_split: str = 'train', eval_split: str = 'test') -> dict:
   r = check(config)
-  opts = r['opts']
+  opts, dataset = r['opts'], r['data']
   mesh = sharding.make_mesh(r['num_devices'])
-  sharding.check_batch_size(r['eval_batch_size'], mesh, 'eval_batch_size')
-  dataset = options.build(r['dataset'], 'dataset')
-  train.check_loss(opts.loss, num_classes=dataset.num_classes, where='loss')
   module = options.build(r['model'], 'model', num_classes=dataset.num_classes)
   train_ex = featurize(dataset, dataset.split(train_split), r['tokenizer'], r['view'])
   eval_ex = featurize(dataset, dataset.split(eval_split), r['tokenizer'], r['view'])

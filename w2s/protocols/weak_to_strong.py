@@ -123,7 +123,11 @@ def check(config):
   runs; nothing is trained)."""
   opts = resolve(config)
   dataset = options.build(opts.dataset, 'dataset')
-  return resolve(config, dataset.input_kind), dataset
+  opts = resolve(config, dataset.input_kind)
+  sharding.check_batch_size(opts.eval_batch_size, sharding.make_mesh(opts.num_devices),
+                            'eval_batch_size')
+  _check_losses(opts, dataset.num_classes)
+  return opts, dataset
 
 
 def _softmax(logits):
@@ -203,9 +207,7 @@ def _check_losses(opts: Options, num_classes: int) -> None:
 def run(*, config, workdir: str) -> dict:
   opts, dataset = check(config)
   mesh = sharding.make_mesh(opts.num_devices)
-  sharding.check_batch_size(opts.eval_batch_size, mesh, 'eval_batch_size')
   C = dataset.num_classes
-  _check_losses(opts, C)
   common = dict(dataset=dataset, eval_batch_size=opts.eval_batch_size,
                 cache_dir=os.path.join(workdir, 'features'))
   weak, strong = learners.make(opts.weak, **common), learners.make(opts.strong, **common)
