@@ -331,29 +331,56 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
 def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
                    batch_size: int, apply_fn: Callable | None = None) -> Callable | None:
   """`evaluator(params) -> {'val_loss', 'val_accuracy'}` on `val_examples` (soft 'label' [N, C],
-  the held-out slice's own labels), or None without a slice or evaluations. Logits with a member
-  axis ([N, K, C], ensembles) give per-member values [K]."""
+  the held-out slice's own labels), or None without a slice or evaluations.
+
+  `val_loss` is the stage's own training loss on the slice as at the end of training
+  (step_frac = 1, so logconf's full auxiliary weight), with the slice's batch statistics; a
+  stateful loss (per-example state that val examples lack) is scored by cross-entropy instead.
+  `val_accuracy` is agreement with the labels' argmax. Logits with a member axis ([N, K, C],
+  ensembles) give per-member values [K]."""
   if val_examples is None or not opts.eval_every:
     return None
   if not len(val_examples['id']):
     raise UserError(f'{name}: eval_every={opts.eval_every} but the held-out slice is empty; '
                     'give the splits a val_fraction > 0 (or set eval_every=0)')
-  labels = np.asarray(val_examples['label'], np.float32)
   order = {int(i): r for r, i in enumerate(val_examples['id'])}
+  score = jax.jit(_held_out_loss(opts))
 
   def evaluator(params):
     pred = predict(module, params, val_examples, batch_size=batch_size, mesh=mesh,
                    name=f'{name} val', apply_fn=apply_fn, progress=False)
-    y = labels[[order[int(i)] for i in pred['id']]]          # [N, C]
+    rows = np.array([order[int(i)] for i in pred['id']])
+    batch = {k: np.asarray(v)[rows] for k, v in val_examples.items()
+             if k in ('label', 'member_probs')}
+    batch['mask'] = np.ones(len(rows), np.float32)
     logits = pred['logits']
-    if logits.ndim == 3:                                     # [N, K, C]
-      y = y[:, None, :]
-    z = logits - logits.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    loss = -(y * logp).sum(-1).mean(0)
-    acc = (logits.argmax(-1) == y.argmax(-1)).mean(0)
-    return {'val_loss': loss, 'val_accuracy': acc}
+    if logits.ndim == 3:                                     # [N, K, C]: one score per member
+      loss = jax.vmap(score, in_axes=(1, None))(logits, batch)
+    else:
+      loss = score(logits, batch)
+    target = batch['label'].argmax(-1)
+    acc = (logits.argmax(-1) == (target[:, None] if logits.ndim == 3 else target)).mean(0)
+    return {'val_loss': np.asarray(loss), 'val_accuracy': np.asarray(acc)}
   return evaluator
+
+
+def _held_out_loss(opts) -> Callable:
+  """(logits [N, C], batch) -> the mean of the stage's loss on a held-out slice."""
+  fn = opts.loss.entry()
+  if getattr(fn, 'init_state', None) is not None:
+    fn, hparams = registry.get('losses', 'xent'), {}
+  else:
+    hparams = opts.loss.hparams
+  bound = functools.partial(fn, **hparams)
+  names, var_kw = options.accepted_kwargs(bound)
+  total = 1_000_000  # "the end of training": step = total_steps
+
+  def score(logits, batch):
+    kw = {k: v for k, v in (('step', total), ('total_steps', total)) if var_kw or k in names}
+    per_ex, _ = bound(logits=logits, labels=batch['label'], mask=batch['mask'], step_frac=1.0,
+                      batch=batch, **kw)
+    return jnp.mean(per_ex)
+  return score
 
 
 def predict(module, params, examples: dict, *, batch_size: int, mesh, name: str = 'predict',

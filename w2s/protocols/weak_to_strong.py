@@ -269,10 +269,15 @@ def _held_out(outputs: dict) -> dict:
 
 
 def _teacher_val(teacher: dict, val):
-  """(val raw, the teacher's probabilities on it): a stage's held-out slice with its labels."""
+  """(val raw, the teacher's probabilities on it, its members' votes if an ensemble): a stage's
+  held-out slice with its labels."""
   if val is None:
     return None
-  return val, _probs_on(teacher, 'val', val, 'teacher labels of val')
+  extras = None
+  if 'val_member_probs' in teacher:
+    extras = {'member_probs': join_by_id(val['id'], teacher['val_id'],
+                                         teacher['val_member_probs'], 'ensemble members of val')}
+  return val, _probs_on(teacher, 'val', val, 'teacher labels of val'), extras
 
 
 def _student(name, loss, strong, b, test, val, teacher, teacher_key, base, opts, workdir, fit_kw,
