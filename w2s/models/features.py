@@ -238,8 +238,9 @@ def cached(ids: np.ndarray, *, cache_dir: str | None, key: dict,
         parts.append(new)
         run.done += len(rows)
         where = run.desc or os.path.basename(folder)
+        cached_rows = len(ids) - len(missing) + run.done
         preemption.check(f'feature extraction {where}',
-                         saved=f'{run.done}/{run.total} rows are cached in {folder}')
+                         saved=f'{cached_rows}/{len(ids)} rows are cached in {folder}')
     finally:
       _CURRENT.reset(token)
     have_ids, have = np.concatenate(parts_ids), np.concatenate(parts)
