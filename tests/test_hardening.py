@@ -457,3 +457,18 @@ def test_help_lists_config_and_workdir():
   out = _cli('--help')
   assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
   assert '--config' in out.stdout and '--workdir' in out.stdout
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
+def test_disk_full_is_one_line_and_keeps_earlier_results(tmp_path):
+  """Writes that fail with ENOSPC (metrics.jsonl on /dev/full) end in one error line, exit 2."""
+  wd = tmp_path / 'run'
+  wd.mkdir()
+  (wd / 'results.json').write_text('{"earlier": true}')
+  os.symlink('/dev/full', wd / 'metrics.jsonl')
+  out = _cli(f'--config={SUPERVISED}:runlocal', f'--workdir={wd}')
+  assert out.returncode == 2, out.stderr[-3000:]
+  errors = [l for l in out.stderr.splitlines() if not l.startswith('[')]  # not progress lines
+  assert len(errors) == 1 and errors[0].startswith('error: disk full'), out.stderr[-3000:]
+  assert 'Traceback' not in out.stderr
+  assert json.loads((wd / 'results.json').read_text()) == {'earlier': True}
