@@ -7,6 +7,10 @@ A Hugging Face directory holds `config.json` and either `model.safetensors` or s
 `Entry(flax_path, hf_name, transform)`, and `convert` checks every tensor against the shapes the
 config implies, so a checkpoint that does not fit the config fails on the first bad tensor.
 
+A damaged directory (a download cut short: truncated safetensors, invalid or incomplete JSON, a
+shard the index names but the directory lacks) fails with one `UserError` naming the file, before
+any tensor is read.
+
 Also here: `pretrained_params(model)`, the checkpoint's {'backbone': ...} tree of a model created
 with `pretrained=...` (to merge over a fresh init), and `init_params`, which initialises any w2s
 model with that backbone swapped in (the classification head stays zero).
@@ -21,7 +25,7 @@ from typing import Any, Callable, Iterable
 import flax
 import jax
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from w2s.errors import UserError
 
@@ -43,39 +47,95 @@ def resolve(pretrained: str) -> str:
   return path
 
 
-def read_config(path: str) -> dict[str, Any]:
-  """The checkpoint's config.json as a dict."""
+_REDOWNLOAD = 'download the checkpoint again'
+
+
+class HFConfig(dict):
+  """config.json as a dict whose missing keys are a UserError naming the file (not a KeyError):
+  the families' `config_from_hf` index the keys they require and `.get` the optional ones."""
+
+  def __init__(self, file: str, fields: dict):
+    super().__init__(fields)
+    self.file = file
+
+  def __missing__(self, key):
+    raise UserError(f'{self.file} has no {key!r}, which this model family requires; restore the '
+                    f'complete config.json ({_REDOWNLOAD})')
+
+
+def _read_json(file: str) -> dict[str, Any]:
+  """A JSON object file; invalid JSON or another top-level type is a UserError naming it."""
+  try:
+    with open(file, encoding='utf-8') as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f'{file} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); '
+                    f'fix it or {_REDOWNLOAD}') from e
+  except UnicodeDecodeError as e:
+    raise UserError(f'{file} is not UTF-8 JSON text; {_REDOWNLOAD}') from e
+  if not isinstance(data, dict):
+    raise UserError(f'{file} holds a JSON {type(data).__name__}, not an object; {_REDOWNLOAD}')
+  return data
+
+
+def read_config(path: str) -> HFConfig:
+  """The checkpoint's config.json as a dict (missing required keys: see `HFConfig`)."""
   file = os.path.join(path, 'config.json')
   if not os.path.exists(file):
     raise UserError(f'{path} has no config.json; point `pretrained` at a Hugging Face model '
                     'directory')
-  with open(file) as f:
-    return json.load(f)
+  return HFConfig(file, _read_json(file))
 
 
 def fingerprint(path: str) -> dict[str, Any]:
-  """Identity of a checkpoint directory for cache keys: its path, each file's size and mtime."""
+  """Identity of a checkpoint directory (or a tokenizer.json file) for cache keys: its path, each
+  file's size and mtime."""
+  if os.path.isfile(path):
+    folder, names = os.path.dirname(path), [os.path.basename(path)]
+  elif os.path.isdir(path):
+    folder, names = path, sorted(os.listdir(path))
+  else:
+    raise UserError(f'checkpoint {path!r} is neither a directory nor a file')
   files = {}
-  for name in sorted(os.listdir(path)):
+  for name in names:
     if name.endswith(('.safetensors', '.json', '.txt')):
-      st = os.stat(os.path.join(path, name))
+      st = os.stat(os.path.join(folder, name))
       files[name] = [st.st_size, int(st.st_mtime)]
   return {'path': os.path.abspath(path), 'files': files}
 
 
+def _tensor_names(file: str, named_by: str | None = None) -> list[str]:
+  """The tensor names in a safetensors file's header; a missing, truncated or corrupt file is a
+  UserError naming it (safetensors checks that the header's offsets cover the file exactly)."""
+  if not os.path.isfile(file):
+    raise UserError(f'{file} is missing (named by {named_by}); {_REDOWNLOAD}')
+  try:
+    with safe_open(file, framework='numpy') as f:
+      return list(f.keys())
+  except (SafetensorError, OSError) as e:
+    raise UserError(f'{file} is not a readable safetensors file ({e}): truncated or corrupt, as '
+                    f'an interrupted download leaves it; {_REDOWNLOAD}') from e
+
+
 def _weight_files(path: str) -> dict[str, str]:
-  """tensor name -> file holding it."""
+  """tensor name -> file holding it, every file's header checked."""
   index = os.path.join(path, INDEX_FILE)
   if os.path.exists(index):
-    with open(index) as f:
-      weight_map = json.load(f)['weight_map']
-    return {name: os.path.join(path, file) for name, file in weight_map.items()}
+    weight_map = _read_json(index).get('weight_map')
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+      raise UserError(f'{index} has no "weight_map" of tensor name -> shard file; {_REDOWNLOAD}')
+    files = {name: os.path.join(path, file) for name, file in weight_map.items()}
+    held = {f: set(_tensor_names(f, named_by=index)) for f in sorted(set(files.values()))}
+    for name, file in files.items():
+      if name not in held[file]:
+        raise UserError(f'{file} lacks tensor {name!r}, which {index} places there: the shard and '
+                        f'the index come from different versions; {_REDOWNLOAD}')
+    return files
   single = os.path.join(path, SINGLE_FILE)
   if not os.path.exists(single):
     raise UserError(f'{path} has neither {SINGLE_FILE} nor {INDEX_FILE}; save the model with '
                     '`save_pretrained(..., safe_serialization=True)`')
-  with safe_open(single, framework='numpy') as f:
-    return {name: single for name in f.keys()}
+  return {name: single for name in _tensor_names(single)}
 
 
 def _header(file: str) -> tuple[int, dict[str, Any]]:
