@@ -1,5 +1,4 @@
 """The command line as a user runs it: errors, preemption, crash-resume and multi-process runs."""
-import hashlib
 import os
 import signal
 import socket
@@ -10,6 +9,8 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+
+import digest  # tests/digest.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'supervised.py')
@@ -51,15 +52,7 @@ def _assert_same(a, b, atol=0.0):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=atol, atol=atol), a, b)
 
 
-def _tree_digest(path):
-  h = hashlib.sha256()
-  for root, dirs, files in sorted(os.walk(path)):
-    dirs.sort()
-    for f in sorted(files):
-      p = os.path.join(root, f)
-      h.update(p.encode())
-      h.update(open(p, 'rb').read())
-  return h.hexdigest()
+_tree_digest = digest.tree_digest
 
 
 def test_bad_input_is_one_line_and_keeps_the_good_checkpoint(tmp_path):

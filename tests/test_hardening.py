@@ -7,7 +7,6 @@ more). The weak-to-strong runs share one workdir (`w2s_run`): trained once throu
 a SIGINT, then reused by the cases that must leave its results untouched.
 """
 import glob
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ import threading
 import time
 
 import pytest
+
+import digest  # tests/digest.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPERVISED = os.path.join(REPO, 'configs', 'supervised.py')
@@ -51,20 +52,7 @@ def _one_error(out, *words) -> str:
   return lines[0]
 
 
-def _digest(*paths) -> str:
-  """sha256 over file names and contents of files / directory trees (missing paths count too)."""
-  h = hashlib.sha256()
-  for path in map(str, paths):
-    h.update(path.encode())
-    if os.path.isfile(path):
-      h.update(open(path, 'rb').read())
-    for root, dirs, files in sorted(os.walk(path)):
-      dirs.sort()
-      for f in sorted(files):
-        p = os.path.join(root, f)
-        h.update(p.encode())
-        h.update(open(p, 'rb').read())
-  return h.hexdigest()
+_digest = digest.tree_digest
 
 
 def _strict_json(text: str):

@@ -16,22 +16,13 @@ import re
 import jax
 import numpy as np
 
+from w2s import options
 from w2s.errors import UserError
-
-
-def _plain(x):
-  if hasattr(x, 'to_dict'):
-    x = x.to_dict()
-  if isinstance(x, dict):
-    return {str(k): _plain(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_plain(v) for v in x]
-  return x
 
 
 def key(*parts) -> str:
   """Stable 12-hex-digit hash of JSON-able config parts (ConfigDicts allowed)."""
-  text = json.dumps(_plain(parts), sort_keys=True, default=str)
+  text = json.dumps(options.plain(parts), sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -44,7 +35,7 @@ class Stage:
     # a readable name (role, seed) then the hash; dotted loss paths lose their ':' and '/'
     name = re.sub(r'[^A-Za-z0-9_.-]', '_', kind) + ('' if seed is None else f'-seed{seed}')
     self.dir = os.path.join(workdir, 'stages', f'{name}-{self.key}')
-    self.spec = _plain(parts)
+    self.spec = options.plain(parts)
 
   def done(self) -> bool:
     return os.path.exists(os.path.join(self.dir, 'done.json'))
