@@ -65,6 +65,13 @@ def test_students_share_one_set_of_weak_labels(tmp_path, capsys):
   out = capsys.readouterr().out
   assert out.count('done earlier, skipped') == 3  # weak, ceiling, xent student
   assert len(os.listdir(tmp_path / 'stages')) == 4
+  # a truncated stage output is one clear error naming the stage directory to delete
+  from w2s.errors import UserError
+  weak = next((tmp_path / 'stages').glob('weak-*'))
+  data = (weak / 'outputs.npz').read_bytes()
+  (weak / 'outputs.npz').write_bytes(data[:len(data) // 2])
+  with pytest.raises(UserError, match=f'unreadable.*delete {weak}'):
+    train.train_and_evaluate(_config('runlocal,seeds=1,losses=xent+gce'), str(tmp_path))
 
 
 @pytest.mark.slow
