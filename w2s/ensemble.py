@@ -13,7 +13,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from w2s import checkpoint, options, selection, sharding, train
 from w2s.data import pipeline
@@ -47,7 +46,7 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   tx, schedule = train._make_tx(opts, steps)
   apply_fn = train.linen_apply_fn(module)
   repl = sharding.replicated(mesh)
-  batch_sharding = NamedSharding(mesh, P(None, 'data'))  # [K, B, ...]: members x sharded batch
+  batch_sharding = sharding.data_sharded(mesh, leading=1)  # [K, B, ...]: members x split batch
   sample = {key: v[:1] for key, v in train_examples.items() if np.asarray(v).dtype != object}
   sample['mask'] = np.ones(1, np.float32)
   evaluator = train.make_evaluator(module, val_examples, opts, mesh=mesh, name=name,

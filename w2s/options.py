@@ -31,7 +31,9 @@ CALLER_ARGS = {
 # Keys of a `train` section, with their defaults.
 TRAIN_DEFAULTS = dict(optimizer=None, schedule=dict(name='constant'), batch_size=None,
                       num_epochs=0.0, num_steps=0, accum_steps=1, eval_every=0, select='last',
-                      patience=0)
+                      patience=0, partition='replicate')
+# Keys that change where arrays live, never what they hold (a checkpoint restores across them).
+LAYOUT_ONLY = ('partition',)
 # Run-level keys that cannot change a result (excluded from checkpoint fingerprints).
 RUN_ONLY = ('log_every', 'checkpoint_every', 'keep_checkpoints')
 SELECT = ('last', 'best')
@@ -163,6 +165,7 @@ class TrainOptions:
   log_every: int = 50
   checkpoint_every: int = 500
   keep_checkpoints: int = 2
+  partition: Any = 'replicate'   # w2s.partition rules: 'replicate', 'fsdp', 'tp', ... or a list
 
   @classmethod
   def from_section(cls, section, where: str, *, loss, seed: int, log_every: int,
@@ -190,7 +193,8 @@ class TrainOptions:
                                                      allow_zero=True),
                log_every=positive(log_every, 'log_every'),
                checkpoint_every=positive(checkpoint_every, 'checkpoint_every'),
-               keep_checkpoints=positive(keep_checkpoints, 'keep_checkpoints'))
+               keep_checkpoints=positive(keep_checkpoints, 'keep_checkpoints'),
+               partition=t['partition'])
     if not opts.num_steps and not opts.num_epochs:
       raise UserError(f'{where}: num_steps and num_epochs are both 0; set num_epochs > 0 or '
                       'num_steps > 0')
@@ -202,8 +206,9 @@ class TrainOptions:
     if opts.batch_size % opts.accum_steps:
       raise UserError(f'{where}.batch_size={opts.batch_size} is not divisible by accum_steps='
                       f'{opts.accum_steps}')
-    from w2s import optim
+    from w2s import optim, partition
     optim.make_optimizer(opts.optimizer, opts.schedule, 10, where=where)  # checks both sections
+    partition.check(opts.partition, f'{where}.partition')
     return opts
 
   @classmethod
@@ -222,7 +227,7 @@ class TrainOptions:
   def result_key(self) -> dict:
     """Everything that can change the trained parameters (for checkpoint fingerprints)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if f.name not in RUN_ONLY}
+           if f.name not in RUN_ONLY + LAYOUT_ONLY}
     out['loss'] = self.loss.spec()
     return plain(out)
 

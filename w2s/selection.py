@@ -43,8 +43,10 @@ def update(state, val_loss, step: int, patience: int):
   """(state with the selection updated by this evaluation, whether to stop early)."""
   if 'select' not in state.extra:
     return state, False
-  sel = _update(state.extra['select'], state.params, jnp.asarray(val_loss, jnp.float32),
-                jnp.int32(step))
+  old = state.extra['select']
+  shards = jax.tree.map(lambda x: x.sharding, old)
+  sel = _update(old, state.params, jnp.asarray(val_loss, jnp.float32), jnp.int32(step))
+  sel = jax.tree.map(jax.device_put, sel, shards)  # keep the state's layout (partition rules)
   state = state.replace(extra={**state.extra, 'select': sel})
   return state, stopped(state, patience)
 

@@ -1,9 +1,10 @@
-"""Data parallelism over every device: a ('data',) mesh, replicated params, sharded batches.
+"""Meshes, batch and parameter shardings: data parallel by default, FSDP / tensor parallel by rules.
 
 This is the modern form of `pmap`: `jax.jit` over global `jax.Array`s placed with `NamedSharding`.
 Each host builds only its own slice of the global batch; `host_batch_to_global` assembles the
 global array from the process-local pieces (single host, multi-GPU, TPU pod slice, or several
-local CPU processes alike).
+local CPU processes alike). Parameters (and the optimizer state that mirrors them) are laid out
+by `w2s.partition` rules over the mesh's 'fsdp' and 'tensor' axes; replicated by default.
 """
 import numpy as np
 import jax
@@ -26,11 +27,18 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                              process_id=process_id)
 
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D ('data',) mesh over all devices (or the first `num_devices`, single process only).
+AXES = ('data', 'fsdp', 'tensor')   # mesh axes; the batch is split over the first two
+BATCH_AXES = ('data', 'fsdp')
 
-  Built from `jax.sharding.Mesh` directly with Auto axis types: `jax.make_mesh` defaults to
-  Explicit axes, which break some Flax layers.
+
+def make_mesh(num_devices: int | None = None, shape: dict | None = None) -> Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh over all devices (or the first `num_devices`).
+
+  `shape` gives each axis a size, one of them -1 for "the rest" (default: all devices on
+  'data', i.e. plain data parallelism). The batch is split over data x fsdp; parameters are
+  split over 'fsdp' and 'tensor' by partition rules (`partition_specs`). 'tensor' should stay
+  within a host (its devices see the same rows). Built from `jax.sharding.Mesh` directly with
+  Auto axis types: `jax.make_mesh` defaults to Explicit axes, which break some Flax layers.
   """
   devices = jax.devices()
   if num_devices is not None and num_devices > 0:
@@ -40,21 +48,57 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     if jax.process_count() > 1 and num_devices != len(devices):
       raise UserError('mesh.num_devices must be 0 (all devices) in a multi-process run')
     devices = devices[:num_devices]
-  return Mesh(np.asarray(devices), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  sizes = mesh_shape(shape, len(devices))
+  grid = np.asarray(devices).reshape([sizes[a] for a in AXES])
+  return Mesh(grid, AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+
+
+def mesh_shape(shape: dict | None, n: int) -> dict[str, int]:
+  """{axis: size} for `n` devices from a partial shape with at most one -1 (UserError if not)."""
+  shape = dict(shape or {})
+  unknown = sorted(set(shape) - set(AXES))
+  if unknown:
+    raise UserError(f'mesh.shape has unknown axis {unknown[0]!r}; axes: {", ".join(AXES)}')
+  sizes = {a: shape.get(a, -1 if a == 'data' and -1 not in shape.values() else 1) for a in AXES}
+  if any(not isinstance(v, int) or isinstance(v, bool) or (v < 1 and v != -1)
+         for v in sizes.values()):
+    raise UserError(f'mesh.shape={shape} must give positive ints (one of them may be -1)')
+  rest = [a for a, v in sizes.items() if v == -1]
+  if len(rest) > 1:
+    raise UserError(f'mesh.shape={shape}: only one axis may be -1 ("the rest of the devices")')
+  known = int(np.prod([v for v in sizes.values() if v != -1]))
+  if rest:
+    if n % known:
+      raise UserError(f'mesh.shape={shape}: {n} devices are not divisible by {known}')
+    sizes[rest[0]] = n // known
+  if int(np.prod(list(sizes.values()))) != n:
+    raise UserError(f'mesh.shape={shape} covers {int(np.prod(list(sizes.values())))} devices, '
+                    f'not the {n} in use; make one axis -1')
+  return sizes
+
+
+def batch_size_divisor(mesh: Mesh) -> int:
+  """How many ways a global batch is split: the product of the batch axes present."""
+  return int(np.prod([mesh.shape[a] for a in BATCH_AXES if a in mesh.shape]))
+
+
+def _batch_axes(mesh: Mesh):
+  axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
+  return axes if len(axes) > 1 else axes[0]
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def data_sharded(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over 'data', the rest replicated."""
-  return NamedSharding(mesh, P('data'))
+def data_sharded(mesh: Mesh, leading: int = 0) -> NamedSharding:
+  """Batch axis (after `leading` unsplit axes, e.g. ensemble members) split over data x fsdp."""
+  return NamedSharding(mesh, P(*([None] * leading), _batch_axes(mesh)))
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = 'batch_size') -> int:
   """Per-host batch size; a global batch the devices or hosts don't divide is a UserError."""
-  n_dev, n_proc = mesh.devices.size, jax.process_count()
+  n_dev, n_proc = batch_size_divisor(mesh), jax.process_count()
   if global_batch <= 0 or global_batch % n_dev:
     raise UserError(f'{what}={global_batch} is not divisible by the {n_dev} devices of the mesh; '
                     f'use a multiple of {n_dev} (e.g. {max(n_dev, global_batch // n_dev * n_dev)})')

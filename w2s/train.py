@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from w2s import checkpoint, metrics, options, preemption, registry, selection, sharding
+from w2s import checkpoint, metrics, options, partition, preemption, registry, selection, sharding
 from w2s.data import pipeline
 from w2s.errors import UserError
 
@@ -161,9 +161,10 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   """
   opts = options.TrainOptions.coerce(cfg)
   sharding.check_batch_size(opts.batch_size, mesh)
-  if opts.batch_size % (mesh.devices.size * opts.accum_steps):
+  n_batch = sharding.batch_size_divisor(mesh)
+  if opts.batch_size % (n_batch * opts.accum_steps):
     raise UserError(f'batch_size={opts.batch_size} must be divisible by devices x accum_steps = '
-                    f'{mesh.devices.size} x {opts.accum_steps}')
+                    f'{n_batch} x {opts.accum_steps}')
   steps = total_steps(opts, len(train_examples['id']))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
   train_examples, extra = with_loss_state(train_examples, opts.loss.spec())
@@ -183,14 +184,18 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=s_rng, extra={**extra(), **selection.init(opts, params)})
 
-  init = jax.jit(init_fn, out_shardings=repl)
   rng = jax.random.PRNGKey(opts.seed)
+  abstract = jax.eval_shape(init_fn, rng, init_params)
+  # where every leaf lives: replicated, or split over 'fsdp' / 'tensor' by the partition rules
+  state_sh = partition.shardings(abstract, mesh, opts.partition,
+                                 getattr(module, 'partition_rules', None))
+  init = jax.jit(init_fn, out_shardings=state_sh)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                  every_steps=opts.checkpoint_every, keep=opts.keep_checkpoints)
   try:
     checkpoint.check_fingerprint(workdir, run_fingerprint(opts, train_examples, fingerprint),
                                  has_checkpoints=ckpt.latest_step() is not None)
-    state, _ = ckpt.restore(jax.eval_shape(init, rng, init_params))
+    state, _ = ckpt.restore(partition.with_shardings(abstract, state_sh))
     if state is None:
       state = init(rng, init_params)
     elif jax.process_index() == 0 and int(state.step) < steps:
@@ -198,7 +203,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     step_fn = jax.jit(functools.partial(
         train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
         total_steps=steps, accum_steps=opts.accum_steps),
-        in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+        in_shardings=(state_sh, data), out_shardings=(state_sh, repl), donate_argnums=0)
 
     def batches(start):
       return (sharding.host_batch_to_global(b, mesh) for b in pipeline.prefetch(
@@ -396,8 +401,10 @@ def predict(module, params, examples: dict, *, batch_size: int, mesh, name: str 
   `Preempted` between batches after SIGTERM/SIGINT (nothing of a prediction is kept)."""
   sharding.check_batch_size(batch_size, mesh, 'eval_batch_size')
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  # parameters stay where they are (replicated, or sharded by the stage's partition rules)
+  param_sh = jax.tree.map(lambda x: x.sharding if isinstance(x, jax.Array) else repl, params)
   step = jax.jit(functools.partial(eval_step, apply_fn=apply_fn or linen_apply_fn(module)),
-                 in_shardings=(repl, data), out_shardings=data)
+                 in_shardings=(param_sh, data), out_shardings=data)
   n = len(examples['id'])
   total = -(-n // batch_size)
   bar = metrics.Progress(name, total, unit='ex', min_interval_s=5.0) if progress else None

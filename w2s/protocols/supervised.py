@@ -28,7 +28,7 @@ def check(config):
                     'patience are for weak_to_strong stages (splits.val_fraction)')
   opts = options.TrainOptions.coerce(c, 'config')
   mesh = c.get('mesh') or {}
-  options.check_keys(mesh, ('num_devices',), 'mesh')
+  options.check_keys(mesh, ('num_devices', 'shape'), 'mesh')
   if c.get('tokenizer') is not None:
     options.check_keys(c['tokenizer'], ('tokenizer', 'max_length', 'truncation'), 'tokenizer')
   out = dict(opts=opts, dataset=options.plugin('datasets', c['dataset'], 'dataset'),
@@ -36,8 +36,9 @@ def check(config):
               view=options.plugin('views', c['input'], 'input') if c.get('input') else None,
               eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
               num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
-                                           allow_zero=True))
-  sharding.check_batch_size(out['eval_batch_size'], sharding.make_mesh(out['num_devices']),
+                                           allow_zero=True), mesh_shape=mesh.get('shape'))
+  sharding.check_batch_size(out['eval_batch_size'],
+                            sharding.make_mesh(out['num_devices'], out['mesh_shape']),
                             'eval_batch_size')
   out['data'] = options.build(out['dataset'], 'dataset')
   train.check_loss(opts.loss, num_classes=out['data'].num_classes, where='loss')
@@ -62,7 +63,7 @@ def featurize(dataset, examples, tokenizer, view=None) -> dict:
 def run(*, config, workdir: str, train_split: str = 'train', eval_split: str = 'test') -> dict:
   r = check(config)
   opts, dataset = r['opts'], r['data']
-  mesh = sharding.make_mesh(r['num_devices'])
+  mesh = sharding.make_mesh(r['num_devices'], r['mesh_shape'])
   module = options.build(r['model'], 'model', num_classes=dataset.num_classes)
   train_ex = featurize(dataset, dataset.split(train_split), r['tokenizer'], r['view'])
   eval_ex = featurize(dataset, dataset.split(eval_split), r['tokenizer'], r['view'])

@@ -49,6 +49,7 @@ class Options:
   eval_batch_size: int
   run: Mapping[str, int]                                # log_every, checkpoint_every, keep_...
   num_devices: int
+  mesh_shape: Mapping[str, int] | None = None       # {'data': -1, 'fsdp': 1, 'tensor': 1}
 
 
 def resolve(config, input_kind: str | None = None) -> Options:
@@ -84,7 +85,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
   run = {k: options.positive(c.get(k, d), k) for k, d in
          (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))}
   mesh = c.get('mesh') or {}
-  options.check_keys(mesh, ('num_devices',), 'mesh')
+  options.check_keys(mesh, ('num_devices', 'shape'), 'mesh')
   opts = Options(
       dataset=dataset, splits=c['splits'], tokenizer=tok, seeds=seeds, weak=weak, strong=strong,
       student_train=student.get('train') or strong.train, students=students, chain=chain,
@@ -92,7 +93,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
                                       allow_zero=True),
       eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'), run=run,
       num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
-                                   allow_zero=True))
+                                   allow_zero=True), mesh_shape=mesh.get('shape'))
   _check_stage_options(opts)
   return opts
 
@@ -124,8 +125,8 @@ def check(config):
   opts = resolve(config)
   dataset = options.build(opts.dataset, 'dataset')
   opts = resolve(config, dataset.input_kind)
-  sharding.check_batch_size(opts.eval_batch_size, sharding.make_mesh(opts.num_devices),
-                            'eval_batch_size')
+  sharding.check_batch_size(opts.eval_batch_size,
+                            sharding.make_mesh(opts.num_devices, opts.mesh_shape), 'eval_batch_size')
   _check_losses(opts, dataset.num_classes)
   return opts, dataset
 
@@ -206,7 +207,7 @@ def _check_losses(opts: Options, num_classes: int) -> None:
 
 def run(*, config, workdir: str) -> dict:
   opts, dataset = check(config)
-  mesh = sharding.make_mesh(opts.num_devices)
+  mesh = sharding.make_mesh(opts.num_devices, opts.mesh_shape)
   C = dataset.num_classes
   common = dict(dataset=dataset, eval_batch_size=opts.eval_batch_size,
                 cache_dir=os.path.join(workdir, 'features'))
