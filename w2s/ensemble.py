@@ -43,12 +43,12 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   sharding.check_batch_size(opts.batch_size, mesh)
   steps = train.total_steps(opts, len(train_examples['id']))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
-  tx, schedule = train._make_tx(opts, steps)
   apply_fn = train.linen_apply_fn(module)
   repl = sharding.replicated(mesh)
   batch_sharding = sharding.data_sharded(mesh, leading=1)  # [K, B, ...]: members x split batch
   sample = {key: v[:1] for key, v in train_examples.items() if np.asarray(v).dtype != object}
   sample['mask'] = np.ones(1, np.float32)
+  tx, schedule = train._make_tx(opts, steps, module, sample)
   evaluator = train.make_evaluator(module, val_examples, opts, mesh=mesh, name=name,
                                    batch_size=eval_batch_size or opts.batch_size,
                                    apply_fn=members_apply_fn(module))

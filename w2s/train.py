@@ -168,11 +168,11 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   steps = total_steps(opts, len(train_examples['id']))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
   train_examples, extra = with_loss_state(train_examples, opts.loss.spec())
-  tx, schedule = _make_tx(opts, steps)
   apply_fn = linen_apply_fn(module)
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
   sample = _sample_rows(train_examples)
   sample['mask'] = np.ones(1, np.float32)
+  tx, schedule = _make_tx(opts, steps, module, sample)
   evaluator = make_evaluator(module, val_examples, opts, mesh=mesh, name=name,
                              batch_size=eval_batch_size or opts.batch_size)
 
@@ -280,9 +280,21 @@ def with_loss_state(examples: dict, loss_spec) -> tuple[dict, Callable[[], dict]
   return examples, lambda: {'loss': init_state(num_examples=n, num_classes=num_classes, **hparams)}
 
 
-def _make_tx(opts, steps):
+def _make_tx(opts, steps, module=None, sample=None):
+  """(optimizer, schedule); a module with `trainable_mask` (LoRA: adapters and head) gets the
+  optimizer on its trainable leaves only and `optax.set_to_zero` on the rest (no moments kept)."""
   from w2s import optim
-  return optim.make_optimizer(opts.optimizer, opts.schedule, steps)
+  tx, schedule = optim.make_optimizer(opts.optimizer, opts.schedule, steps)
+  mask_fn = getattr(module, 'trainable_mask', None)
+  if mask_fn is None or sample is None:
+    return tx, schedule
+  rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(0)}
+  shapes = jax.eval_shape(lambda: module.init(rngs, sample, train=False)['params'])
+  mask = mask_fn(shapes)
+  if mask is None:
+    return tx, schedule
+  labels = jax.tree.map(lambda t: 'train' if t else 'freeze', mask)
+  return optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels), schedule
 
 
 def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, ckpt, workdir: str,

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2s.errors import UserError
+from w2s.models import lora as lora_lib
 
 INIT = nn.initializers.normal(0.02)  # BERT / GPT-2 / Llama all use N(0, 0.02)
 
@@ -86,6 +87,7 @@ class Attention(nn.Module):
     qkv_bias, out_bias: biases of the projections (GPT-2/BERT both, Qwen2 qkv only, Llama none).
     inv_freq: rotary inverse frequencies [Dh/2] (as a tuple, so the module stays hashable), or None.
     dropout: on attention probabilities.
+    lora: LoRA options (w2s.models.lora) adapting q/k/v/o when 'attention' is a target, or None.
   """
   num_heads: int
   num_kv_heads: int
@@ -98,14 +100,16 @@ class Attention(nn.Module):
   deterministic: bool = True
   dtype: jnp.dtype = jnp.float32
   out_init: nn.initializers.Initializer = INIT
+  lora: lora_lib.LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x, *, key_mask, positions=None, cache=None, cache_index=0):
     """x [B, T, D], key_mask [B, S] (S = T without cache) -> (y [B, T, D], new cache or None)."""
     b, t, d = x.shape
     h, hkv, dh = self.num_heads, self.num_kv_heads, self.head_dim
-    dense = lambda n, bias, name, init=INIT: nn.Dense(
-        n, use_bias=bias, dtype=self.dtype, kernel_init=init, name=name)
+    dense = lambda n, bias, name, init=INIT: lora_lib.dense(
+        n, use_bias=bias, dtype=self.dtype, kernel_init=init, name=name, lora=self.lora,
+        target='attention', deterministic=self.deterministic)
     q = dense(h * dh, self.qkv_bias, 'q')(x).reshape(b, t, h, dh)
     k = dense(hkv * dh, self.qkv_bias, 'k')(x).reshape(b, t, hkv, dh)
     v = dense(hkv * dh, self.qkv_bias, 'v')(x).reshape(b, t, hkv, dh)

@@ -8,6 +8,7 @@ mean-pools the real tokens by default (how all-MiniLM-L6-v2 makes sentence embed
 Config: dict(name='bert')                            all-MiniLM-L6-v2 shipped with w2s (pretrained)
         dict(name='bert', size='tiny')               random init
         dict(name='bert', pretrained='/ckpt/bert-base-uncased', pooling='cls')
+        dict(name='bert', lora=dict(rank=8))              LoRA adapters (w2s.models.lora)
 """
 import dataclasses
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 from w2s.errors import UserError
 from w2s.models import classifier
 from w2s.models import hf_import
+from w2s.models import lora as lora_lib
 from w2s.models.attention import INIT, Attention, as_dtype
 from w2s.models.hf_import import Entry, transpose
 
@@ -50,6 +52,7 @@ class Layer(nn.Module):
   """x = ln(x + attn(x)); x = ln(x + mlp(x))."""
   config: Config
   dtype: jnp.dtype = jnp.float32
+  lora: lora_lib.LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x, key_mask, deterministic):
@@ -58,11 +61,13 @@ class Layer(nn.Module):
     ln = lambda name: nn.LayerNorm(c.ln_eps, dtype=self.dtype, name=name)
     y, _ = Attention(c.num_heads, c.num_heads, c.d_model // c.num_heads, causal=False,
                      dropout=c.dropout, deterministic=deterministic, dtype=self.dtype,
-                     name='attention')(x, key_mask=key_mask)
+                     lora=self.lora, name='attention')(x, key_mask=key_mask)
     x = ln('attention_ln')(x + drop(y))
-    y = nn.Dense(c.mlp_dim, dtype=self.dtype, kernel_init=INIT, name='intermediate')(x)
-    y = nn.gelu(y, approximate=False)
-    y = nn.Dense(c.d_model, dtype=self.dtype, kernel_init=INIT, name='output')(y)
+    dense = lambda n, name: lora_lib.dense(n, dtype=self.dtype, kernel_init=INIT, name=name,
+                                           lora=self.lora, target='mlp',
+                                           deterministic=deterministic)
+    y = nn.gelu(dense(c.mlp_dim, 'intermediate')(x), approximate=False)
+    y = dense(c.d_model, 'output')(y)
     return ln('output_ln')(x + drop(y))
 
 
@@ -72,6 +77,7 @@ class Bert(nn.Module):
   dtype: jnp.dtype = jnp.float32
   remat: bool = False
   lm_head: bool = False  # an encoder has none
+  lora: lora_lib.LoraConfig | None = None
 
   @nn.compact
   def __call__(self, input_ids, attention_mask, *, positions=None, cache=None, cache_index=0,
@@ -91,14 +97,15 @@ class Bert(nn.Module):
     x = nn.Dropout(c.dropout)(x, deterministic=not train)
     layer = nn.remat(Layer, static_argnums=(3,)) if self.remat else Layer
     for i in range(c.num_layers):
-      x = layer(c, dtype=self.dtype, name=f'layer_{i}')(x, attention_mask, not train)
+      x = layer(c, dtype=self.dtype, lora=self.lora, name=f'layer_{i}')(x, attention_mask,
+                                                                       not train)
     return x, None
 
 
 def create(*, num_classes: int, size: str | None = None, pretrained: str | None = None,
            pooling: str = 'mean', dtype: str = 'float32', remat: bool = False,
            head_bias: bool = False, frozen: bool = False, lm_head: bool = False,
-           **arch) -> classifier.TextClassifier:
+           lora: dict | None = None, **arch) -> classifier.TextClassifier:
   """BERT classifier; with neither size nor pretrained, the embedded all-MiniLM-L6-v2.
 
   Args:
@@ -109,6 +116,8 @@ def create(*, num_classes: int, size: str | None = None, pretrained: str | None 
     pooling: 'mean' (default, Sentence-BERT) or 'cls'.
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
     remat: rematerialise each layer in the backward pass (nn.remat).
+    lora: dict(rank=8, alpha=16, targets=('attention', 'mlp'), dropout=0.0) adds LoRA adapters
+      (w2s.models.lora); None (default) is the plain model.
     arch: Config field overrides (e.g. num_layers=2, dropout=0.0).
   """
   if lm_head:
@@ -117,7 +126,8 @@ def create(*, num_classes: int, size: str | None = None, pretrained: str | None 
     pretrained = 'minilm'
   config, path = classifier.make_config('bert', Config, SIZES, size=size, pretrained=pretrained,
                                         from_hf=config_from_hf, overrides=arch)
-  backbone = Bert(config, dtype=as_dtype(dtype), remat=remat)
+  backbone = Bert(config, dtype=as_dtype(dtype), remat=remat,
+                  lora=lora_lib.for_model('bert', lora, frozen=frozen))
   return classifier.TextClassifier(backbone, num_classes, classifier.check_pooling('bert', pooling),
                                    head_bias=head_bias, frozen=frozen, pretrained=path)
 

@@ -9,6 +9,7 @@ eos id, so the id itself can never tell padding apart); encoders mean-pool real 
 A backbone module (BERT, GPT-2, Llama) provides:
   config                         frozen dataclass of the architecture,
   lm_head                        bool, whether an untied LM head is part of its params,
+  lora                           w2s.models.lora.LoraConfig or None (adapters on its kernels),
   __call__(input_ids, attention_mask, *, positions=None, cache=None, cache_index=0,
            token_type_ids=None, train=False) -> (hidden [B, T, D], cache),
   lm_logits(hidden)              -> [B, T, V] (decoders only).
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.models import hf_import
+from w2s.models import lora as lora_lib
 
 POOLINGS = ('last', 'mean', 'cls')
 
@@ -79,6 +81,19 @@ class TextClassifier(nn.Module):
     head = nn.Dense(self.num_classes, use_bias=self.head_bias, kernel_init=nn.initializers.zeros,
                     name='head')
     return head(feats)
+
+  @nn.nowrap
+  def trainable_mask(self, params) -> Any:
+    """With LoRA, a bool tree shaped like `params` (the tree under 'params'; arrays or
+    ShapeDtypeStructs): True for the adapters ('lora_a', 'lora_b') and the classification head
+    'head', False for the frozen rest. None without LoRA (every parameter trains).
+
+    For the optimizer: optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()},
+    jax.tree.map(lambda t: 'train' if t else 'freeze', mask)).
+    """
+    if getattr(self.backbone, 'lora', None) is None:
+      return None
+    return lora_lib.trainable(params)
 
   def lm(self, input_ids, key_mask, *, positions=None, cache=None, cache_index=0):
     """Next-token logits [B, T, V] float32 (+ updated KV cache); used by w2s.models.decoding."""

@@ -6,6 +6,7 @@ GPT-2 weak supervisors). Imports Hugging Face GPT-2 checkpoints (`GPT2Model` or 
 
 Config: dict(name='gpt2', size='small')                       random init, 124M
         dict(name='gpt2', pretrained='/ckpt/gpt2-medium')        architecture from config.json
+        dict(name='gpt2', size='small', lora=dict(rank=8))       LoRA adapters (w2s.models.lora)
 """
 import dataclasses
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 
 from w2s.models import classifier
 from w2s.models import hf_import
+from w2s.models import lora as lora_lib
 from w2s.models.attention import INIT, Attention, as_dtype
 from w2s.models.hf_import import Entry, columns
 
@@ -57,6 +59,7 @@ class Block(nn.Module):
   """x + attn(ln_1(x)); x + mlp(ln_2(x))."""
   config: Config
   dtype: jnp.dtype = jnp.float32
+  lora: lora_lib.LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x, key_mask, positions, cache, cache_index, deterministic):
@@ -68,12 +71,15 @@ class Block(nn.Module):
     ln = lambda name: nn.LayerNorm(c.ln_eps, dtype=self.dtype, name=name)
     y, cache = Attention(c.num_heads, c.num_heads, c.d_model // c.num_heads, causal=True,
                          dropout=c.dropout, deterministic=deterministic, dtype=self.dtype,
-                         out_init=out_init, name='attn')(
+                         out_init=out_init, lora=self.lora, name='attn')(
                              ln('ln_1')(x), key_mask=key_mask, cache=cache, cache_index=cache_index)
     x = x + drop(y)
-    y = nn.Dense(c.mlp_dim, dtype=self.dtype, kernel_init=INIT, name='c_fc')(ln('ln_2')(x))
+    dense = lambda n, init, name: lora_lib.dense(n, dtype=self.dtype, kernel_init=init, name=name,
+                                                 lora=self.lora, target='mlp',
+                                                 deterministic=deterministic)
+    y = dense(c.mlp_dim, INIT, 'c_fc')(ln('ln_2')(x))
     y = nn.gelu(y, approximate=True)  # GPT-2's "gelu_new"
-    y = nn.Dense(c.d_model, dtype=self.dtype, kernel_init=out_init, name='c_proj')(y)
+    y = dense(c.d_model, out_init, 'c_proj')(y)
     return x + drop(y), cache
 
 
@@ -83,6 +89,7 @@ class GPT2(nn.Module):
   dtype: jnp.dtype = jnp.float32
   remat: bool = False
   lm_head: bool = False  # GPT-2's LM head is the tied embedding: nothing extra to hold
+  lora: lora_lib.LoraConfig | None = None
 
   def setup(self):
     c = self.config
@@ -91,7 +98,7 @@ class GPT2(nn.Module):
                         dtype=self.dtype)
     self.drop = nn.Dropout(c.dropout)
     block = nn.remat(Block, static_argnums=(6,)) if self.remat else Block
-    self.h = [block(c, dtype=self.dtype) for _ in range(c.num_layers)]
+    self.h = [block(c, dtype=self.dtype, lora=self.lora) for _ in range(c.num_layers)]
     self.ln_f = nn.LayerNorm(c.ln_eps, dtype=self.dtype)
 
   def __call__(self, input_ids, attention_mask, *, positions=None, cache=None, cache_index=0,
@@ -116,7 +123,7 @@ class GPT2(nn.Module):
 def create(*, num_classes: int, size: str | None = None, pretrained: str | None = None,
            pooling: str = 'last', dtype: str = 'float32', remat: bool = False,
            head_bias: bool = False, frozen: bool = False, lm_head: bool = False,
-           **arch) -> classifier.TextClassifier:
+           lora: dict | None = None, **arch) -> classifier.TextClassifier:
   """GPT-2 classifier; `arch` overrides Config fields (e.g. num_layers=2, dropout=0.0).
 
   Args:
@@ -127,11 +134,14 @@ def create(*, num_classes: int, size: str | None = None, pretrained: str | None 
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
     remat: rematerialise each block in the backward pass (nn.remat) to save memory.
     lm_head: accepted for symmetry with llama (GPT-2's LM head is always the tied embedding).
+    lora: dict(rank=8, alpha=16, targets=('attention', 'mlp'), dropout=0.0) adds LoRA adapters
+      (w2s.models.lora); None (default) is the plain model.
   """
   del lm_head
   config, path = classifier.make_config('gpt2', Config, SIZES, size=size, pretrained=pretrained,
                                         from_hf=config_from_hf, overrides=arch)
-  backbone = GPT2(config, dtype=as_dtype(dtype), remat=remat)
+  backbone = GPT2(config, dtype=as_dtype(dtype), remat=remat,
+                  lora=lora_lib.for_model('gpt2', lora, frozen=frozen))
   return classifier.TextClassifier(backbone, num_classes, classifier.check_pooling('gpt2', pooling),
                                    head_bias=head_bias, frozen=frozen, pretrained=path)
 

@@ -28,6 +28,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from w2s.errors import UserError
+from w2s.models import lora
 
 SINGLE_FILE = 'model.safetensors'
 INDEX_FILE = 'model.safetensors.index.json'
@@ -277,9 +278,9 @@ def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
   """Params of any w2s model; with `model.pretrained` set, the backbone comes from the checkpoint.
 
   Without a checkpoint this is the jitted `model.init(...)['params']`. With one, nothing is
-  randomly initialised: the shapes come from `jax.eval_shape`, the backbone (and LM head, if the
-  model has one) from `pretrained_params`, and the classification head is zero, as in the
-  weak-to-strong release (Burns et al., 2023). Returns host (numpy) arrays in that case.
+  randomly initialised but LoRA adapters: the shapes come from `jax.eval_shape`, the backbone
+  (and LM head, if the model has one) from `pretrained_params`, and the classification head is
+  zero, as in the weak-to-strong release (Burns et al., 2023). Returns host (numpy) arrays then.
   """
   rngs = {'params': rng, 'dropout': rng}
   loaded = pretrained_params(model)
@@ -293,6 +294,8 @@ def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
       flat[key] = flat_loaded[key]
     elif key[0] == 'head':
       flat[key] = np.zeros(s.shape, s.dtype)
+    elif lora.is_adapter(key):  # LoRA adapters: fresh A, zero B (the model starts as the base)
+      flat[key] = lora.init_adapter(key, s, rng)
     else:
       raise AssertionError(f'{key} is neither in the checkpoint nor the head')  # bug in w2s
   return flax.traverse_util.unflatten_dict(flat)

@@ -8,6 +8,7 @@ Imports Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` checkpoints (and th
 
 Config: dict(name='llama', size='qwen2-0.5b')            random init
         dict(name='llama', pretrained='/ckpt/Qwen2.5-0.5B', dtype='bfloat16', remat=True)
+        dict(name='llama', pretrained='/ckpt/Qwen2.5-0.5B', lora=dict(rank=8))  (w2s.models.lora)
 """
 import dataclasses
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 from w2s.errors import UserError
 from w2s.models import classifier
 from w2s.models import hf_import
+from w2s.models import lora as lora_lib
 from w2s.models.attention import INIT, Attention, RMSNorm, as_dtype, rope_frequencies
 from w2s.models.hf_import import Entry, transpose
 
@@ -86,18 +88,20 @@ class Block(nn.Module):
   """x + attn(rmsnorm(x)); x + swiglu(rmsnorm(x))."""
   config: Config
   dtype: jnp.dtype = jnp.float32
+  lora: lora_lib.LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x, key_mask, positions, cache, cache_index, deterministic):
     c = self.config
     drop = lambda y: nn.Dropout(c.dropout)(y, deterministic=deterministic)
-    dense = lambda n, name: nn.Dense(n, use_bias=False, dtype=self.dtype, kernel_init=INIT,
-                                     name=name)
+    dense = lambda n, name: lora_lib.dense(n, use_bias=False, dtype=self.dtype, kernel_init=INIT,
+                                           name=name, lora=self.lora, target='mlp',
+                                           deterministic=deterministic)
     inv_freq = rope_frequencies(c.dh, c.rope_theta, dict(c.rope_scaling or ()))
     y, cache = Attention(c.num_heads, c.num_kv_heads, c.dh, causal=True, qkv_bias=c.qkv_bias,
                          out_bias=c.out_bias, inv_freq=tuple(inv_freq.tolist()),
                          dropout=c.dropout, deterministic=deterministic, dtype=self.dtype,
-                         name='self_attn')(
+                         lora=self.lora, name='self_attn')(
                              RMSNorm(c.rms_eps, self.dtype, name='input_layernorm')(x),
                              key_mask=key_mask, positions=positions, cache=cache,
                              cache_index=cache_index)
@@ -117,13 +121,14 @@ class Llama(nn.Module):
   dtype: jnp.dtype = jnp.float32
   remat: bool = False
   lm_head: bool = False
+  lora: lora_lib.LoraConfig | None = None
 
   def setup(self):
     c = self.config
     self.embed_tokens = nn.Embed(c.vocab_size, c.d_model, embedding_init=INIT, dtype=self.dtype)
     self.drop = nn.Dropout(c.dropout)
     block = nn.remat(Block, static_argnums=(6,)) if self.remat else Block
-    self.layers = [block(c, dtype=self.dtype) for _ in range(c.num_layers)]
+    self.layers = [block(c, dtype=self.dtype, lora=self.lora) for _ in range(c.num_layers)]
     self.norm = RMSNorm(c.rms_eps, self.dtype)
     if self.lm_head and not c.tie_embeddings:
       self.unembed = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, kernel_init=INIT)
@@ -157,7 +162,7 @@ class Llama(nn.Module):
 def create(*, num_classes: int, size: str | None = None, pretrained: str | None = None,
            pooling: str = 'last', dtype: str = 'float32', remat: bool = False,
            head_bias: bool = False, frozen: bool = False, lm_head: bool = False,
-           **arch) -> classifier.TextClassifier:
+           lora: dict | None = None, **arch) -> classifier.TextClassifier:
   """Llama / Qwen2 classifier; `arch` overrides Config fields (e.g. num_layers=2).
 
   Args:
@@ -169,10 +174,13 @@ def create(*, num_classes: int, size: str | None = None, pretrained: str | None 
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
     remat: rematerialise each block in the backward pass (nn.remat).
     lm_head: include an untied LM head in the params (needed to decode untied checkpoints).
+    lora: dict(rank=8, alpha=16, targets=('attention', 'mlp'), dropout=0.0) adds LoRA adapters
+      (w2s.models.lora); None (default) is the plain model.
   """
   config, path = classifier.make_config('llama', Config, SIZES, size=size, pretrained=pretrained,
                                         from_hf=config_from_hf, overrides=arch)
-  backbone = Llama(config, dtype=as_dtype(dtype), remat=remat, lm_head=lm_head)
+  backbone = Llama(config, dtype=as_dtype(dtype), remat=remat, lm_head=lm_head,
+                   lora=lora_lib.for_model('llama', lora, frozen=frozen))
   return classifier.TextClassifier(backbone, num_classes, classifier.check_pooling('llama', pooling),
                                    head_bias=head_bias, frozen=frozen, pretrained=path)
 
