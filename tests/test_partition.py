@@ -137,3 +137,29 @@ def test_bad_mesh_and_rules_are_one_line_errors():
   assert partition.specs(tree, mesh, 'fsdp')['w'] == jax.sharding.PartitionSpec('fsdp', None)
   small = {'b': jax.ShapeDtypeStruct((512,), np.float32)}  # 2 KiB < 1 MiB: stays replicated
   assert partition.specs(small, mesh, 'fsdp')['b'] == jax.sharding.PartitionSpec(None)
+
+
+def test_memory_plan_is_printed_and_shrinks_with_fsdp(tmp_path, monkeypatch, capsys):
+  """W2S_MEMORY_PLAN=1 (automatic on accelerators) prints the compiled step's per-device plan;
+  FSDP over 8 devices holds ~1/8 of the params; a device too small is one error before training."""
+  from w2s import memory
+  monkeypatch.setenv('W2S_MEMORY_PLAN', '1')
+  spec = FAMILIES[1]
+  examples = _examples(spec)
+  module = registry.build('models', spec, num_classes=2)
+  train.fit(module, examples, cfg=_cfg('replicate', steps=1), workdir=str(tmp_path / 'r'),
+            mesh=sharding.make_mesh(shape=dict(data=8)))
+  train.fit(module, examples, cfg=_cfg(FSDP_ALL, steps=1), workdir=str(tmp_path / 'f'),
+            mesh=sharding.make_mesh(shape=dict(data=1, fsdp=8)))
+  lines = [l for l in capsys.readouterr().out.splitlines() if 'memory per device' in l]
+  assert len(lines) == 2, lines
+  units = {'B': 1, 'KiB': 1 << 10, 'MiB': 1 << 20, 'GiB': 1 << 30}
+  params = [float(l.split('params ')[1].split()[0]) * units[l.split('params ')[1].split()[1].rstrip(',')]
+            for l in lines]
+  assert params[1] < params[0] / 4, lines
+  monkeypatch.setattr(memory, 'device_limit', lambda: 1024)  # a 1 KiB device
+  with pytest.raises(UserError, match='needs .* per device but a device has'):
+    train.fit(module, examples, cfg=_cfg('replicate', steps=1), workdir=str(tmp_path / 'small'),
+              mesh=sharding.make_mesh(shape=dict(data=8)))
+  import os
+  assert not os.path.exists(tmp_path / 'small' / 'checkpoints' / '1')  # nothing trained

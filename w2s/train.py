@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from w2s import checkpoint, metrics, options, partition, preemption, registry, selection, sharding
+from w2s import (checkpoint, memory, metrics, options, partition, preemption, registry,
+                 selection, sharding)
 from w2s.data import pipeline
 from w2s.errors import UserError
 
@@ -211,6 +212,13 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
                                  start_step=start, num_steps=steps - start,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())))
+    if memory.enabled() and int(np.max(state.step)) < steps:  # accelerators: check before running
+      first = next(pipeline.train_batches(
+          train_examples, global_batch=opts.batch_size, seed=opts.seed, start_step=0, num_steps=1,
+          process_index=jax.process_index(), process_count=jax.process_count()))
+      batch_abs = {k: jax.ShapeDtypeStruct((opts.batch_size,) + np.shape(v)[1:], np.asarray(v).dtype,
+                                           sharding=data) for k, v in first.items()}
+      memory.report(step_fn, partition.with_shardings(abstract, state_sh), batch_abs, name=name)
     state, last = run_loop(state, batches, step_fn=step_fn, cfg=opts, steps=steps, ckpt=ckpt,
                            workdir=workdir, name=name, evaluator=evaluator)
   finally:
