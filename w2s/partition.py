@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from w2s import options
 from w2s.errors import UserError
 
 NAMED = ('replicate', 'fsdp', 'tp', 'fsdp+tp')
@@ -90,19 +91,14 @@ def _parse(rules) -> tuple[str, list, int]:
 def check(rules, where: str = 'partition') -> None:
   """UserError (naming `where`) unless `rules` is a valid partition value."""
   try:
-    _parse(options_plain(rules))
+    _parse(options.plain(rules))
   except UserError as e:
     raise UserError(f'{where}: {e}') from e
 
 
-def options_plain(rules):
-  from w2s import options
-  return options.plain(rules)
-
-
 def specs(tree, mesh, rules='replicate', family_rules: Sequence | None = None):
   """A PartitionSpec for every leaf of `tree` (arrays or ShapeDtypeStructs), by `rules`."""
-  kind, explicit, min_bytes = _parse(options_plain(rules))
+  kind, explicit, min_bytes = _parse(options.plain(rules))
   if kind in ('tp', 'fsdp+tp'):
     if not family_rules:
       raise UserError(f'partition={kind!r} but this model has no tensor-parallel rules; use '
