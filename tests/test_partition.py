@@ -1,4 +1,6 @@
 """Parameter sharding: FSDP and tensor-parallel layouts equal one device; restores across meshes."""
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -163,3 +165,31 @@ def test_memory_plan_is_printed_and_shrinks_with_fsdp(tmp_path, monkeypatch, cap
               mesh=sharding.make_mesh(shape=dict(data=8)))
   import os
   assert not os.path.exists(tmp_path / 'small' / 'checkpoints' / '1')  # nothing trained
+
+
+def test_family_tensor_parallel_rules_with_fsdp_equal_one_device(tmp_path):
+  """partition='fsdp+tp' on a (data 2, fsdp 2, tensor 2) mesh: the families' Megatron rules
+  split q/k/v and MLP-up by column and attention-out / MLP-down by row over 'tensor', FSDP takes
+  another dimension; one step equals the single-device step."""
+  P = jax.sharding.PartitionSpec
+  mesh = sharding.make_mesh(shape=dict(data=2, fsdp=2, tensor=2))
+  part = dict(rules='fsdp+tp', min_bytes=0)
+  for spec, q, up, down in [
+      (FAMILIES[1], 'backbone/layer_0/attention/q', 'backbone/layer_0/intermediate',
+       'backbone/layer_0/output'),
+      (FAMILIES[2], 'backbone/h_0/attn/q', 'backbone/h_0/c_fc', 'backbone/h_0/c_proj'),
+      (FAMILIES[3], 'backbone/layers_0/self_attn/q', 'backbone/layers_0/up_proj',
+       'backbone/layers_0/down_proj')]:
+    examples = _examples(spec)
+    module = registry.build('models', spec, num_classes=2)
+    ref, _ = train.fit(module, examples, cfg=_cfg('replicate'), mesh=sharding.make_mesh(1),
+                       workdir=str(tmp_path / f'{spec["name"]}-one'))
+    state, _ = train.fit(module, examples, cfg=_cfg(part), mesh=mesh,
+                         workdir=str(tmp_path / f'{spec["name"]}-tp'))
+    get = lambda path: functools.reduce(lambda t, k: t[k], path.split('/'), state.params)
+    assert get(q)['kernel'].sharding.spec == P('fsdp', 'tensor')
+    assert get(up)['kernel'].sharding.spec == P('fsdp', 'tensor')
+    assert get(down)['kernel'].sharding.spec == P('tensor', 'fsdp')
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                         rtol=1e-5, atol=1e-6),
+                 state.params, ref.params)

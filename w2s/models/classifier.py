@@ -48,6 +48,23 @@ def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
   raise UserError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
 
 
+# Megatron-style tensor-parallel rules (Shoeybi et al. 2019) shared by bert, gpt2 and llama/Qwen2,
+# whose layers use the same names: attention q/k/v and the MLP's up projections split by output
+# column over 'tensor', the attention output and the MLP's down projection by input row, so each
+# block needs one all-reduce. LoRA factors follow their kernel's split dimension. Everything else
+# (embeddings, norms, the head) is replicated under partition='tp' and FSDP-sharded under
+# 'fsdp+tp' (w2s.partition).
+_UP, _DOWN = r'(intermediate|c_fc|gate_proj|up_proj)', r'(output|c_proj|down_proj)'
+TP_RULES = (
+    (r'/(q|k|v)/(kernel|lora_b)$', (None, 'tensor')),
+    (r'/(q|k|v)/bias$', ('tensor',)),
+    (r'/o/(kernel|lora_a)$', ('tensor', None)),
+    (rf'/{_UP}/(kernel|lora_b)$', (None, 'tensor')),
+    (rf'/{_UP}/bias$', ('tensor',)),
+    (rf'/{_DOWN}/(kernel|lora_a)$', ('tensor', None)),
+)
+
+
 class TextClassifier(nn.Module):
   """Logits [B, C] of a linear head on pooled backbone features.
 
@@ -65,6 +82,11 @@ class TextClassifier(nn.Module):
   head_bias: bool = False
   frozen: bool = False
   pretrained: str | None = None
+
+  @property
+  def partition_rules(self):
+    """Tensor-parallel rules for `train.partition='tp'` / `'fsdp+tp'` (see TP_RULES)."""
+    return TP_RULES
 
   def features(self, batch: dict, *, train: bool = False) -> jax.Array:
     """Pooled backbone features [B, D] float32 of batch['input_ids'] / ['attention_mask'] (and
