@@ -46,7 +46,7 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   apply_fn = train.linen_apply_fn(module)
   repl = sharding.replicated(mesh)
   batch_sharding = sharding.data_sharded(mesh, leading=1)  # [K, B, ...]: members x split batch
-  sample = {key: v[:1] for key, v in train_examples.items() if np.asarray(v).dtype != object}
+  sample = train._sample_rows(train_examples)
   sample['mask'] = np.ones(1, np.float32)
   tx, schedule = train._make_tx(opts, steps, module, sample)
   evaluator = train.make_evaluator(module, val_examples, opts, mesh=mesh, name=name,

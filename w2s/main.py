@@ -61,19 +61,19 @@ def main(argv):
   except preemption.Preempted as e:
     print(f'preempted: {e}', file=sys.stderr, flush=True)
     sys.exit(PREEMPTED_EXIT)
-  except OSError as e:
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+  except Exception as e:  # pylint: disable=broad-except  # ENOSPC, also wrapped by orbax/tensorstore
+    if not _disk_full(e):
       raise
-    print(f'error: disk full writing {e.filename or "the workdir"} ({e.strerror}); free space and '
-          'rerun the same command (finished stages and checkpoints are kept)', file=sys.stderr,
-          flush=True)
+    print(f'error: disk full writing {getattr(e, "filename", None) or "the workdir"} (No space left '
+          'on device); free space and rerun the same command (finished stages and checkpoints '
+          'are kept)', file=sys.stderr, flush=True)
     sys.exit(2)
-  except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore wrap ENOSPC
-    if 'No space left on device' not in str(e):
-      raise
-    print('error: disk full (No space left on device); free space and rerun the same command '
-          '(finished stages and checkpoints are kept)', file=sys.stderr, flush=True)
-    sys.exit(2)
+
+
+def _disk_full(e: BaseException) -> bool:
+  if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    return True
+  return 'No space left on device' in str(e)
 
 
 def _plugin_list() -> str:

@@ -10,8 +10,8 @@ on a CPU (no limit to check) it runs only with `W2S_MEMORY_PLAN=1`.
 import os
 
 import jax
-import numpy as np
 
+from w2s import partition
 from w2s.errors import UserError
 
 GiB = 1 << 30
@@ -30,20 +30,12 @@ def device_limit() -> int | None:
   return int(stats['bytes_limit']) if stats and 'bytes_limit' in stats else None
 
 
-def _bytes_per_device(tree) -> int:
-  total = 0
-  for x in jax.tree.leaves(tree):
-    shape = x.sharding.shard_shape(x.shape) if getattr(x, 'sharding', None) is not None else x.shape
-    total += int(np.prod(shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
-  return total
-
-
 def plan(step_fn, abstract_state, abstract_batch) -> dict:
   """Per-device bytes: params, optimizer state, arguments, temporaries, outputs, total."""
   compiled = step_fn.lower(abstract_state, abstract_batch).compile()
   m = compiled.memory_analysis()
-  out = {'params': _bytes_per_device(abstract_state.params),
-         'opt_state': _bytes_per_device(abstract_state.opt_state),
+  out = {'params': partition.per_device_bytes(abstract_state.params),
+         'opt_state': partition.per_device_bytes(abstract_state.opt_state),
          'arguments': int(m.argument_size_in_bytes), 'temp': int(m.temp_size_in_bytes),
          'outputs': int(m.output_size_in_bytes), 'aliased': int(m.alias_size_in_bytes)}
   out['total'] = out['arguments'] + out['temp'] + out['outputs'] - out['aliased']

@@ -231,7 +231,3 @@ class TrainOptions:
     out['loss'] = self.loss.spec()
     return plain(out)
 
-
-def run_settings(config) -> dict:
-  """The run-level settings of a config (log_every, checkpoint_every, keep_checkpoints)."""
-  return {k: config[k] for k in RUN_ONLY}

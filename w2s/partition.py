@@ -163,10 +163,10 @@ def with_shardings(abstract, shards):
 
 
 def per_device_bytes(tree) -> int:
-  """Bytes of `tree`'s arrays that one device (the first) holds."""
+  """Bytes of `tree` that one device holds: arrays or ShapeDtypeStructs with shardings."""
   total = 0
   for x in jax.tree.leaves(tree):
-    if isinstance(x, jax.Array):
-      shard = x.addressable_shards[0].data
-      total += shard.size * shard.dtype.itemsize
+    sh = getattr(x, 'sharding', None)
+    shape = sh.shard_shape(x.shape) if sh is not None else x.shape
+    total += int(np.prod(shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
   return total

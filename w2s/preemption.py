@@ -12,7 +12,6 @@ import threading
 
 _EVENT = threading.Event()
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_previous: dict = {}
 _received: list[str] = []
 
 
@@ -31,19 +30,8 @@ def install() -> None:
   if threading.current_thread() is not threading.main_thread():
     return
   for s in _SIGNALS:
-    current = signal.getsignal(s)
-    if current is not _handler:
-      _previous[s] = current
+    if signal.getsignal(s) is not _handler:
       signal.signal(s, _handler)
-
-
-def uninstall() -> None:
-  """Restores the handlers `install` replaced (notebooks, tests)."""
-  if threading.current_thread() is not threading.main_thread():
-    return
-  for s, h in list(_previous.items()):
-    signal.signal(s, h)
-  _previous.clear()
 
 
 def requested() -> bool:

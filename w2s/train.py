@@ -44,6 +44,12 @@ def _loss_sum(params, batch, rng, loss_state, *, apply_fn, loss_fn, step_frac, s
   return jnp.sum(per_ex * mask), (jnp.sum(mask), jnp.sum(correct), aux)
 
 
+def loss_step_kwargs(loss_fn, step, total_steps) -> dict:
+  """`step` / `total_steps` for a loss that takes them (exact integer schedules), else {}."""
+  names, var_kw = options.accepted_kwargs(loss_fn)
+  return {k: v for k, v in (('step', step), ('total_steps', total_steps)) if var_kw or k in names}
+
+
 def _microbatches(batch, accum_steps):
   """[B, ...] -> [A, B/A, ...], microbatch i = rows i, i+A, ...: each device's contiguous block of
   the sharded batch holds B/(A*devices) rows of every microbatch, so no rows move between devices."""
@@ -65,9 +71,7 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, loss_fn: C
   rng = jax.random.fold_in(state.rng, state.step)
   # Losses that switch at an exact fraction of training (logconf's faithful warmup) take the
   # integer step and the static total: step / total in float32 rounds (3/30 > 0.1 under jit).
-  names, var_kw = options.accepted_kwargs(loss_fn)
-  step_kw = {k: v for k, v in (('step', state.step), ('total_steps', total_steps))
-             if var_kw or k in names}
+  step_kw = loss_step_kwargs(loss_fn, state.step, total_steps)
   loss_and_grad = jax.value_and_grad(functools.partial(
       _loss_sum, apply_fn=apply_fn, loss_fn=loss_fn, step_frac=state.step / total_steps,
       step_kw=step_kw), has_aux=True)
@@ -243,17 +247,13 @@ def check_loss(p: 'options.Plugin', *, num_classes: int, where: str,
   f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   fn = p.entry()
   bound = functools.partial(fn, **p.hparams)
-  names, var_kw = options.accepted_kwargs(bound)
   init_state = getattr(fn, 'init_state', None)
   batch = {'label': f32(b, c), 'mask': f32(b), 'id': jax.ShapeDtypeStruct((b,), jnp.int32),
            **(batch_extras or {})}
   if init_state is not None:
     batch['index'] = jax.ShapeDtypeStruct((b,), jnp.int32)
-  wants = {k for k in ('step', 'total_steps') if var_kw or k in names}
-
   def call(logits, labels, mask, step_frac, batch, step):
-    kw = {'step': step, 'total_steps': 100}
-    kw = {k: v for k, v in kw.items() if k in wants}
+    kw = loss_step_kwargs(bound, step, 100)
     if init_state is not None:
       kw['loss_state'] = init_state(num_examples=b, num_classes=c, **p.hparams)
     return bound(logits=logits, labels=labels, mask=mask, step_frac=step_frac, batch=batch, **kw)
@@ -353,8 +353,8 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
                                    'resume')
   finally:
     writer.close()
-    if jax.process_index() == 0:
-      metrics.plot_curves(workdir, title=name)
+  if jax.process_index() == 0:
+    metrics.plot_curves(workdir, title=name)
   return state, last
 
 
@@ -402,11 +402,9 @@ def _held_out_loss(opts) -> Callable:
   else:
     hparams = opts.loss.hparams
   bound = functools.partial(fn, **hparams)
-  names, var_kw = options.accepted_kwargs(bound)
-  total = 1_000_000  # "the end of training": step = total_steps
 
   def score(logits, batch):
-    kw = {k: v for k, v in (('step', total), ('total_steps', total)) if var_kw or k in names}
+    kw = loss_step_kwargs(bound, 1, 1)  # the end of training: step = total_steps
     per_ex, _ = bound(logits=logits, labels=batch['label'], mask=batch['mask'], step_frac=1.0,
                       batch=batch, **kw)
     return jnp.mean(per_ex)
