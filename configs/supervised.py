@@ -3,8 +3,13 @@
     python -m w2s.main --config configs/supervised.py --workdir /tmp/w2s/supervised
     python -m w2s.main --config configs/supervised.py:dataset=mnist_5k,model=mlp --workdir DIR
     python -m w2s.main --config configs/supervised.py:runlocal --workdir DIR --config.seed=1
+    python -m w2s.main --config configs/supervised.py:partition=fsdp,fsdp=-1 --workdir DIR
 
-Arguments: dataset (registry name), model (registry name), loss, runlocal (seconds-long run).
+Arguments: dataset (registry name), model (registry name), loss, runlocal (seconds-long run),
+partition (replicate | fsdp | tp | fsdp+tp, see w2s/partition.py), fsdp / tensor (mesh axis
+sizes, -1 for the rest of the devices), shard_min_bytes (tensors below it stay replicated under
+the automatic FSDP rule; default 1 MiB), param_dtype (float32 | bfloat16: bf16 params with
+float32 master weights).
 """
 from ml_collections import ConfigDict
 
@@ -12,7 +17,9 @@ from w2s import config_args
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, dataset='digits', model='mlp', loss='xent', runlocal=False)
+  a = config_args.parse(arg, dataset='digits', model='mlp', loss='xent', runlocal=False,
+                        partition='replicate', fsdp=1, tensor=1, shard_min_bytes=-1,
+                        param_dtype='float32')
   c = ConfigDict()
   c.seed = 0
   c.protocol = dict(name='supervised')
@@ -31,6 +38,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.checkpoint_every = 100
   c.keep_checkpoints = 3
   c.mesh = dict(num_devices=0)  # 0: every device
+  if a['fsdp'] != 1 or a['tensor'] != 1:
+    c.mesh.shape = dict(data=1 if -1 in (a['fsdp'], a['tensor']) else -1, fsdp=a['fsdp'],
+                        tensor=a['tensor'])
+  c.partition = (a['partition'] if a['shard_min_bytes'] < 0 else
+                 dict(rules=a['partition'], min_bytes=a['shard_min_bytes']))
+  c.param_dtype = a['param_dtype']
+  c.streaming = False  # True: read training rows from the TFDS records (packaged datasets)
   if a['runlocal']:
     c.num_epochs = 0.0
     c.num_steps = 40

@@ -20,6 +20,13 @@ Arguments:
   tokenizer    directory holding a tokenizer.json for every role (default: each role uses its
                own checkpoint's tokenizer, so GPT-2 weak -> Qwen strong works as in the release).
   loss         student losses joined by '+' (release default: xent+logconf).
+  fsdp         shard every large parameter and its Adam moments over all devices (FSDP, see
+               w2s/partition.py) instead of replicating them; tensor=N adds N-way tensor
+               parallelism (the family's Megatron rules) inside each host.
+  lora         LoRA rank for the fine-tuned roles (0: full fine-tuning; EleutherAI's W2S runs
+               use 8): only the adapters and the head train, at lora_lr (default 5e-4, a common
+               adapter rate, since adapters need larger steps than full fine-tuning; choose it on
+               held-out weak labels).
   seeds, n_docs, n_test_docs, max_length, epochs, accum (microbatches per step), dtype
                ('float32' | 'bfloat16'; default per model), mode (candidate sampling of sciq,
                cosmos_qa, anthropic_hh; default the release's 'sample'), linear_probe (frozen
@@ -103,7 +110,12 @@ def _role(m: Model, a: dict, ckpt: str) -> dict:
     if a['ckpt_arch']:
       del model['size']  # create(size=None, pretrained=...) reads config.json
   lr = 1e-3 if a['runlocal'] else m.lr  # tiny random models need a larger step to move at all
+  if a['lora'] and not a['linear_probe']:
+    model['lora'] = dict(rank=a['lora'], alpha=2 * a['lora'], targets=('attention', 'mlp'))
+    lr = a['lora_lr']
   section = dict(model=model, loss=dict(name='xent'), train=_train(lr, a['epochs'], a['accum']))
+  if a['fsdp']:
+    section['train']['partition'] = 'fsdp+tp' if a['tensor'] > 1 else 'fsdp'
   if a['linear_probe']:
     section.update(frozen=True, head=dict(name='mlp', size='linear'))
   return section
@@ -145,7 +157,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
       arg, task='sciq', data='', weak='gpt2', strong='gpt2-xl', weak_ckpt='', strong_ckpt='',
       tokenizer='', loss='xent+logconf', seeds=3, n_docs=20000, n_test_docs=10000,
       max_length=RELEASE_MAX_CTX, epochs=2.0, accum=1, dtype='', mode='', linear_probe=False,
-      ckpt_arch=False, runlocal=False)
+      ckpt_arch=False, runlocal=False, fsdp=False, tensor=1, lora=0, lora_lr=5e-4)
   weak, strong = _lookup('weak', a['weak']), _lookup('strong', a['strong'])
   if not a['runlocal']:
     for role in ('weak', 'strong'):
@@ -182,6 +194,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 1  # a gpt2-xl checkpoint with Adam state is ~18 GB
   c.mesh = dict(num_devices=0)
+  if a['tensor'] > 1 and not a['fsdp']:
+    raise UserError('tensor= splits parameters within FSDP; pass fsdp too (fsdp,tensor=2)')
+  if a['fsdp']:  # the batch still splits over every device (data x fsdp)
+    c.mesh.shape = dict(data=1, fsdp=-1, tensor=a['tensor'])
   if a['runlocal']:
     c.splits.max_weak, c.splits.max_strong, c.splits.max_test = 64, 64, 64
     c.tokenizer.max_length = min(a['max_length'], 64)

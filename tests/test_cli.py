@@ -143,14 +143,16 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process(tmp_path):
+# the second case shards every parameter and its Adam moments over the 4 devices of 2 hosts
+@pytest.mark.parametrize('layout', ['runlocal', 'runlocal,partition=fsdp,fsdp=-1,shard_min_bytes=0'])
+def test_two_processes_match_one_process(tmp_path, layout):
   args = ['--config.num_steps=30', '--config.batch_size=32']
   single = _run(tmp_path / 'single', *args, devices=1)
   assert single.returncode == 0, single.stderr[-2000:]
   port = _free_port()
   env = _env(devices=0)
   procs = [subprocess.Popen(
-      _cmd(tmp_path / 'multi', *args, extra=[
+      _cmd(tmp_path / 'multi', *args, arg=layout, extra=[
           '--jax_distributed', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
           f'--process_id={i}', '--cpu_devices_per_process=2']),
       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

@@ -240,9 +240,13 @@ def test_release_pretrained_finetune_end_to_end(tmp_path, sciq_files):
   dataset = registry.build('datasets', config.dataset)
   opts = learners.RoleOptions.from_section('strong', config.strong, tokenizer=config.tokenizer)
   learner = learners.make(opts, dataset=dataset, eval_batch_size=32, cache_dir=str(tmp_path))
-  # the backbone starts from the checkpoint, the head from zero (as in the release)
-  np.testing.assert_array_equal(learner.init_params['backbone']['wte']['embedding'], strong_wte)
-  assert not np.any(learner.init_params['head']['kernel'])
+  # `make` only checks the checkpoint's headers; `fit` reads it (into the stage's shards) with
+  # this loader: the backbone from the checkpoint, the head from zero (as in the release)
+  assert learner.init_params is None
+  sample = learner._inputs(learners._first_rows(dataset, 1))
+  start = train._checkpoint_loader(learner.module, sample)(None)
+  np.testing.assert_array_equal(start['backbone']['wte']['embedding'], strong_wte)
+  assert not np.any(start['head']['kernel'])
   workdir = tmp_path / 'run'
   train.train_and_evaluate(config, str(workdir))
   saved = json.load(open(workdir / 'results.json'))
@@ -257,3 +261,59 @@ def test_release_pretrained_finetune_end_to_end(tmp_path, sciq_files):
   steps = 2 * (record['n_strong_train'] // 32)
   expected = 0.5e-5 * (1 + np.cos(np.pi * (steps - 1) / steps))
   assert metrics[-1]['learning_rate'] == pytest.approx(expected)
+
+
+def _hf_qwen2(root, tokenizer_dir, seed):
+  """A tiny random Hugging Face Qwen2 checkpoint (several safetensors files) + the tokenizer."""
+  import shutil
+  transformers = pytest.importorskip('transformers')
+  torch = pytest.importorskip('torch')
+  vocab = json.load(open(os.path.join(tokenizer_dir, 'tokenizer.json')))['model']['vocab']
+  torch.manual_seed(seed)
+  cfg = transformers.Qwen2Config(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                 max_position_embeddings=128, tie_word_embeddings=True)
+  transformers.Qwen2ForCausalLM(cfg).eval().save_pretrained(root, max_shard_size='50KB')
+  shutil.copy(os.path.join(tokenizer_dir, 'tokenizer.json'), root)
+  return root
+
+
+def test_release_qwen2_student_with_fsdp_and_lora(tmp_path, sciq_files):
+  """`fsdp,lora=8`: a Qwen2 checkpoint read into FSDP shards over the 8 devices, rank-8 adapters
+  on attention and MLP; only adapters and head change, and every stage runs to results."""
+  data, tok = sciq_files
+  weak, _ = _hf_gpt2(str(tmp_path / 'gpt2'), tok, layers=1, seed=0)
+  strong = _hf_qwen2(str(tmp_path / 'qwen2'), tok, seed=1)
+  config = _release(f'task=sciq,weak=gpt2,strong=qwen2-0.5b,data={data},weak_ckpt={weak},'
+                    f'strong_ckpt={strong},ckpt_arch,seeds=1,loss=xent,max_length=64,fsdp,lora=8,'
+                    'n_docs=96,n_test_docs=32,epochs=3')
+  assert config.strong.train.partition == 'fsdp' and config.strong.model.lora.rank == 8
+  assert config.mesh.shape.to_dict() == dict(data=1, fsdp=-1, tensor=1)
+  assert config.strong.train.optimizer.learning_rate == 5e-4
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  record = json.load(open(workdir / 'results.json'))['per_seed'][0]
+  assert 0.0 <= record['xent']['acc_student'] <= 1.0
+  # the student's checkpoint: the frozen Qwen2 kernels equal the Hugging Face file, adapters moved
+  from safetensors import safe_open
+  stage = next((workdir / 'stages').glob('student_xent-*'))
+  params = _restored_params(stage / 'checkpoints')
+  q = params['backbone']['layers_0']['self_attn']['q']
+  name = 'model.layers.0.self_attn.q_proj.weight'
+  index = json.load(open(os.path.join(strong, 'model.safetensors.index.json')))
+  with safe_open(os.path.join(strong, index['weight_map'][name]), framework='numpy') as f:
+    want = f.get_tensor(name).T
+  np.testing.assert_array_equal(q['kernel'], want)
+  assert np.any(q['lora_b'] != 0)  # B starts at zero; it moves once the zero head has (step 2)
+
+
+def _restored_params(ckpt_dir):
+  import jax
+  import orbax.checkpoint as ocp
+  step = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  path = os.path.join(ckpt_dir, str(step), 'state')
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  checkpointer = ocp.StandardCheckpointer()
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                        checkpointer.metadata(path).item_metadata.tree)
+  return jax.tree.map(np.asarray, checkpointer.restore(path, target)['params'])

@@ -16,6 +16,7 @@ import numpy as np
 
 from w2s import checkpoint, options, selection, sharding, train
 from w2s.data import pipeline
+from w2s.errors import UserError
 
 
 def member_seeds(seed: int, size: int) -> list[int]:
@@ -37,6 +38,9 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   Resume, fingerprint, held-out evaluation and selection work as in `train.fit`; with
   `select='best'` each member keeps its own best parameters (by its own held-out loss)."""
   opts = options.TrainOptions.coerce(cfg)
+  if options.plain(opts.partition) != 'replicate' or opts.param_dtype != 'float32':
+    raise UserError(f'{name}: an ensemble trains replicated float32 members in one vmapped step; '
+                    'drop train.partition / train.param_dtype, or train one member (no ensemble)')
   k = len(seeds)
   train_examples, extra = train.with_loss_state(train_examples, opts.loss.spec())
   members = [bag(train_examples, s) if bagging else train_examples for s in seeds]
@@ -53,14 +57,21 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
                                    batch_size=eval_batch_size or opts.batch_size,
                                    apply_fn=members_apply_fn(module))
 
-  def init_one(rng):
+  # members share a pretrained backbone (host arrays, read once); their heads (random init,
+  # unlike a single model's zero head) and adapters differ
+  from w2s.models import hf_import
+  pretrained = hf_import.pretrained_params(module)
+
+  def init_one(rng, pretrained):
     p_rng, d_rng, s_rng = jax.random.split(rng, 3)
     params = module.init({'params': p_rng, 'dropout': d_rng}, sample, train=False)['params']
+    if pretrained is not None:
+      params = train.merge_params(params, pretrained)
     return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                             opt_state=tx.init(params), rng=s_rng,
                             extra={**extra(), **selection.init(opts, params)})
 
-  init = jax.jit(jax.vmap(init_one), out_shardings=repl)
+  init = jax.jit(jax.vmap(init_one, in_axes=(0, None)), out_shardings=repl)
   rngs = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
   step_fn = jax.jit(jax.vmap(functools.partial(
       train.train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
@@ -84,9 +95,9 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
         workdir, {**train.run_fingerprint(opts, train_examples, fingerprint),
                   'members': {'seeds': list(seeds), 'bagging': bagging}},
         has_checkpoints=ckpt.latest_step() is not None)
-    state, _ = ckpt.restore(jax.eval_shape(init, rngs))
+    state, _ = ckpt.restore(jax.eval_shape(init, rngs, pretrained))
     if state is None:
-      state = init(rngs)
+      state = init(rngs, pretrained)
     state, last = train.run_loop(state, batches, step_fn=step_fn, cfg=opts, steps=steps,
                                  ckpt=ckpt, workdir=workdir, name=f'{name} x{k}',
                                  examples_per_step=k * opts.batch_size, evaluator=evaluator)

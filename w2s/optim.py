@@ -5,7 +5,13 @@
 
 `name` is any optax optimizer (`optax.<name>`) or a dotted path `pkg.mod:fn` to a function with the
 same signature; the schedule is built from optax's schedules and passed as its learning rate.
+
+`with_master_weights` wraps any of them for low-precision (bfloat16) parameters.
 """
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from w2s import registry
@@ -77,3 +83,72 @@ def make_optimizer(opt_spec, sched_spec, total_steps: int, where: str = 'config'
   if clip:
     tx = optax.chain(optax.clip_by_global_norm(clip), tx)
   return tx, schedule
+
+
+PARAM_DTYPES = ('float32', 'bfloat16')
+
+
+class MasterWeightsState(NamedTuple):
+  master: Any  # float32 copy of every trainable param; a float32 scalar placeholder elsewhere
+  inner: Any   # the wrapped optimizer's state, over the float32 master tree
+
+
+def with_master_weights(inner: optax.GradientTransformation, trainable=None
+                        ) -> optax.GradientTransformation:
+  """Float32 master weights for bfloat16 params (mixed-precision training, Micikevicius et al.
+  2018, "Mixed Precision Training"; bf16 needs no loss scaling).
+
+  The params the model computes with are bf16 (half the memory of the weights that FSDP gathers
+  and of the gradients); the optimizer sees float32 gradients and a float32 master copy, and
+  its moments are float32. The update it returns is the float32 difference between the new
+  master and the current bf16 params, so `optax.apply_updates` (which adds in float32 and casts
+  to the param's dtype) sets each param to the new master rounded to bf16 once, instead of
+  accumulating bf16 rounding error step after step.
+
+  Args:
+    inner: the optimizer (it may be an `optax.multi_transform` that freezes some leaves).
+    trainable: a tree of bools like the params (LoRA's `trainable_mask`), or None for all: frozen
+      leaves keep no master copy (a scalar placeholder, so the tree keeps its structure) and
+      their update is zero.
+  """
+  def is_float(x):
+    return jnp.issubdtype(x.dtype, jnp.floating)
+
+  def mask_of(params):
+    return jax.tree.map(lambda _: True, params) if trainable is None else trainable
+
+  def init(params):
+    master = jax.tree.map(
+        lambda p, t: p.astype(jnp.float32) if (t and is_float(p)) else jnp.zeros((), jnp.float32),
+        params, mask_of(params))
+    return MasterWeightsState(master, inner.init(_full(master, params, mask_of(params))))
+
+  def update(grads, state, params=None):
+    if params is None:
+      raise ValueError('with_master_weights needs the params in update()')
+    mask = mask_of(params)
+    full = _full(state.master, params, mask)
+    g32 = jax.tree.map(lambda g: g.astype(jnp.float32) if is_float(g) else g, grads)
+    u, inner_state = inner.update(g32, state.inner, full)
+    new_full = optax.apply_updates(full, u)
+    master = jax.tree.map(lambda m, n, t: n if (t and is_float(n)) else m, state.master, new_full,
+                          mask)
+    updates = jax.tree.map(
+        lambda n, p, t: (n.astype(jnp.float32) - p.astype(jnp.float32)) if t
+        else jnp.zeros_like(p), new_full, params, mask)
+    return updates, MasterWeightsState(master, inner_state)
+
+  return optax.GradientTransformation(init, update)
+
+
+def _full(master, params, mask):
+  """The tree the wrapped optimizer sees: float32 masters where trainable, the params elsewhere."""
+  return jax.tree.map(lambda m, p, t: m if (t and jnp.issubdtype(p.dtype, jnp.floating)) else p,
+                      master, params, mask)
+
+
+def cast_params(params, dtype: str):
+  """Floating leaves of `params` in `dtype` ('float32' | 'bfloat16'); others unchanged."""
+  dt = jnp.dtype(dtype)
+  return jax.tree.map(lambda p: p.astype(dt) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                      params)

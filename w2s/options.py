@@ -31,7 +31,7 @@ CALLER_ARGS = {
 # Keys of a `train` section, with their defaults.
 TRAIN_DEFAULTS = dict(optimizer=None, schedule=dict(name='constant'), batch_size=None,
                       num_epochs=0.0, num_steps=0, accum_steps=1, eval_every=0, select='last',
-                      patience=0, partition='replicate')
+                      patience=0, partition='replicate', param_dtype='float32')
 # Keys that change where arrays live, never what they hold (a checkpoint restores across them).
 LAYOUT_ONLY = ('partition',)
 # Run-level keys that cannot change a result (excluded from checkpoint fingerprints).
@@ -166,12 +166,14 @@ class TrainOptions:
   checkpoint_every: int = 500
   keep_checkpoints: int = 2
   partition: Any = 'replicate'   # w2s.partition rules: 'replicate', 'fsdp', 'tp', ... or a list
+  param_dtype: str = 'float32'    # 'bfloat16': bf16 params, float32 master weights and moments
 
   @classmethod
   def from_section(cls, section, where: str, *, loss, seed: int, log_every: int,
                    checkpoint_every: int, keep_checkpoints: int) -> 'TrainOptions':
     """A role's `train` section (optimizer, schedule, batch_size, num_epochs | num_steps,
-    accum_steps, eval_every, select, patience) plus the run-level settings."""
+    accum_steps, eval_every, select, patience, partition, param_dtype) plus the run-level
+    settings."""
     t = plain(section)
     if not isinstance(t, Mapping):
       raise UserError(f'{where} must be a section dict(optimizer=..., batch_size=..., ...)')
@@ -194,7 +196,7 @@ class TrainOptions:
                log_every=positive(log_every, 'log_every'),
                checkpoint_every=positive(checkpoint_every, 'checkpoint_every'),
                keep_checkpoints=positive(keep_checkpoints, 'keep_checkpoints'),
-               partition=t['partition'])
+               partition=t['partition'], param_dtype=t['param_dtype'])
     if not opts.num_steps and not opts.num_epochs:
       raise UserError(f'{where}: num_steps and num_epochs are both 0; set num_epochs > 0 or '
                       'num_steps > 0')
@@ -207,6 +209,9 @@ class TrainOptions:
       raise UserError(f'{where}.batch_size={opts.batch_size} is not divisible by accum_steps='
                       f'{opts.accum_steps}')
     from w2s import optim, partition
+    if opts.param_dtype not in optim.PARAM_DTYPES:
+      raise UserError(f'{where}.param_dtype={opts.param_dtype!r}; use one of '
+                      f'{", ".join(optim.PARAM_DTYPES)}')
     optim.make_optimizer(opts.optimizer, opts.schedule, 10, where=where)  # checks both sections
     partition.check(opts.partition, f'{where}.partition')
     return opts
@@ -229,5 +234,7 @@ class TrainOptions:
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
            if f.name not in RUN_ONLY + LAYOUT_ONLY}
     out['loss'] = self.loss.spec()
+    if out['param_dtype'] == 'float32':  # the default: keys (and stage dirs) from before it stay
+      del out['param_dtype']
     return plain(out)
 

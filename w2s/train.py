@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from w2s import (checkpoint, memory, metrics, options, partition, preemption, registry,
-                 selection, sharding)
+from w2s import (checkpoint, memory, metrics, optim, options, partition, preemption,
+                 registry, selection, sharding)
 from w2s.data import pipeline
 from w2s.errors import UserError
 
@@ -84,7 +84,9 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, loss_fn: C
     loss_state = aux.pop('loss_state', loss_state)  # stateful losses (e.g. elr) update theirs
     return (jax.tree.map(jnp.add, grads, g), loss_state), (l, n, c, aux)
 
-  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  # gradients accumulate in float32 even for bf16 params (param_dtype='bfloat16')
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)),
+                       state.params)
   if accum_steps == 1:  # no loop: XLA:CPU runs convolution gradients 20-50x slower inside one
     (grads, loss_state), outs = micro((zeros, state.extra.get('loss')),
                                       (batch, jnp.zeros((), jnp.int32)))
@@ -139,14 +141,14 @@ def total_steps(opts, num_examples: int) -> int:
 
 
 def _sample_rows(examples):
-  return {k: v[:1] for k, v in examples.items() if np.asarray(v).dtype != object}
+  return pipeline.sample_rows(examples, 1)
 
 
 def run_fingerprint(opts, examples: dict, extra: dict | None) -> dict:
   """What determines a run's parameters: its options, the caller's description (model, data
   source, ...) and the identity of the training examples (count and a digest of their ids)."""
   import hashlib
-  ids = np.ascontiguousarray(np.asarray(examples['id'], np.int64))
+  ids = np.ascontiguousarray(pipeline.example_ids(examples))
   return {'train': opts.result_key(), **(extra or {}),
           'examples': {'n': int(len(ids)), 'ids': hashlib.sha256(ids.tobytes()).hexdigest()[:16]}}
 
@@ -160,7 +162,11 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   TensorBoard events and curves.png go to `workdir`; a rerun with the same workdir resumes from
   the latest readable checkpoint (same data order and RNG) when the run's fingerprint (the
   options, `fingerprint` and the examples' ids) matches, refuses otherwise, and a finished run
-  returns its final state without training. With `val_examples` and `cfg.eval_every` > 0 the
+  returns its final state without training. `init_params`: a param tree merged over the init
+  (pretrained weights), or a loader `f(targets) -> tree` called with the params'
+  ShapeDtypeStructs and shardings only when the run starts afresh; by default a model with
+  `pretrained=...` gets its checkpoint read tensor by tensor straight into its shards
+  (`hf_import.init_params` with `targets`). With `val_examples` and `cfg.eval_every` > 0 the
   held-out loss and accuracy (against the val examples' own labels) are logged every that many
   steps, and `cfg.select='best'` returns the parameters with the lowest held-out loss.
   """
@@ -170,7 +176,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   if opts.batch_size % (n_batch * opts.accum_steps):
     raise UserError(f'batch_size={opts.batch_size} must be divisible by devices x accum_steps = '
                     f'{n_batch} x {opts.accum_steps}')
-  steps = total_steps(opts, len(train_examples['id']))
+  steps = total_steps(opts, pipeline.num_rows(train_examples))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
   train_examples, extra = with_loss_state(train_examples, opts.loss.spec())
   apply_fn = linen_apply_fn(module)
@@ -186,11 +192,16 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     params = module.init({'params': p_rng, 'dropout': d_rng}, sample, train=False)['params']
     if pretrained is not None:
       params = merge_params(params, pretrained)
+    if opts.param_dtype != 'float32':
+      params = optim.cast_params(params, opts.param_dtype)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=s_rng, extra={**extra(), **selection.init(opts, params)})
 
   rng = jax.random.PRNGKey(opts.seed)
-  abstract = jax.eval_shape(init_fn, rng, init_params)
+  if init_params is None and getattr(module, 'pretrained', None):
+    init_params = _checkpoint_loader(module, sample)
+  lazy = callable(init_params)  # a loader: called with the sharded targets, only if not resuming
+  abstract = jax.eval_shape(init_fn, rng, None if lazy else init_params)
   # where every leaf lives: replicated, or split over 'fsdp' / 'tensor' by the partition rules
   state_sh = partition.shardings(abstract, mesh, opts.partition,
                                  getattr(module, 'partition_rules', None))
@@ -202,7 +213,11 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
                                  has_checkpoints=ckpt.latest_step() is not None)
     state, _ = ckpt.restore(partition.with_shardings(abstract, state_sh))
     if state is None:
-      state = init(rng, init_params)
+      pretrained = init_params
+      if lazy:
+        pretrained = init_params(partition.with_shardings(abstract.params, state_sh.params))
+      state = init(rng, pretrained)
+      del pretrained
     elif jax.process_index() == 0 and int(state.step) < steps:
       print(f'[{name}] resumed from step {int(state.step)} in {workdir}', flush=True)
     step_fn = jax.jit(functools.partial(
@@ -228,6 +243,15 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   finally:
     ckpt.close()
   return selected_with_val(state, opts, last, evaluator)
+
+
+def _checkpoint_loader(module, sample) -> Callable:
+  """The loader `fit` uses for a model with `pretrained=...`: its checkpoint read tensor by
+  tensor into the target shards (zero head, fresh LoRA adapters)."""
+  def load(targets):
+    from w2s.models import hf_import
+    return hf_import.init_params(module, jax.random.PRNGKey(0), sample, targets=targets)
+  return load
 
 
 def selected_with_val(state, opts, last: dict, evaluator) -> tuple[TrainState, dict]:
@@ -282,27 +306,33 @@ def with_loss_state(examples: dict, loss_spec) -> tuple[dict, Callable[[], dict]
   init_state = getattr(registry.get('losses', name), 'init_state', None)
   if init_state is None:
     return examples, dict
-  n = len(examples['id'])
-  num_classes = np.asarray(examples['label']).shape[-1]
-  examples = {**examples, 'index': np.arange(n, dtype=np.int32)}
+  n = pipeline.num_rows(examples)
+  num_classes = pipeline.sample_rows(examples)['label'].shape[-1]
+  examples = pipeline.with_row_index(examples)  # a RowSource gets its row positions per batch
   return examples, lambda: {'loss': init_state(num_examples=n, num_classes=num_classes, **hparams)}
 
 
 def _make_tx(opts, steps, module=None, sample=None):
   """(optimizer, schedule); a module with `trainable_mask` (LoRA: adapters and head) gets the
-  optimizer on its trainable leaves only and `optax.set_to_zero` on the rest (no moments kept)."""
-  from w2s import optim
+  optimizer on its trainable leaves only and `optax.set_to_zero` on the rest (no moments kept);
+  `param_dtype='bfloat16'` wraps it in float32 master weights (of the trainable leaves)."""
+  opts = options.TrainOptions.coerce(opts)
   tx, schedule = optim.make_optimizer(opts.optimizer, opts.schedule, steps)
+  mask = _trainable_mask(module, sample)
+  if mask is not None:
+    labels = jax.tree.map(lambda t: 'train' if t else 'freeze', mask)
+    tx = optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)
+  if opts.param_dtype != 'float32':
+    tx = optim.with_master_weights(tx, mask)
+  return tx, schedule
+
+
+def _trainable_mask(module, sample):
   mask_fn = getattr(module, 'trainable_mask', None)
   if mask_fn is None or sample is None:
-    return tx, schedule
+    return None
   rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(0)}
-  shapes = jax.eval_shape(lambda: module.init(rngs, sample, train=False)['params'])
-  mask = mask_fn(shapes)
-  if mask is None:
-    return tx, schedule
-  labels = jax.tree.map(lambda t: 'train' if t else 'freeze', mask)
-  return optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels), schedule
+  return mask_fn(jax.eval_shape(lambda: module.init(rngs, sample, train=False)['params']))
 
 
 def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, ckpt, workdir: str,

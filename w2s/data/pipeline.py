@@ -1,12 +1,21 @@
 """Host-side batch iterators: seeded per-epoch shuffling, per-host slices, padded eval batches.
 
-Every host holds the (small, in-memory) featurized split and computes the same global batch
-indices from (seed, step); it then keeps only its own rows `[p * L, (p + 1) * L)` of each global
-batch of size G = L * process_count. Because the order is a pure function of (seed, step), a run
-resumed at step s sees exactly the batches an uninterrupted run would, with no iterator state to
-checkpoint. Text batches are trimmed to the longest sequence of the *global* batch (rounded up to
-a multiple of `length_bucket`), so short texts don't pay for long ones and all hosts agree on the
-shape.
+Every host holds the featurized split (in memory, or as a row source: see below) and computes
+the same global batch indices from (seed, step); it then keeps only its own rows
+`[p * L, (p + 1) * L)` of each global batch of size G = L * process_count. Because the order is
+a pure function of (seed, step), a run resumed at step s sees exactly the batches an
+uninterrupted run would, with no iterator state to checkpoint. Text batches are trimmed to the
+longest sequence of the *global* batch (rounded up to a multiple of `length_bucket`), so short
+texts don't pay for long ones and all hosts agree on the shape.
+
+The same iterators take a `w2s.data.streaming.RowSource` instead of the dict, for splits that do
+not fit in host memory: a host slices its share out of the global index array and reads only those
+rows. The trim length then comes from the source's per-row token counts (`RowSource.lengths()`,
+int [N] in memory; an in-memory dict's are its attention_mask sums), indexed by the *global*
+batch, so every host cuts to the same T without seeing the others' rows and the batches equal the
+in-memory ones bit for bit. A source that does not know its lengths gives untrimmed batches (the
+transform's full T, the same on every host). `num_rows`, `example_ids` and `sample_rows` answer
+the trainer's questions about either kind.
 """
 import queue
 import threading
@@ -14,9 +23,11 @@ from typing import Iterator
 
 import numpy as np
 
+from w2s.data import streaming
 from w2s.errors import UserError
 
 Batch = dict[str, np.ndarray]
+Examples = dict | streaming.RowSource  # an in-memory split, or rows read from disk on demand
 
 
 def one_hot_labels(examples: dict, num_classes: int) -> dict:
@@ -27,28 +38,63 @@ def one_hot_labels(examples: dict, num_classes: int) -> dict:
   return {**examples, 'label': y.astype(np.float32)}
 
 
-def _numeric(examples: dict) -> dict:
-  return {k: v for k, v in examples.items() if np.asarray(v).dtype != object}
+def _source(examples: Examples) -> streaming.RowSource:
+  if isinstance(examples, streaming.RowSource):
+    return examples
+  return streaming.ArraySource(examples)
 
 
-def _num_rows(examples: dict) -> int:
-  return len(examples['id'])
+def num_rows(examples: Examples) -> int:
+  """N, the rows of an in-memory split or a source."""
+  return len(examples) if isinstance(examples, streaming.RowSource) else len(examples['id'])
 
 
-def _trim_length(batch: Batch, rows: dict, length_bucket: int) -> Batch:
-  """Cuts [B, T] token fields to the global batch's longest sequence (bucketed)."""
-  if 'attention_mask' not in rows:
+def example_ids(examples: Examples) -> np.ndarray:
+  """int64 [N] example ids, in row order."""
+  ids = examples.ids() if isinstance(examples, streaming.RowSource) else examples['id']
+  return np.asarray(ids, np.int64)
+
+
+def sample_rows(examples: Examples, n: int = 1) -> Batch:
+  """The numeric fields of the first n rows (model init, shapes): [n, ...] each."""
+  if isinstance(examples, streaming.RowSource):
+    return examples.rows(np.arange(min(n, len(examples))))
+  return {k: v[:n] for k, v in examples.items() if np.asarray(v).dtype != object}
+
+
+def with_row_index(examples: Examples) -> Examples:
+  """Adds 'index' int32 [N] = row position (the key of per-example loss state)."""
+  if isinstance(examples, streaming.RowSource):
+    return streaming.WithRowIndex(examples)
+  return {**examples, 'index': np.arange(num_rows(examples), dtype=np.int32)}
+
+
+def _trim_length(batch: Batch, lengths: np.ndarray | None, global_idx: np.ndarray,
+                 length_bucket: int) -> Batch:
+  """Cuts [B, T] token fields to the global batch's longest sequence (bucketed).
+
+  `lengths` [N] are the token counts of every row; `global_idx` [G] the global batch's rows.
+  """
+  if lengths is None or 'attention_mask' not in batch:
     return batch
-  longest = int(rows['attention_mask'].sum(axis=1).max(initial=1))
-  t = min(rows['attention_mask'].shape[1], -(-longest // length_bucket) * length_bucket)
+  longest = int(lengths[global_idx].max(initial=1))
+  t = min(batch['attention_mask'].shape[1], -(-longest // length_bucket) * length_bucket)
   return {k: (v[:, :t] if k in ('input_ids', 'attention_mask', 'token_type_ids') else v)
           for k, v in batch.items()}
 
 
-def _host_slice(rows: dict, process_index: int, process_count: int) -> Batch:
-  g = len(rows['id'])
-  local = g // process_count
-  return {k: v[process_index * local:(process_index + 1) * local] for k, v in rows.items()}
+def _host_slice(x: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+  """This host's contiguous block `[p * L, (p + 1) * L)` of a global [G, ...] array."""
+  local = len(x) // process_count
+  return x[process_index * local:(process_index + 1) * local]
+
+
+def _read(source: streaming.RowSource, idx: np.ndarray, mask: np.ndarray, lengths, *,
+          process_index: int, process_count: int, length_bucket: int) -> Batch:
+  """Host-local batch of the global rows `idx` [G]: reads only this host's rows of them."""
+  rows = source.rows(_host_slice(idx, process_index, process_count))
+  rows['mask'] = _host_slice(mask, process_index, process_count)
+  return _trim_length(rows, lengths, idx, length_bucket)
 
 
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
@@ -62,44 +108,48 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def train_batches(examples: dict, *, global_batch: int, seed: int, start_step: int = 0,
+def train_batches(examples: Examples, *, global_batch: int, seed: int, start_step: int = 0,
                   num_steps: int | None = None, process_index: int = 0, process_count: int = 1,
                   length_bucket: int = 16) -> Iterator[Batch]:
   """Host-local training batches for steps start_step, start_step + 1, ...
 
   Each epoch is a fresh seeded permutation; the last partial batch of an epoch is dropped (its
   examples come back shuffled in the next epoch). All rows are real: 'mask' is all ones.
+  `examples`: an in-memory split (numeric fields are batched) or a `streaming.RowSource`.
   """
-  data = _numeric(examples)
-  n = _num_rows(data)
+  source = _source(examples)
+  n = len(source)
   per_epoch = steps_per_epoch(n, global_batch)
+  lengths = source.lengths()
+  mask = np.ones(global_batch, np.float32)
   step, perm_epoch, perm = start_step, -1, None
   while num_steps is None or step < start_step + num_steps:
     epoch, i = divmod(step, per_epoch)
     if epoch != perm_epoch:
       perm, perm_epoch = epoch_permutation(n, seed, epoch), epoch
     idx = perm[i * global_batch:(i + 1) * global_batch]
-    rows = {k: v[idx] for k, v in data.items()}
-    rows['mask'] = np.ones(global_batch, np.float32)
-    yield _trim_length(_host_slice(rows, process_index, process_count), rows, length_bucket)
+    yield _read(source, idx, mask, lengths, process_index=process_index,
+                process_count=process_count, length_bucket=length_bucket)
     step += 1
 
 
-def eval_batches(examples: dict, *, global_batch: int, process_index: int = 0,
+def eval_batches(examples: Examples, *, global_batch: int, process_index: int = 0,
                  process_count: int = 1, length_bucket: int = 16) -> Iterator[Batch]:
   """Host-local batches covering every example exactly once, in order.
 
   The final partial batch is padded with copies of row 0 whose 'mask' is 0, so every global batch
   has the same size; consumers must drop rows with mask 0 (or weight by mask).
   """
-  data = _numeric(examples)
-  n = _num_rows(data)
+  source = _source(examples)
+  n = len(source)
+  lengths = source.lengths()
   for start in range(0, n, global_batch):
     idx = np.arange(start, min(start + global_batch, n))
     pad = global_batch - len(idx)
-    rows = {k: v[np.concatenate([idx, np.zeros(pad, idx.dtype)])] for k, v in data.items()}
-    rows['mask'] = np.concatenate([np.ones(len(idx)), np.zeros(pad)]).astype(np.float32)
-    yield _trim_length(_host_slice(rows, process_index, process_count), rows, length_bucket)
+    mask = np.concatenate([np.ones(len(idx)), np.zeros(pad)]).astype(np.float32)
+    yield _read(source, np.concatenate([idx, np.zeros(pad, idx.dtype)]), mask, lengths,
+                process_index=process_index, process_count=process_count,
+                length_bucket=length_bucket)
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:

@@ -173,13 +173,16 @@ def _ignored(name: str) -> bool:
           or not name.startswith(('embeddings.', 'encoder.')))
 
 
-def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False):
+def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False,
+                    place=None):
   """Hugging Face BERT directory (or 'minilm') -> (Config, backbone params in the layout of `Bert`).
 
   `config` defaults to the checkpoint's own; a checkpoint that does not fit it is a UserError
-  naming the first mismatching tensor.
+  naming the first mismatching tensor. `place`: see `hf_import.convert` (tensors straight into
+  device shards).
   """
   del lm_head
   return hf_import.load_backbone(path, config=config, config_cls=Config,
                                  config_from_hf=config_from_hf, make_backbone=Bert,
-                                 prefix='bert.', entries=_entries, ignore=_ignored)
+                                 prefix='bert.', entries=_entries, ignore=_ignored,
+                                 place=place)

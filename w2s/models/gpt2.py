@@ -179,13 +179,16 @@ def _ignored(name: str) -> bool:
   return name.endswith(('.attn.bias', '.attn.masked_bias')) or name == 'lm_head.weight'
 
 
-def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False):
+def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False,
+                    place=None):
   """Hugging Face GPT-2 directory -> (Config, backbone params in the Flax layout of `GPT2`).
 
   `config` defaults to the checkpoint's own; a checkpoint that does not fit it is a UserError
-  naming the first mismatching tensor.
+  naming the first mismatching tensor. `place`: see `hf_import.convert` (tensors straight into
+  device shards).
   """
   del lm_head
   return hf_import.load_backbone(path, config=config, config_cls=Config,
                                  config_from_hf=config_from_hf, make_backbone=GPT2,
-                                 prefix='transformer.', entries=_entries, ignore=_ignored)
+                                 prefix='transformer.', entries=_entries, ignore=_ignored,
+                                 place=place)

@@ -161,6 +161,7 @@ class TensorReader:
         self.prefix = p
         break
     self.used: set[str] = set()
+    self._headers: dict[str, dict] = {}
 
   def full_name(self, name: str) -> str | None:
     for candidate in (self.prefix + name, name):
@@ -168,13 +169,19 @@ class TensorReader:
         return candidate
     return None
 
-  def get(self, name: str) -> np.ndarray:
+  def get(self, name: str, data: bool = True) -> np.ndarray:
+    """The tensor; with data=False a zero-stride stand-in of its shape read from the file's
+    header (no bytes read or allocated: for checking a checkpoint against a config)."""
     full = self.full_name(name)
     if full is None:
       raise UserError(f'checkpoint {self.path} has no tensor {self.prefix + name!r} that the model '
                       'config needs; the checkpoint and config do not describe the same model')
     self.used.add(full)
     file = self.files[full]
+    if not data:
+      if file not in self._headers:
+        self._headers[file] = _header(file)[1]
+      return np.broadcast_to(np.zeros((), np.float32), self._headers[file][full]['shape'])
     with safe_open(file, framework='numpy') as f:
       try:
         return f.get_tensor(full)
@@ -220,8 +227,14 @@ def columns(i: int, n: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def convert(reader: TensorReader, entries: list[Entry], shapes: dict, *,
-            ignore: Callable[[str], bool] = lambda name: False, dtype=np.float32) -> dict:
+            ignore: Callable[[str], bool] = lambda name: False, dtype=np.float32,
+            place: Callable[[tuple, np.ndarray], Any] | None = None) -> dict:
   """Reads `entries`, checks each against `shapes` (the Flax tree of ShapeDtypeStruct) -> params.
+
+  Tensors are read one at a time. Without `place` each becomes a host float32 array; with it,
+  `place(flax_path, array)` turns each into its final form (`placer`: straight into its device
+  shards, in the target dtype) before the next is read, so the host never holds more than about
+  one tensor and its cast copy.
 
   Raises UserError naming the first tensor that is missing, has the wrong shape, or is left over
   (a checkpoint with more layers than the config), unless `ignore(name)` says it is not a weight
@@ -233,7 +246,7 @@ def convert(reader: TensorReader, entries: list[Entry], shapes: dict, *,
     raise AssertionError(f'importer does not fill {sorted(missing)[:3]}')  # a bug in w2s, not input
   flat = {}
   for e in entries:
-    a = reader.get(e.hf_name)
+    a = reader.get(e.hf_name, data=place is not check_only)
     if e.transform is not None:
       a = e.transform(a)
     want = tuple(flat_shapes[e.flax_path].shape)
@@ -242,13 +255,22 @@ def convert(reader: TensorReader, entries: list[Entry], shapes: dict, *,
                       f'{tuple(a.shape)} (as {"/".join(e.flax_path)}) but the model config needs '
                       f'{want}; use the config.json of this checkpoint (drop `size`) or another '
                       'checkpoint')
-    flat[e.flax_path] = np.asarray(a, dtype=dtype)
+    flat[e.flax_path] = (np.asarray(a, dtype=dtype) if place is None
+                         else place(e.flax_path, a))
+    del a
   left = reader.unused(ignore)
   if left:
     raise UserError(f'checkpoint {reader.path}: tensor {left[0]!r} is not used by the model config '
                     f'({len(left)} unused in all); the checkpoint has more layers or parts than the '
                     'config: use its own config.json (drop `size`)')
   return flax.traverse_util.unflatten_dict(flat)
+
+
+def check_only(path: tuple, a: np.ndarray) -> jax.ShapeDtypeStruct:
+  """`place` for `convert` that reads no tensor data: every name and shape is checked against the
+  config from the files' headers, and the result is a tree of ShapeDtypeStructs."""
+  del path
+  return jax.ShapeDtypeStruct(a.shape, np.float32)
 
 
 def check_fields(path: str, hf: dict, expected: dict[str, Any]) -> None:
@@ -259,50 +281,72 @@ def check_fields(path: str, hf: dict, expected: dict[str, Any]) -> None:
                       f'{want!r}); use a standard checkpoint of this family')
 
 
-def pretrained_params(model: flax.linen.Module) -> dict | None:
+def pretrained_params(model: flax.linen.Module, place=None) -> dict | None:
   """{'backbone': checkpoint params} of a model created with `pretrained=...`, else None.
 
   The tree to merge over a fresh init (`w2s.train.fit(init_params=...)`): everything but the
-  classification head, which keeps its zero init. Host (numpy float32) arrays.
+  classification head, which keeps its zero init. Host (numpy float32) arrays, or whatever
+  `place(('backbone', *path), array)` makes of each (see `convert`).
   """
   path = getattr(model, 'pretrained', None)
   if not path:
     return None
   family = importlib.import_module(type(model.backbone).__module__)
-  _, loaded = family.load_pretrained(path, config=model.backbone.config,
-                                     lm_head=model.backbone.lm_head)
+  _, loaded = family.load_pretrained(
+      path, config=model.backbone.config, lm_head=model.backbone.lm_head,
+      place=None if place is None else (lambda p, a: place(('backbone', *p), a)))
   return {'backbone': loaded}
 
 
-def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict) -> dict:
+def placer(targets: dict) -> Callable[[tuple, np.ndarray], jax.Array]:
+  """`place` for `convert`: each host tensor cast to its target's dtype and put straight into the
+  device shards of its target's sharding (`jax.make_array_from_callback`: each device, on every
+  host, copies only its own slice). targets: a param tree of ShapeDtypeStructs with shardings."""
+  flat = flax.traverse_util.flatten_dict(targets)
+
+  def place(path: tuple, host: np.ndarray) -> jax.Array:
+    t = flat[tuple(path)]
+    host = np.asarray(host, t.dtype)  # bf16 targets halve the host copy too
+    return jax.make_array_from_callback(t.shape, t.sharding, lambda idx: host[idx])
+  return place
+
+
+def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict, *,
+                targets: dict | None = None) -> dict:
   """Params of any w2s model; with `model.pretrained` set, the backbone comes from the checkpoint.
 
   Without a checkpoint this is the jitted `model.init(...)['params']`. With one, nothing is
   randomly initialised but LoRA adapters: the shapes come from `jax.eval_shape`, the backbone
   (and LM head, if the model has one) from `pretrained_params`, and the classification head is
-  zero, as in the weak-to-strong release (Burns et al., 2023). Returns host (numpy) arrays then.
+  zero, as in the weak-to-strong release (Burns et al., 2023). Returns host (numpy) arrays then;
+  with `targets` (ShapeDtypeStructs with shardings, e.g. from `w2s.train.fit`), sharded device
+  arrays, read tensor by tensor straight into their shards (`placer`), never the whole model on
+  a host.
   """
   rngs = {'params': rng, 'dropout': rng}
-  loaded = pretrained_params(model)
-  if loaded is None:
+  if not getattr(model, 'pretrained', None):
     return jax.jit(lambda r, b: model.init(r, b, train=False)['params'])(rngs, batch)
+  place = placer(targets) if targets is not None else None
+  loaded = pretrained_params(model, place=place)
   shapes = jax.eval_shape(lambda: model.init(rngs, batch, train=False))['params']
   flat_loaded = flax.traverse_util.flatten_dict(loaded)
   flat = {}
   for key, s in flax.traverse_util.flatten_dict(shapes).items():
     if key in flat_loaded:
       flat[key] = flat_loaded[key]
-    elif key[0] == 'head':
-      flat[key] = np.zeros(s.shape, s.dtype)
+      continue
+    if key[0] == 'head':
+      value = np.zeros(s.shape, s.dtype)
     elif lora.is_adapter(key):  # LoRA adapters: fresh A, zero B (the model starts as the base)
-      flat[key] = lora.init_adapter(key, s, rng)
+      value = lora.init_adapter(key, s, rng)
     else:
       raise AssertionError(f'{key} is neither in the checkpoint nor the head')  # bug in w2s
+    flat[key] = value if place is None else place(key, np.asarray(value))
   return flax.traverse_util.unflatten_dict(flat)
 
 
 def load_backbone(path: str, *, config, config_cls, config_from_hf, make_backbone, prefix: str,
-                  entries, ignore):
+                  entries, ignore, place=None):
   """The shared body of every family's `load_pretrained`: (Config, backbone params).
 
   Args:
@@ -313,12 +357,13 @@ def load_backbone(path: str, *, config, config_cls, config_from_hf, make_backbon
     prefix: the HF name prefix of the backbone tensors ('bert.', 'transformer.', 'model.').
     entries: Config -> list[Entry], the family's name/layout mapping.
     ignore: HF tensor name -> True for tensors that are not part of the backbone.
+    place: see `convert` (None: host float32 arrays).
   """
   path = resolve(path)
   config = config or config_cls(**config_from_hf(path, read_config(path)))
   reader = TensorReader(path, prefixes=(prefix,))
   shapes = backbone_shapes(make_backbone(config))
-  return config, convert(reader, entries(config), shapes, ignore=ignore)
+  return config, convert(reader, entries(config), shapes, ignore=ignore, place=place)
 
 
 def backbone_shapes(backbone) -> dict:

@@ -237,15 +237,17 @@ def _entries(c: Config, lm_head: bool) -> list[Entry]:
   return e
 
 
-def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False):
+def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False,
+                    place=None):
   """Hugging Face Llama/Qwen2 directory -> (Config, backbone params in the layout of `Llama`).
 
   `lm_head=True` also reads the untied LM head (for decoding). `config` defaults to the
   checkpoint's own; a checkpoint that does not fit it is a UserError naming the first
-  mismatching tensor.
+  mismatching tensor. `place`: see `hf_import.convert` (tensors straight into device shards).
   """
   return hf_import.load_backbone(
       path, config=config, config_cls=Config, config_from_hf=config_from_hf,
       make_backbone=lambda c: Llama(c, lm_head=lm_head), prefix='model.',
       entries=lambda c: _entries(c, lm_head),
-      ignore=lambda name: name == 'lm_head.weight' or name.endswith('rotary_emb.inv_freq'))
+      ignore=lambda name: name == 'lm_head.weight' or name.endswith('rotary_emb.inv_freq'),
+      place=place)

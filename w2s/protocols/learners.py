@@ -104,7 +104,8 @@ class RoleOptions:
 class Learner:
   name: str
   module: Any                 # what trains (the full model, or the head over cached features)
-  init_params: Any            # pretrained params merged over the init, or None
+  init_params: Any            # params merged over the init, or None (`fit` reads a
+                              # `pretrained` checkpoint itself)
   opts: RoleOptions
   _inputs: Callable           # raw examples -> numeric input fields
 
@@ -149,11 +150,12 @@ def make(opts: RoleOptions, *, dataset, eval_batch_size: int, cache_dir: str) ->
   sample = {k: v[:1] for k, v in tokens(_first_rows(dataset)).items()}
   if not opts.frozen:
     from w2s.models import hf_import
-    params = None
-    if getattr(model, 'pretrained', None):  # backbone from the checkpoint, zero head
-      params = hf_import.init_params(model, jax.random.PRNGKey(0), sample)
+    if getattr(model, 'pretrained', None):
+      # names and shapes checked from the files' headers; `fit` reads the tensors later, straight
+      # into their shards, and only if the stage has not run
+      hf_import.pretrained_params(model, place=hf_import.check_only)
     _trace(model, sample, C, opts.role)
-    return Learner(opts.role, model, params, opts, tokens)
+    return Learner(opts.role, model, None, opts, tokens)
 
   from w2s.models import features as features_lib
   from w2s.models import hf_import

@@ -3,16 +3,30 @@
 The simplest protocol, and the building block the weak-to-strong stages reuse. The config is one
 flat section (configs/supervised.py); every key is checked, and a workdir's checkpoints are resumed
 only under the config that produced them.
+
+`streaming=True` trains from rows read off disk a batch at a time (`w2s.data.streaming.TfdsSource`
+over the dataset's prepared TFDS builder) instead of materialising the training split; batches,
+and so the trained parameters, are bit-identical to the in-memory run, which is why the key is
+not part of the checkpoint fingerprint (a run may resume across it). It works for datasets whose
+plug-in module defines a `w2s.data.packaged.PackagedBuilder` (digits, mnist_5k, rotten_tomatoes):
+their stored records are their Examples, so no plug-in code has to run per row. The eval split is
+read through the same source and held in memory (`train.predict` takes a dict).
 """
+import sys
+
 import numpy as np
 
-from w2s import options, sharding, train
+from w2s import options, registry, sharding, train
+from w2s.data import base
 from w2s.data import featurize as featurize_lib
+from w2s.data import packaged
 from w2s.data import pipeline
+from w2s.data import streaming
+from w2s.data import tfds_io
 from w2s.errors import UserError
 
 KEYS = ('protocol', 'seed', 'dataset', 'model', 'tokenizer', 'input', 'loss', 'eval_batch_size',
-        'mesh', *options.TRAIN_DEFAULTS, *options.RUN_ONLY)
+        'mesh', 'streaming', *options.TRAIN_DEFAULTS, *options.RUN_ONLY)
 
 
 def check(config):
@@ -40,24 +54,86 @@ def check(config):
   sharding.check_batch_size(out['eval_batch_size'],
                             sharding.make_mesh(out['num_devices'], out['mesh_shape']),
                             'eval_batch_size')
-  out['data'] = options.build(out['dataset'], 'dataset')
+  out['streaming'] = c.get('streaming', False)
+  if not isinstance(out['streaming'], bool):
+    raise UserError(f'config.streaming={out["streaming"]!r} must be True or False')
+  if out['streaming']:  # metadata only: the splits are read when training
+    out['builder'], out['data'] = stream_builder(out['dataset'])
+  else:
+    out['data'] = options.build(out['dataset'], 'dataset')
   train.check_loss(opts.loss, num_classes=out['data'].num_classes, where='loss')
   return out
 
 
-def featurize(dataset, examples, tokenizer, view=None) -> dict:
-  """Raw split -> batch-ready numeric fields with soft labels [N, C]."""
+def _packaged_builder(module) -> type | None:
+  """The `PackagedBuilder` subclass a dataset plug-in module defines, if any."""
+  found = [v for v in vars(module).values() if isinstance(v, type)
+           and issubclass(v, packaged.PackagedBuilder) and v.__module__ == module.__name__]
+  return found[0] if len(found) == 1 else None
+
+
+def streamable() -> list[str]:
+  """Names of the shipped datasets that `streaming=True` can read."""
+  return [n for n in registry.known('datasets')
+          if _packaged_builder(sys.modules[registry.get('datasets', n).__module__])]
+
+
+def stream_builder(p: options.Plugin):
+  """(prepared builder, Dataset with metadata and no splits) of a streamable dataset plug-in."""
+  cls = _packaged_builder(sys.modules[p.entry().__module__])
+  if cls is None:
+    raise UserError(f'config.streaming=True: dataset {p.name!r} cannot stream; datasets built by '
+                    f'a packaged TFDS builder can ({", ".join(streamable())}); set streaming=False')
+  if set(p.hparams) - {'data_dir'}:
+    raise UserError(f'config.streaming=True reads the stored records as they are: dataset '
+                    f'{p.name!r} options {sorted(set(p.hparams) - {"data_dir"})} are not applied; '
+                    'remove them or set streaming=False')
+  builder = tfds_io.prepare(cls, p.hparams.get('data_dir'))
+  features = builder.info.features
+  kinds = [k for k, field in base.INPUT_FIELDS.items() if field in features]
+  if len(kinds) != 1 or 'label' not in features:
+    raise UserError(f'{builder.name}: streaming needs one input feature of '
+                    f'{sorted(base.INPUT_FIELDS.values())} and a "label"; it has '
+                    f'{sorted(features)}')
+  label = features['label']
+  return builder, base.Dataset(p.name, label.num_classes, list(label.names), kinds[0], {})
+
+
+def featurizer(dataset, tokenizer, view=None):
+  """`raw Examples -> batch-ready numeric fields with soft labels [n, C]`, row-wise (a raw split
+  at once, or a streamed batch at a time give the same rows)."""
   from w2s.protocols import learners
-  if view is not None:
-    examples = options.build(view, 'input', raw=examples, input_kind=dataset.input_kind)
   kwargs = {}
   if dataset.input_kind == 'text':
     if not tokenizer:
       raise UserError(f'dataset {dataset.name!r} is text but the config has no tokenizer '
                       "section; add tokenizer=dict(tokenizer='minilm', max_length=128)")
     kwargs = learners.tokenizer_kwargs(tokenizer)
-  feats = featurize_lib.featurize(dataset, examples, **kwargs)
-  return pipeline.one_hot_labels(feats, dataset.num_classes)
+
+  def transform(examples):
+    if view is not None:
+      examples = options.build(view, 'input', raw=examples, input_kind=dataset.input_kind)
+    feats = featurize_lib.featurize(dataset, examples, **kwargs)
+    return pipeline.one_hot_labels(feats, dataset.num_classes)
+  return transform
+
+
+def featurize(dataset, examples, tokenizer, view=None) -> dict:
+  """Raw split -> batch-ready numeric fields with soft labels [N, C]."""
+  return featurizer(dataset, tokenizer, view)(examples)
+
+
+def splits(r: dict, train_split: str, eval_split: str):
+  """(train examples: a dict, or a `TfdsSource` when streaming; eval examples: a dict)."""
+  dataset = r['data']
+  if not r['streaming']:
+    return tuple(featurize(dataset, dataset.split(s), r['tokenizer'], r['view'])
+                 for s in (train_split, eval_split))
+  transform = featurizer(dataset, r['tokenizer'], r['view'])
+  train_src, eval_src = (streaming.TfdsSource.from_builder(
+      r['builder'], s, transform=transform, num_classes=dataset.num_classes)
+      for s in (train_split, eval_split))
+  return train_src, streaming.read_all(eval_src)
 
 
 def run(*, config, workdir: str, train_split: str = 'train', eval_split: str = 'test') -> dict:
@@ -65,8 +141,7 @@ def run(*, config, workdir: str, train_split: str = 'train', eval_split: str = '
   opts, dataset = r['opts'], r['data']
   mesh = sharding.make_mesh(r['num_devices'], r['mesh_shape'])
   module = options.build(r['model'], 'model', num_classes=dataset.num_classes)
-  train_ex = featurize(dataset, dataset.split(train_split), r['tokenizer'], r['view'])
-  eval_ex = featurize(dataset, dataset.split(eval_split), r['tokenizer'], r['view'])
+  train_ex, eval_ex = splits(r, train_split, eval_split)
   fingerprint = {'dataset': r['dataset'].spec(), 'model': r['model'].spec(),
                  'tokenizer': options.plain(r['tokenizer']) if dataset.input_kind == 'text'
                  else None, 'input': r['view'].spec() if r['view'] else None}
