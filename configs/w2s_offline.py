@@ -21,8 +21,10 @@ strong model). Measured on a 2-core CPU (5 seeds): weak 69.0%, ceiling 76.2%, xe
 (PGR 0.08 [-0.07, 0.23]), logconf student 72.4% (PGR 0.47 [0.39, 0.55]).
 
 Arguments: seeds=N (number of seeds), losses=a+b (student losses), runlocal (tiny, for tests),
-finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU), ensemble=K (K bagged
-weak supervisors trained at once; their votes feed the `reliability` loss).
+finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU), lora=R (fine-tune
+MiniLM through rank-R LoRA adapters on its attention and MLP kernels, Hu et al. 2021: only the
+adapters and the head train; lr 5e-4 by default, lora_lr=...), ensemble=K (K bagged weak
+supervisors trained at once; their votes feed the `reliability` loss).
 """
 import re
 
@@ -42,7 +44,7 @@ def _train(lr, epochs, batch_size=32, warmup=0.0, eval_every=50):
 
 def get_config(arg: str | None = None) -> ConfigDict:
   a = config_args.parse(arg, seeds=5, losses='xent+logconf', runlocal=False, finetune=False,
-                        ensemble=1)
+                        ensemble=1, lora=0, lora_lr=5e-4)
   c = ConfigDict()
   c.protocol = dict(name='weak_to_strong')
   c.dataset = dict(name='rotten_tomatoes')
@@ -62,9 +64,12 @@ def get_config(arg: str | None = None) -> ConfigDict:
                   train=_train(lr=3e-3, epochs=4.0))
   if a['ensemble'] > 1:  # K bagged weak supervisors in one vmapped step; labels = mean probability
     c.weak.ensemble = dict(size=a['ensemble'], bagging=True)
-  if a['finetune']:
-    c.strong = dict(model=dict(name='bert', pretrained='minilm'), frozen=False,
-                    loss=dict(name='xent'), train=_train(lr=5e-5, epochs=2.0, warmup=0.1))
+  if a['finetune'] or a['lora']:
+    model = dict(name='bert', pretrained='minilm')
+    if a['lora']:
+      model['lora'] = dict(rank=a['lora'], alpha=2 * a['lora'], targets=('attention', 'mlp'))
+    c.strong = dict(model=model, frozen=False, loss=dict(name='xent'),
+                    train=_train(lr=a['lora_lr'] if a['lora'] else 5e-5, epochs=2.0, warmup=0.1))
   losses = {'xent': dict(name='xent'),
             'logconf': dict(name='logconf', aux_coef=0.5, warmup_frac=0.1)}
   names = [n for n in a['losses'].split('+') if n]
@@ -84,7 +89,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.splits.max_val = 128
     c.weak.train.num_epochs = 2.0
     c.strong.train.num_epochs = 2.0
-    c.strong.model = dict(name='bert', size='tiny') if not a['finetune'] else c.strong.model
+    if not (a['finetune'] or a['lora']):
+      c.strong.model = dict(name='bert', size='tiny')
     c.seeds = tuple(range(min(a['seeds'], 2)))
     c.log_every = 5
   return c
