@@ -75,6 +75,9 @@ class TextClassifier(nn.Module):
     head_bias: add a (zero-initialised) bias to the head; the release has none.
     frozen: stop gradients at the features (the release's linear_probe without caching).
     pretrained: checkpoint directory that `hf_import.init_params` loads the backbone from.
+    truncate_layers: the backbone keeps only the checkpoint's first `num_layers` layers (the
+      `layers=k` option: a smaller pretrained model of the same family); the importer then
+      skips the deeper layers' tensors instead of refusing them.
   """
   backbone: nn.Module
   num_classes: int
@@ -82,6 +85,7 @@ class TextClassifier(nn.Module):
   head_bias: bool = False
   frozen: bool = False
   pretrained: str | None = None
+  truncate_layers: bool = False
 
   @property
   def partition_rules(self):
@@ -144,8 +148,11 @@ def make_config(family: str, config_cls, sizes: dict[str, dict], *, size: str | 
 
   With `pretrained` and no `size`, the architecture is the checkpoint's; with both, the preset is
   used and a mismatching checkpoint fails at load time naming the first bad tensor. `overrides`
-  set single fields (e.g. num_layers=2, dropout=0.0).
+  set single fields (e.g. num_layers=2, dropout=0.0); `layers=k` keeps the first k layers of
+  the pretrained checkpoint (a truncation: 1 <= k <= its depth).
   """
+  overrides = dict(overrides)
+  layers = overrides.pop('layers', None)
   fields = {f.name for f in dataclasses.fields(config_cls)}
   unknown = sorted(set(overrides) - fields)
   if unknown:
@@ -160,6 +167,17 @@ def make_config(family: str, config_cls, sizes: dict[str, dict], *, size: str | 
     base = from_hf(path, hf_import.read_config(path))
   else:
     raise UserError(f'{family}: give size= (one of {", ".join(sizes)}) or pretrained=<HF directory>')
+  if layers is not None:
+    depth = base['num_layers']
+    if path is None or size is not None:
+      raise UserError(f'{family}: layers={layers} truncates a pretrained checkpoint; give '
+                      'pretrained=<dir or minilm> without size')
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= depth:
+      raise UserError(f'{family}: layers={layers!r} must be an int in [1, {depth}] (the '
+                      f'checkpoint has {depth} layers)')
+    if 'num_layers' in overrides:
+      raise UserError(f'{family}: give layers= or num_layers=, not both')
+    base['num_layers'] = layers
   return config_cls(**{**base, **overrides}), path
 
 

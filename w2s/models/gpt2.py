@@ -143,7 +143,8 @@ def create(*, num_classes: int, size: str | None = None, pretrained: str | None 
   backbone = GPT2(config, dtype=as_dtype(dtype), remat=remat,
                   lora=lora_lib.for_model('gpt2', lora, frozen=frozen))
   return classifier.TextClassifier(backbone, num_classes, classifier.check_pooling('gpt2', pooling),
-                                   head_bias=head_bias, frozen=frozen, pretrained=path)
+                                   head_bias=head_bias, frozen=frozen, pretrained=path,
+                                   truncate_layers=arch.get('layers') is not None)
 
 
 def config_from_hf(path: str, hf: dict) -> dict:
@@ -180,7 +181,7 @@ def _ignored(name: str) -> bool:
 
 
 def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False,
-                    place=None):
+                    place=None, truncate: bool = False):
   """Hugging Face GPT-2 directory -> (Config, backbone params in the Flax layout of `GPT2`).
 
   `config` defaults to the checkpoint's own; a checkpoint that does not fit it is a UserError
@@ -191,4 +192,4 @@ def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = 
   return hf_import.load_backbone(path, config=config, config_cls=Config,
                                  config_from_hf=config_from_hf, make_backbone=GPT2,
                                  prefix='transformer.', entries=_entries, ignore=_ignored,
-                                 place=place)
+                                 place=place, truncate=truncate)

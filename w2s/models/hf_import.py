@@ -19,6 +19,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import struct
 from typing import Any, Callable, Iterable
 
@@ -294,7 +295,8 @@ def pretrained_params(model: flax.linen.Module, place=None) -> dict | None:
   family = importlib.import_module(type(model.backbone).__module__)
   _, loaded = family.load_pretrained(
       path, config=model.backbone.config, lm_head=model.backbone.lm_head,
-      place=None if place is None else (lambda p, a: place(('backbone', *p), a)))
+      place=None if place is None else (lambda p, a: place(('backbone', *p), a)),
+      truncate=getattr(model, 'truncate_layers', False))
   return {'backbone': loaded}
 
 
@@ -346,7 +348,7 @@ def init_params(model: flax.linen.Module, rng: jax.Array, batch: dict, *,
 
 
 def load_backbone(path: str, *, config, config_cls, config_from_hf, make_backbone, prefix: str,
-                  entries, ignore, place=None):
+                  entries, ignore, place=None, truncate: bool = False):
   """The shared body of every family's `load_pretrained`: (Config, backbone params).
 
   Args:
@@ -358,12 +360,27 @@ def load_backbone(path: str, *, config, config_cls, config_from_hf, make_backbon
     entries: Config -> list[Entry], the family's name/layout mapping.
     ignore: HF tensor name -> True for tensors that are not part of the backbone.
     place: see `convert` (None: host float32 arrays).
+    truncate: `config` keeps only the checkpoint's first `config.num_layers` layers; the deeper
+      layers' tensors are skipped (not read) instead of being an error.
   """
   path = resolve(path)
   config = config or config_cls(**config_from_hf(path, read_config(path)))
   reader = TensorReader(path, prefixes=(prefix,))
   shapes = backbone_shapes(make_backbone(config))
+  if truncate:
+    keep, base_ignore = config.num_layers, ignore
+    ignore = lambda name: base_ignore(name) or _layer_index(name) >= keep
   return config, convert(reader, entries(config), shapes, ignore=ignore, place=place)
+
+
+_LAYER = re.compile(r'(?:^|\.)(?:layer|layers|h)\.(\d+)\.')
+
+
+def _layer_index(name: str) -> int:
+  """The transformer layer a Hugging Face tensor belongs to (BERT `encoder.layer.i.`, GPT-2
+  `h.i.`, Llama `layers.i.`), or -1 for embeddings, norms and heads."""
+  m = _LAYER.search(name)
+  return int(m.group(1)) if m else -1
 
 
 def backbone_shapes(backbone) -> dict:

@@ -182,7 +182,8 @@ def create(*, num_classes: int, size: str | None = None, pretrained: str | None 
   backbone = Llama(config, dtype=as_dtype(dtype), remat=remat, lm_head=lm_head,
                    lora=lora_lib.for_model('llama', lora, frozen=frozen))
   return classifier.TextClassifier(backbone, num_classes, classifier.check_pooling('llama', pooling),
-                                   head_bias=head_bias, frozen=frozen, pretrained=path)
+                                   head_bias=head_bias, frozen=frozen, pretrained=path,
+                                   truncate_layers=arch.get('layers') is not None)
 
 
 def _rope(path: str, hf: dict) -> tuple[float, tuple | None]:
@@ -238,7 +239,7 @@ def _entries(c: Config, lm_head: bool) -> list[Entry]:
 
 
 def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False,
-                    place=None):
+                    place=None, truncate: bool = False):
   """Hugging Face Llama/Qwen2 directory -> (Config, backbone params in the layout of `Llama`).
 
   `lm_head=True` also reads the untied LM head (for decoding). `config` defaults to the
@@ -250,4 +251,4 @@ def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = 
       make_backbone=lambda c: Llama(c, lm_head=lm_head), prefix='model.',
       entries=lambda c: _entries(c, lm_head),
       ignore=lambda name: name == 'lm_head.weight' or name.endswith('rotary_emb.inv_freq'),
-      place=place)
+      place=place, truncate=truncate)

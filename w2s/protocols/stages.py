@@ -8,6 +8,8 @@ result. The directory holds the stage's checkpoints and metrics while it trains 
 weak labels because their weak stage has the same key; a stage interrupted while training resumes
 from its checkpoints.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +38,22 @@ class Stage:
     name = re.sub(r'[^A-Za-z0-9_.-]', '_', kind) + ('' if seed is None else f'-seed{seed}')
     self.dir = os.path.join(workdir, 'stages', f'{name}-{self.key}')
     self.spec = options.plain(parts)
+
+  @contextlib.contextmanager
+  def lock(self):
+    """Holds `<dir>/.lock` (an exclusive flock) while a stage trains, so another process of a
+    sweep that needs the same stage waits and then finds it done instead of training it too. A
+    no-op in a multi-process run, whose processes all run the same stage together."""
+    if jax.process_count() > 1:
+      yield
+      return
+    os.makedirs(self.dir, exist_ok=True)
+    with open(os.path.join(self.dir, '.lock'), 'w') as f:
+      fcntl.flock(f, fcntl.LOCK_EX)
+      try:
+        yield
+      finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
 
   def done(self) -> bool:
     return os.path.exists(os.path.join(self.dir, 'done.json'))

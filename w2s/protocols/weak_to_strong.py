@@ -29,7 +29,7 @@ from w2s.protocols.stages import Stage, join_by_id
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
             'student_losses', 'student_order', 'chain', 'relabel_rounds', 'eval_batch_size',
-            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh')
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
 STUDENT_KEYS = ('train',)
 
 
@@ -50,6 +50,7 @@ class Options:
   run: Mapping[str, int]                                # log_every, checkpoint_every, keep_...
   num_devices: int
   mesh_shape: Mapping[str, int] | None = None       # {'data': -1, 'fsdp': 1, 'tensor': 1}
+  shared_dir: str = ''   # stages and feature caches live here instead of the workdir (sweeps)
 
 
 def resolve(config, input_kind: str | None = None) -> Options:
@@ -93,9 +94,42 @@ def resolve(config, input_kind: str | None = None) -> Options:
                                       allow_zero=True),
       eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'), run=run,
       num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
-                                   allow_zero=True), mesh_shape=mesh.get('shape'))
+                                   allow_zero=True), mesh_shape=mesh.get('shape'),
+      shared_dir=_shared_dir(c.get('shared_dir')))
   _check_stage_options(opts)
   return opts
+
+
+def _shared_dir(value) -> str:
+  if value in (None, ''):
+    return ''
+  if not isinstance(value, str):
+    raise UserError(f'shared_dir={value!r} must be a directory path (or empty: the workdir)')
+  return os.path.abspath(os.path.expanduser(value))
+
+
+def stage_plan(opts: Options, root: str, seed: int) -> dict:
+  """The stages of one seed, each keyed by exactly what produces it: {'weak', 'ceiling',
+  'chain': [...], 'students': {name: [round 0, round 1, ...]}}. `run` trains them; a sweep's
+  dry run lists which are done. Under one `root`, runs that share a stage's inputs share its
+  directory (e.g. one weak supervisor for every strong-model size)."""
+  base = (opts.dataset.spec(), options.plain(opts.splits), options.plain(opts.tokenizer), seed)
+  weak = Stage(root, 'weak', base, opts.weak.spec(), seed=seed)
+  plan = {'weak': weak, 'ceiling': Stage(root, 'ceiling', base, opts.strong.spec(), seed=seed),
+          'chain': [], 'students': {}}
+  key = weak.key
+  for role in opts.chain:  # bootstrapping: weak -> intermediate -> ... -> strong
+    plan['chain'].append(Stage(root, role.role, base, role.spec(), key, seed=seed))
+    key = plan['chain'][-1].key
+  for name, loss in opts.students:
+    rounds, k = [], key
+    for r in range(opts.relabel_rounds + 1):
+      kind = f'student_{name}' + (f'_round{r}' if r else '')
+      rounds.append(Stage(root, kind, base, opts.strong.spec(), options.plain(opts.student_train),
+                          loss.spec(), k, seed=seed))
+      k = rounds[-1].key
+    plan['students'][name] = rounds
+  return plan
 
 
 def _stage_trains(opts: Options):
@@ -143,8 +177,17 @@ def _train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dic
 
   A learner with an ensemble of K > 1 trains K members in one vmapped step; its outputs add the
   members' probabilities ('<split>_member_probs' [N, K, C]) to their mean. `val` = (raw, labels)
-  is the held-out slice with this stage's own label source.
+  is the held-out slice with this stage's own label source. The stage's lock is held
+  throughout (concurrent sweep points wait for a stage they share).
   """
+  with stage.lock():
+    return _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, opts=opts,
+                                       mesh=mesh, eval_batch_size=eval_batch_size,
+                                       num_classes=num_classes, extras=extras, val=val)
+
+
+def _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, *, opts, mesh,
+                                eval_batch_size, num_classes, extras, val) -> dict:
   if stage.done():
     print(f'[{stage.kind}] done earlier, skipped ({stage.dir})', flush=True)
     return stage.outputs()
@@ -209,12 +252,12 @@ def run(*, config, workdir: str) -> dict:
   opts, dataset = check(config)
   mesh = sharding.make_mesh(opts.num_devices, opts.mesh_shape)
   C = dataset.num_classes
+  root = opts.shared_dir or workdir
   common = dict(dataset=dataset, eval_batch_size=opts.eval_batch_size,
-                cache_dir=os.path.join(workdir, 'features'))
+                cache_dir=os.path.join(root, 'features'))
   weak, strong = learners.make(opts.weak, **common), learners.make(opts.strong, **common)
   chain = [learners.make(r, **common) for r in opts.chain]
   fit_kw = dict(mesh=mesh, eval_batch_size=opts.eval_batch_size, num_classes=C)
-  tok = options.plain(opts.tokenizer)
   per_seed = []
   for seed in opts.seeds:
     topt = lambda where, section, loss: learners.train_options(section, where, loss=loss,
@@ -224,32 +267,32 @@ def run(*, config, workdir: str) -> dict:
     val = parts.splits.get('val')
     gt = lambda raw: (raw, learners.soft_labels(raw, C)) if raw is not None else None
     with_val = lambda d: {**d, **({'val': val} if val is not None else {})}
-    base = (opts.dataset.spec(), options.plain(opts.splits), tok, seed)
-    weak_stage = Stage(workdir, 'weak', base, opts.weak.spec(), seed=seed)
+    plan = stage_plan(opts, root, seed)
     weak_out = _train_and_predict(
-        weak_stage, weak, a, learners.soft_labels(a, C),
+        plan['weak'], weak, a, learners.soft_labels(a, C),
         with_val({'strong_train': b, 'test': test}),
         opts=topt('weak.train', opts.weak.train, opts.weak.loss), val=gt(val), **fit_kw)
     ceiling_out = _train_and_predict(
-        Stage(workdir, 'ceiling', base, opts.strong.spec(), seed=seed), strong, b,
-        learners.soft_labels(b, C), {'test': test},
+        plan['ceiling'], strong, b, learners.soft_labels(b, C), {'test': test},
         opts=topt('strong.train', opts.strong.train, opts.strong.loss), val=gt(val), **fit_kw)
-    teacher, teacher_key = weak_out, weak_stage.key
-    for learner in chain:  # bootstrapping: weak -> intermediate -> ... -> strong
-      stage = Stage(workdir, learner.name, base, learner.spec, teacher_key, seed=seed)
+    teacher = weak_out
+    for learner, stage in zip(chain, plan['chain']):  # bootstrapping: weak -> ... -> strong
       teacher = _train_and_predict(
           stage, learner, b, _probs_on(teacher, 'strong_train', b, stage.kind),
           with_val({'strong_train': b, 'test': test}),
           opts=topt(f'{learner.name}.train', learner.opts.train, learner.opts.loss),
           val=_teacher_val(teacher, val), **fit_kw)
-      teacher_key = stage.key
     record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
               'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id'])}
     record['held_out'] = {'weak': _held_out(weak_out), 'ceiling': _held_out(ceiling_out)}
+    # where each stage's checkpoints and metrics.jsonl live (relative to the stage root)
+    record['stages'] = {st.kind: os.path.relpath(st.dir, root) for st in (
+        plan['weak'], plan['ceiling'], *plan['chain'],
+        *(r for rounds in plan['students'].values() for r in rounds))}
     weak_test = _probs_on(weak_out, 'test', test, 'weak test labels')
     for name, loss in opts.students:
-      student_out = _student(name, loss, strong, b, test, val, teacher, teacher_key, base, opts,
-                             workdir, fit_kw, topt, seed)
+      student_out = _student(plan['students'][name], loss, strong, b, test, val, teacher, opts,
+                             fit_kw, topt)
       record[name] = results_lib.score_seed(
           weak_test, _probs_on(student_out, 'test', test, 'student'),
           _probs_on(ceiling_out, 'test', test, 'ceiling'), test['label'])
@@ -281,16 +324,14 @@ def _teacher_val(teacher: dict, val):
   return val, _probs_on(teacher, 'val', val, 'teacher labels of val'), extras
 
 
-def _student(name, loss, strong, b, test, val, teacher, teacher_key, base, opts, workdir, fit_kw,
-             topt, seed):
+def _student(rounds, loss, strong, b, test, val, teacher, opts, fit_kw, topt):
   """The strong student on the teacher's labels of B (selected on the teacher's labels of val),
-  then `relabel_rounds` strong-to-strong rounds (each student relabels B for a fresh student)."""
-  out, key = teacher, teacher_key
-  for r in range(opts.relabel_rounds + 1):
-    kind = f'student_{name}' + (f'_round{r}' if r else '')
-    stage = Stage(workdir, kind, base, opts.strong.spec(), options.plain(opts.student_train),
-                  loss.spec(), key, seed=seed)
-    last_round = r == opts.relabel_rounds
+  then `relabel_rounds` strong-to-strong rounds (each student relabels B for a fresh student);
+  `rounds`: the stages of `stage_plan`."""
+  out = teacher
+  for r, stage in enumerate(rounds):
+    kind = stage.kind
+    last_round = r == len(rounds) - 1
     predict_on = {'test': test, **({} if last_round else {'strong_train': b})}
     if not last_round and val is not None:
       predict_on['val'] = val
@@ -298,6 +339,4 @@ def _student(name, loss, strong, b, test, val, teacher, teacher_key, base, opts,
         stage, strong, b, _probs_on(out, 'strong_train', b, f'{kind} labels'), predict_on,
         opts=topt('student.train', opts.student_train, loss), extras=_teacher_extras(out, b),
         val=_teacher_val(out, val), **fit_kw)
-    key = stage.key
   return out
-

@@ -1,0 +1,265 @@
+"""Reports across runs: `python -m w2s.report DIR... [--out DIR] [--x KEY] [--group KEY]`.
+
+Reads the `results.json` of many weak-to-strong runs (a sweep directory from `w2s.sweep`, single
+run directories, or any directory holding them) and writes, into `--out` (default: the first
+DIR):
+
+  report.csv / report.md   one row per run and student loss: the swept values, test accuracy of
+                           weak / student / ceiling and PGR, each mean [95% bootstrap CI] over
+                           seeds
+  accuracy.png             test accuracy vs the x axis (e.g. strong-model size), one panel per
+                           group (e.g. weak-supervisor strength): weak, ceiling, each student
+  pgr.png                  PGR vs the x axis, one panel per student loss, one line per group,
+                           CIs as bands (the form of Burns et al. 2023, Figs. 3-4)
+  curves.png               training loss of each stage kind over steps (seed 0), one line per
+                           run, from the stages' metrics.jsonl
+
+The axes come from the sweep's `sweep.json`: by default the last swept key with numeric values
+is x and the other swept keys form the groups.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+
+from w2s.errors import UserError
+
+STATS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr')
+
+
+def find_runs(dirs: list[str]) -> list[dict]:
+  """[{name, dir, overrides, results}] of every finished run under `dirs` (sweep order first)."""
+  runs = []
+  for d in dirs:
+    if not os.path.isdir(d):
+      raise UserError(f'{d} is not a directory')
+    sweep = os.path.join(d, 'sweep.json')
+    if os.path.exists(sweep):
+      with open(sweep) as f:
+        meta = json.load(f)
+      for p in meta['points']:
+        path = os.path.join(d, p['name'], 'results.json')
+        if os.path.exists(path):
+          runs.append(_run(p['name'], os.path.dirname(path), p['overrides'], meta['axes']))
+        else:
+          print(f'[report] {p["name"]}: no results.json yet, left out', file=sys.stderr)
+      continue
+    for root, _, files in sorted(os.walk(d)):
+      if 'results.json' in files and os.sep + 'stages' + os.sep not in root + os.sep:
+        runs.append(_run(os.path.relpath(root, d) if root != d else os.path.basename(
+            os.path.abspath(d)), root, {}, []))
+  runs = [r for r in runs if 'summary' in r['results']]  # weak-to-strong results only
+  if not runs:
+    raise UserError(f'no weak-to-strong results.json under {", ".join(dirs)}')
+  return runs
+
+
+def _run(name, path, overrides, axes) -> dict:
+  with open(os.path.join(path, 'results.json')) as f:
+    results = json.load(f)
+  return {'name': name, 'dir': path, 'overrides': overrides, 'axes': axes, 'results': results}
+
+
+def rows(runs: list[dict]) -> list[dict]:
+  """One flat row per (run, student loss)."""
+  out = []
+  for r in runs:
+    for loss, summ in r['results']['summary'].items():
+      row = {'run': r['name'], **{k: _cell(v) for k, v in r['overrides'].items()}, 'loss': loss,
+             'seeds': len(r['results'].get('seeds', []))}
+      for m in STATS:
+        s = summ[m]
+        for part in ('mean', 'lo', 'hi'):
+          row[f'{m}_{part}'] = s[part] if s['n'] else float('nan')
+      out.append(row)
+  return out
+
+
+def _cell(v):
+  return v if isinstance(v, (int, float, str)) else json.dumps(v, default=str)
+
+
+def write_tables(table: list[dict], out: str) -> list[str]:
+  keys = list(dict.fromkeys(k for row in table for k in row))
+  csv_path = os.path.join(out, 'report.csv')
+  with open(csv_path + '.tmp', 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=keys)
+    w.writeheader()
+    w.writerows(table)
+  os.replace(csv_path + '.tmp', csv_path)
+  fmt = lambda row, m, k: ('undefined' if np.isnan(row[f'{m}_mean']) else
+                           f'{k * row[f"{m}_mean"]:.2f} [{k * row[f"{m}_lo"]:.2f}, '
+                           f'{k * row[f"{m}_hi"]:.2f}]')
+  axes = [k for k in keys if k not in ('run', 'loss', 'seeds') and not k.startswith(STATS)]
+  head = axes + ['loss', 'seeds', 'weak acc %', 'student acc %', 'ceiling acc %', 'PGR']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for row in table:
+    cells = [str(row.get(a, '')) for a in axes] + [row['loss'], str(row['seeds'])]
+    cells += [fmt(row, m, 100.0) for m in STATS[:3]] + [fmt(row, 'pgr', 1.0)]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  md_path = os.path.join(out, 'report.md')
+  text = ('Test accuracy and PGR, mean [95% bootstrap CI] over seeds.\n\n' + '\n'.join(lines)
+          + '\n')
+  with open(md_path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(md_path + '.tmp', md_path)
+  return [csv_path, md_path]
+
+
+def choose_axes(runs: list[dict], x: str | None, group: str | None) -> tuple[str | None, list]:
+  """(x key or None: the run order, group keys)."""
+  axes = runs[0]['axes'] or sorted({k for r in runs for k in r['overrides']})
+  if x is None:
+    numeric = [k for k in axes if all(isinstance(r['overrides'].get(k), (int, float))
+                                      for r in runs)]
+    x = numeric[-1] if numeric else None
+  for key in [x] + ([group] if group else []):
+    if key is not None and key not in axes:
+      raise UserError(f'--x/--group {key!r} is not a swept key; swept: {", ".join(axes) or "none"}')
+  groups = [group] if group else [k for k in axes if k != x]
+  return x, groups
+
+
+def _series(runs, x, groups):
+  """{group label: [(x value, run)] sorted by x}."""
+  out: dict[str, list] = {}
+  for i, r in enumerate(runs):
+    label = ', '.join(f'{g.rsplit(".", 1)[-1]}={_cell(r["overrides"].get(g))}' for g in groups)
+    xv = r['overrides'].get(x, i) if x else i
+    out.setdefault(label or 'all', []).append((xv, r))
+  return {k: sorted(v, key=lambda t: t[0]) for k, v in out.items()}
+
+
+def _band(ax, xs, stats, k, label, color, style='-'):
+  mean = np.array([k * s['mean'] if s['n'] else np.nan for s in stats])
+  lo = np.array([k * s['lo'] if s['n'] else np.nan for s in stats])
+  hi = np.array([k * s['hi'] if s['n'] else np.nan for s in stats])
+  ax.plot(xs, mean, style, marker='o', color=color, label=label)
+  if all(isinstance(v, (int, np.integer)) for v in xs):
+    ax.set_xticks(sorted(set(xs)))
+  ax.fill_between(xs, lo, hi, color=color, alpha=0.18)
+
+
+def plot_accuracy(runs, x, groups, out) -> str:
+  plt = _plt()
+  series = _series(runs, x, groups)
+  losses = list(runs[0]['results']['summary'])
+  fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.6), squeeze=False)
+  colors = plt.get_cmap('tab10')
+  for ax, (label, pts) in zip(axes[0], series.items()):
+    xs = [p[0] for p in pts]
+    first = [p[1]['results']['summary'][losses[0]] for p in pts]
+    _band(ax, xs, [f['acc_weak'] for f in first], 100, 'weak', '#888888', '--')
+    _band(ax, xs, [f['acc_ceiling'] for f in first], 100, 'ceiling (strong on truth)', '#228833')
+    for j, loss in enumerate(losses):
+      _band(ax, xs, [p[1]['results']['summary'][loss]['acc_student'] for p in pts], 100,
+            f'student {loss}', colors(j))
+    ax.set_title(label, fontsize=9)
+    ax.set_xlabel(x or 'run')
+    ax.set_ylabel('test accuracy (%)')
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=8)
+  fig.suptitle('weak-to-strong test accuracy, mean and 95% CI over seeds', fontsize=10)
+  return _save(fig, os.path.join(out, 'accuracy.png'))
+
+
+def plot_pgr(runs, x, groups, out) -> str:
+  plt = _plt()
+  series = _series(runs, x, groups)
+  losses = list(runs[0]['results']['summary'])
+  fig, axes = plt.subplots(1, len(losses), figsize=(4.2 * len(losses), 3.6), squeeze=False,
+                           sharey=True)
+  colors = plt.get_cmap('viridis')
+  for ax, loss in zip(axes[0], losses):
+    for j, (label, pts) in enumerate(series.items()):
+      _band(ax, [p[0] for p in pts], [p[1]['results']['summary'][loss]['pgr'] for p in pts], 1,
+            label, colors(j / max(1, len(series) - 1)))
+    ax.axhline(0, color='black', lw=0.8)
+    ax.axhline(1, color='#228833', lw=0.8, ls='--')
+    ax.set_title(f'student loss: {loss}', fontsize=9)
+    ax.set_xlabel(x or 'run')
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel('PGR (performance gap recovered)')
+  axes[0][-1].legend(fontsize=8)
+  fig.suptitle('PGR, mean and 95% CI over seeds', fontsize=10)
+  return _save(fig, os.path.join(out, 'pgr.png'))
+
+
+def plot_curves(runs, out) -> str | None:
+  """Training loss per stage kind (seed 0), one line per run."""
+  from w2s import metrics
+  plt = _plt()
+  curves: dict[str, list] = {}
+  for r in runs:
+    seed0 = r['results']['per_seed'][0]
+    root = r['results'].get('provenance', {}).get('config', {}).get('shared_dir') or r['dir']
+    for kind, rel in seed0.get('stages', {}).items():
+      recs = [rec for rec in metrics.read_records(os.path.join(root, rel)) if 'loss' in rec]
+      if recs:
+        curves.setdefault(kind, []).append((r['name'], recs))
+  if not curves:
+    return None
+  fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
+  for ax, (kind, lines) in zip(axes[0], curves.items()):
+    for name, recs in lines:
+      ax.plot([x['step'] for x in recs], [x['loss'] for x in recs], label=name, lw=1)
+    ax.set_title(kind, fontsize=9)
+    ax.set_xlabel('step')
+    ax.set_ylabel('training loss')
+    ax.grid(alpha=0.3)
+  if sum(len(v) for v in curves.values()) <= 12 * len(curves):
+    axes[0][0].legend(fontsize=6)
+  fig.suptitle('training curves (seed 0)', fontsize=10)
+  return _save(fig, os.path.join(out, 'curves.png'))
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _save(fig, path):
+  plt = _plt()
+  fig.tight_layout()
+  fig.savefig(path + '.tmp.png', dpi=110)
+  plt.close(fig)
+  os.replace(path + '.tmp.png', path)
+  return path
+
+
+def report(dirs: list[str], out: str | None = None, x: str | None = None,
+           group: str | None = None) -> list[str]:
+  """Writes the tables and plots; returns their paths."""
+  runs = find_runs(dirs)
+  out = out or dirs[0]
+  os.makedirs(out, exist_ok=True)
+  x, groups = choose_axes(runs, x, group)
+  paths = write_tables(rows(runs), out)
+  paths += [plot_accuracy(runs, x, groups, out), plot_pgr(runs, x, groups, out)]
+  curves = plot_curves(runs, out)
+  return paths + ([curves] if curves else [])
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m w2s.report', description=__doc__.split('\n')[0])
+  ap.add_argument('dirs', nargs='+', help='sweep or run directories')
+  ap.add_argument('--out', default=None, help='where to write (default: the first DIR)')
+  ap.add_argument('--x', default=None, help='swept key on the x axis')
+  ap.add_argument('--group', default=None, help='swept key whose values get separate panels/lines')
+  a = ap.parse_args(argv)
+  try:
+    for path in report(a.dirs, a.out, a.x, a.group):
+      print(path)
+    return 0
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())
