@@ -228,8 +228,9 @@ def main(argv=None) -> int:
       return 0
     os.makedirs(workdir, exist_ok=True)
     from w2s import train
+    path, sep, arg_text = a.config.partition(':')
     train.write_json_atomic(os.path.join(workdir, 'sweep.json'), {
-        'config': a.config, 'axes': list(dict.fromkeys(k for _, p in points_of(module, arg)
+        'config': os.path.abspath(path) + sep + arg_text, 'axes': list(dict.fromkeys(k for _, p in points_of(module, arg)
                                                        for k in p)),
         'points': [{'name': n, 'overrides': p} for n, p in points_of(module, arg)]})
     if a.workers > 1:
