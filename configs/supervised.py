@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.partition = (a['partition'] if a['shard_min_bytes'] < 0 else
                  dict(rules=a['partition'], min_bytes=a['shard_min_bytes']))
   c.param_dtype = a['param_dtype']
-  c.streaming = False  # True: read training rows from the TFDS records (packaged datasets)
+  c.streaming = False  # True: read training rows off the TFDS records (packaged, catalog)
   if a['runlocal']:
     c.num_epochs = 0.0
     c.num_steps = 40

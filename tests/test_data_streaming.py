@@ -3,20 +3,25 @@
 A tiny TFDS builder is written as array_record to a tmp data dir (offline) and read back as a
 `TfdsSource`; its in-memory twin is built from the generator's own rows, sorted by id. Token
 fields have varied lengths, so length trimming is exercised, and ids are unordered, so the
-source's id ordering is too.
+source's id ordering is too. Catalog datasets (`catalog.labelled_dataset` plug-ins and their
+`stream` hook) are read through `tfds.testing.mock_data` (offline, no TensorFlow), entered inside
+each test so the tiny builder's tests read real array_record files.
 """
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from w2s import checkpoint, train
+from w2s import checkpoint, options, registry, train
+from w2s.data import catalog
 from w2s.data import pipeline
 from w2s.data import streaming
 from w2s.errors import UserError
 from w2s.protocols import supervised
 
 N_TRAIN, N_TEST, T, C = 50, 21, 24, 3
+N_MOCK = 20  # rows of every mocked catalog split (train and test hold the same records)
+LABELLED = ['cifar10', 'imdb_reviews', 'mnist', 'sst2', 'yelp_polarity_reviews']
 
 
 def _example(i: int) -> dict:
@@ -217,7 +222,69 @@ def test_supervised_streaming_equals_in_memory(tmp_path, monkeypatch):
 
 
 def test_streaming_config_errors(tmp_path):
-  with pytest.raises(UserError, match=r"'mnist' cannot stream.*digits.*mnist_5k"):
-    supervised.check({**_config(None, True), 'dataset': dict(name='mnist')})
+  names = sorted(LABELLED + ['digits', 'mnist_5k', 'rotten_tomatoes'])
+  assert supervised.streamable() == names
+  with pytest.raises(UserError, match=rf"'ag_news_subset' cannot stream; these can: "
+                                      rf"{', '.join(names)}; set streaming=False$"):
+    supervised.check({**_config(None, True), 'dataset': dict(name='ag_news_subset')})
   with pytest.raises(UserError, match='must be True or False'):
     supervised.check(_config(str(tmp_path), 'yes'))
+
+
+def _stream(name: str, data_dir: str):
+  """(the plug-in's in-memory Dataset, the protocol's StoredSplits); call under mock_data."""
+  spec = dict(name=name, data_dir=data_dir)
+  return (registry.build('datasets', spec),
+          supervised.stored_splits(options.plugin('datasets', spec, 'dataset')))
+
+
+@pytest.mark.parametrize('name', LABELLED)
+def test_catalog_stream_reads_what_load_gives(name, tmp_path):
+  with tfds.testing.mock_data(num_examples=N_MOCK):
+    ds, stored = _stream(name, str(tmp_path))
+    meta = stored.dataset
+    assert (meta.name, meta.num_classes, meta.label_names, meta.input_kind, meta.splits) == (
+        ds.name, ds.num_classes, ds.label_names, ds.input_kind, {})
+    assert sorted(stored.splits) == sorted(ds.splits)
+    for split, mem in ds.splits.items():
+      src = stored.source(split, transform=lambda raw: raw)
+      np.testing.assert_array_equal(src.ids(), mem['id'])
+      raw = src.raw(np.arange(N_MOCK)[::-1])  # any order: row r is stored record r
+      _assert_same({k: raw[k] for k in mem}, {k: v[::-1] for k, v in mem.items()})
+      assert sorted(raw) == sorted(mem)  # other features (cifar10 'id', sst2 'idx') dropped
+
+
+@pytest.mark.parametrize('process_count', [1, 2])
+def test_mocked_mnist_stream_batches_equal_in_memory(tmp_path, process_count):
+  with tfds.testing.mock_data(num_examples=N_MOCK):
+    ds, stored = _stream('mnist', str(tmp_path))
+    transform = supervised.featurizer(ds, None)
+    src, mem = stored.source('train', transform=transform), transform(ds.split('train'))
+    assert mem['x'].shape == (N_MOCK, 28, 28, 1) and src.lengths() is None
+    kw = dict(global_batch=8, seed=3, num_steps=5, process_count=process_count)  # 2.5 epochs
+    for p in range(process_count):
+      got = list(pipeline.train_batches(src, process_index=p, **kw))
+      for a, b in zip(got, pipeline.train_batches(mem, process_index=p, **kw), strict=True):
+        _assert_same(a, b)
+      assert got[0]['x'].shape[0] == 8 // process_count
+
+
+def test_supervised_streaming_catalog_equals_in_memory(tmp_path, monkeypatch):
+  config = {**_config(str(tmp_path / 'data'), False), 'batch_size': 8, 'eval_batch_size': 8,
+            'num_steps': 6, 'dataset': dict(name='mnist', data_dir=str(tmp_path / 'data'))}
+  results, params, fit = {}, {}, train.fit
+
+  def recording_fit(module, train_examples, **kw):
+    state, last = fit(module, train_examples, **kw)
+    params[isinstance(train_examples, streaming.TfdsSource)] = jax.device_get(state.params)
+    return state, last
+  monkeypatch.setattr(train, 'fit', recording_fit)
+  with tfds.testing.mock_data(num_examples=N_MOCK):
+    results[False] = supervised.run(config=config, workdir=str(tmp_path / 'off'))
+    monkeypatch.setattr(catalog, 'read', lambda *a, **k: pytest.fail('materialised a split'))
+    results[True] = supervised.run(config={**config, 'streaming': True},
+                                   workdir=str(tmp_path / 'on'))
+  assert sorted(params) == [False, True]
+  jax.tree.map(np.testing.assert_array_equal, params[False], params[True])
+  assert results[False] == results[True]
+  assert results[True]['steps'] == 6 and results[True]['num_eval'] == N_MOCK

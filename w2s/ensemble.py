@@ -47,7 +47,7 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   sharding.check_batch_size(opts.batch_size, mesh)
   steps = train.total_steps(opts, len(train_examples['id']))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
-  apply_fn = train.linen_apply_fn(module)
+  apply_fn = train.train_apply_fn(module, opts)
   repl = sharding.replicated(mesh)
   batch_sharding = sharding.data_sharded(mesh, leading=1)  # [K, B, ...]: members x split batch
   sample = train._sample_rows(train_examples)

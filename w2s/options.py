@@ -27,11 +27,13 @@ CALLER_ARGS = {
     'datasets': (),
     'protocols': ('config', 'workdir'),
     'views': ('raw', 'input_kind'),
+    'pseudo_labels': ('probs', 'round_index', 'members'),
+    'augment': (),
 }
 # Keys of a `train` section, with their defaults.
 TRAIN_DEFAULTS = dict(optimizer=None, schedule=dict(name='constant'), batch_size=None,
                       num_epochs=0.0, num_steps=0, accum_steps=1, eval_every=0, select='last',
-                      patience=0, partition='replicate', param_dtype='float32')
+                      patience=0, partition='replicate', param_dtype='float32', augment=None)
 # Keys that change where arrays live, never what they hold (a checkpoint restores across them).
 LAYOUT_ONLY = ('partition',)
 # Run-level keys that cannot change a result (excluded from checkpoint fingerprints).
@@ -167,13 +169,14 @@ class TrainOptions:
   keep_checkpoints: int = 2
   partition: Any = 'replicate'   # w2s.partition rules: 'replicate', 'fsdp', 'tp', ... or a list
   param_dtype: str = 'float32'    # 'bfloat16': bf16 params, float32 master weights and moments
+  augment: Any = None             # Plugin of kind 'augment': applied to training batches in-step
 
   @classmethod
   def from_section(cls, section, where: str, *, loss, seed: int, log_every: int,
                    checkpoint_every: int, keep_checkpoints: int) -> 'TrainOptions':
     """A role's `train` section (optimizer, schedule, batch_size, num_epochs | num_steps,
-    accum_steps, eval_every, select, patience, partition, param_dtype) plus the run-level
-    settings."""
+    accum_steps, eval_every, select, patience, partition, param_dtype, augment) plus the
+    run-level settings."""
     t = plain(section)
     if not isinstance(t, Mapping):
       raise UserError(f'{where} must be a section dict(optimizer=..., batch_size=..., ...)')
@@ -196,7 +199,9 @@ class TrainOptions:
                log_every=positive(log_every, 'log_every'),
                checkpoint_every=positive(checkpoint_every, 'checkpoint_every'),
                keep_checkpoints=positive(keep_checkpoints, 'keep_checkpoints'),
-               partition=t['partition'], param_dtype=t['param_dtype'])
+               partition=t['partition'], param_dtype=t['param_dtype'],
+               augment=(None if t['augment'] is None else
+                        plugin('augment', t['augment'], f'{where}.augment')))
     if not opts.num_steps and not opts.num_epochs:
       raise UserError(f'{where}: num_steps and num_epochs are both 0; set num_epochs > 0 or '
                       'num_steps > 0')
@@ -234,7 +239,10 @@ class TrainOptions:
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
            if f.name not in RUN_ONLY + LAYOUT_ONLY}
     out['loss'] = self.loss.spec()
-    if out['param_dtype'] == 'float32':  # the default: keys (and stage dirs) from before it stay
-      del out['param_dtype']
+    for key, default in (('param_dtype', 'float32'), ('augment', None)):
+      if out[key] == default:  # defaults: keys (and stage dirs) from before these options stay
+        del out[key]
+    if self.augment is not None:
+      out['augment'] = self.augment.spec()
     return plain(out)
 

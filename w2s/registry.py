@@ -24,6 +24,7 @@ ENTRY_POINTS = {
     'datasets': ('w2s.data', 'load'),
     'protocols': ('w2s.protocols', 'run'),
     'views': ('w2s.views', 'apply'),  # per-role input views (a weak supervisor's degraded input)
+    'pseudo_labels': ('w2s.pseudo_labels', 'select'),  # self-training selection policies
 }
 
 

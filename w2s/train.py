@@ -119,6 +119,23 @@ def linen_apply_fn(module) -> Callable:
   return apply_fn
 
 
+def train_apply_fn(module, opts) -> Callable:
+  """`linen_apply_fn(module)`, with the stage's `augment` (if any) applied to every training
+  batch inside the jitted step: a pure function of (rng, batch), so a resumed run draws the same
+  augmentations. Evaluation and prediction (train=False) see the clean inputs."""
+  apply_fn = linen_apply_fn(module)
+  if opts.augment is None:
+    return apply_fn
+  augment = options.build(opts.augment, 'train.augment')
+
+  def augmented(params, batch, *, train, rng):
+    if train and rng is not None:
+      rng, aug_rng = jax.random.split(rng)
+      batch = augment(aug_rng, batch)
+    return apply_fn(params, batch, train=train, rng=rng)
+  return augmented
+
+
 def merge_params(init, pretrained):
   """`init` with every leaf that `pretrained` also has replaced by the pretrained value.
 
@@ -179,7 +196,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   steps = total_steps(opts, pipeline.num_rows(train_examples))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
   train_examples, extra = with_loss_state(train_examples, opts.loss.spec())
-  apply_fn = linen_apply_fn(module)
+  apply_fn = train_apply_fn(module, opts)
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
   sample = _sample_rows(train_examples)
   sample['mask'] = np.ones(1, np.float32)

@@ -13,6 +13,12 @@ proxy of $HTTPS_PROXY) and, when that fails, raises a UserError at once saying w
 Example ids: `base.split_ids(split, row)` with row the example's index in the prepared
 array_record split (deterministic for a given dataset version), times K plus the candidate index
 for datasets that expand one source row into K examples.
+
+Streaming: a plug-in built with `labelled_dataset` also defines
+`stream(*, data_dir=None, download=True) -> streaming.StoredSplits` (returning
+`labelled_stream` of the same arguments), the hook `streaming=True` looks for: the protocol then
+reads training rows a batch at a time from the prepared split, in the order and with the ids and
+columns `load` gives, and never materialises the split.
 """
 import functools
 import importlib
@@ -25,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from w2s.data import base
+from w2s.data import streaming
 from w2s.data import tfds_io
 from w2s.errors import UserError
 
@@ -37,6 +44,7 @@ _BUILDER_MODULES = {
 }
 FALLBACK_HOST = ('storage.googleapis.com', 443)  # TFDS's own bucket, for builders without urls
 PROBE_TIMEOUT_S = 3.0
+DEFAULT_SPLITS = {'train': 'train', 'test': 'test'}  # our split -> TFDS split
 
 
 def reachable(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
@@ -133,12 +141,37 @@ def labelled_dataset(name: str, tfds_name: str, *, source: str, input_kind: str,
                      data_dir: str | None = None, download: bool = True) -> base.Dataset:
   """A catalog dataset with one input feature `source` and an int 'label' (mnist, imdb, ...).
 
-  The input becomes 'text' (input_kind 'text') or 'image' ('image'); ids come from the row.
+  The input becomes 'text' (input_kind 'text') or 'image' ('image'); ids come from the row, so
+  every split is in stored order with ascending ids (what `labelled_stream` reproduces).
   """
-  field = {'text': 'text', 'image': 'image'}[input_kind]
-  raw = read(tfds_name, splits or {'train': 'train', 'test': 'test'},
+  field = base.INPUT_FIELDS[input_kind]
+  raw = read(tfds_name, splits or DEFAULT_SPLITS,
              {source: 'text' if input_kind == 'text' else 'array', 'label': 'int'},
              data_dir=data_dir, download=download)
   out = {s: {'id': base.split_ids(s, c['row']), 'label': c['label'], field: c[source]}
          for s, c in raw.items()}
   return base.check(base.Dataset(name, len(label_names), label_names, input_kind, out))
+
+
+def labelled_stream(name: str, tfds_name: str, *, source: str, input_kind: str,
+                    label_names: list[str], splits: dict[str, str] | None = None,
+                    data_dir: str | None = None,
+                    download: bool = True) -> streaming.StoredSplits:
+  """What `labelled_dataset` (same arguments) reads, as records left on disk: the prepared
+  builder, the Dataset metadata, the split names and {source: 'text' | 'image', 'label'}.
+
+  Only the builder's metadata is read here; a UserError if it lacks `source` or an int 'label'
+  of len(label_names) classes.
+  """
+  if input_kind not in ('text', 'image'):
+    raise ValueError(f'input_kind {input_kind!r} is not "text" or "image"')
+  b = builder(tfds_name, data_dir=data_dir, download=download)
+  features = b.info.features
+  label = features['label'] if 'label' in features else None
+  if source not in features or getattr(label, 'num_classes', None) != len(label_names):
+    raise UserError(f'{tfds_name}: streaming {name} needs features {source!r} and a "label" of '
+                    f'{len(label_names)} classes; the builder has {sorted(features)}')
+  return streaming.StoredSplits(
+      b, base.Dataset(name, len(label_names), list(label_names), input_kind, {}),
+      dict(splits or DEFAULT_SPLITS), {source: base.INPUT_FIELDS[input_kind], 'label': 'label'},
+      row_ids=True)

@@ -6,12 +6,19 @@ AdaptConf and FixMatch papers).
 """
 from w2s.data import base
 from w2s.data import catalog
+from w2s.data import streaming
 
 LABEL_NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
                'truck']
 
+_SPEC = dict(name='cifar10', tfds_name='cifar10', source='image', input_kind='image',
+             label_names=LABEL_NAMES)
+
 
 def load(*, data_dir: str | None = None, download: bool = True) -> base.Dataset:
-  return catalog.labelled_dataset('cifar10', 'cifar10', source='image', input_kind='image',
-                                  label_names=LABEL_NAMES, data_dir=data_dir,
-                                  download=download)
+  return catalog.labelled_dataset(**_SPEC, data_dir=data_dir, download=download)
+
+
+def stream(*, data_dir: str | None = None, download: bool = True) -> streaming.StoredSplits:
+  """`load`'s splits left on disk, read a batch at a time (`streaming=True`; see catalog.py)."""
+  return catalog.labelled_stream(**_SPEC, data_dir=data_dir, download=download)

@@ -5,11 +5,18 @@ Maas et al. (2011), "Learning Word Vectors for Sentiment Analysis". Needs intern
 """
 from w2s.data import base
 from w2s.data import catalog
+from w2s.data import streaming
 
 LABEL_NAMES = ['negative', 'positive']
 
+_SPEC = dict(name='imdb_reviews', tfds_name='imdb_reviews', source='text', input_kind='text',
+             label_names=LABEL_NAMES)
+
 
 def load(*, data_dir: str | None = None, download: bool = True) -> base.Dataset:
-  return catalog.labelled_dataset('imdb_reviews', 'imdb_reviews', source='text', input_kind='text',
-                                  label_names=LABEL_NAMES, data_dir=data_dir,
-                                  download=download)
+  return catalog.labelled_dataset(**_SPEC, data_dir=data_dir, download=download)
+
+
+def stream(*, data_dir: str | None = None, download: bool = True) -> streaming.StoredSplits:
+  """`load`'s splits left on disk, read a batch at a time (`streaming=True`; see catalog.py)."""
+  return catalog.labelled_stream(**_SPEC, data_dir=data_dir, download=download)

@@ -5,11 +5,18 @@ offline subset.
 """
 from w2s.data import base
 from w2s.data import catalog
+from w2s.data import streaming
 
 LABEL_NAMES = [str(i) for i in range(10)]
 
+_SPEC = dict(name='mnist', tfds_name='mnist', source='image', input_kind='image',
+             label_names=LABEL_NAMES)
+
 
 def load(*, data_dir: str | None = None, download: bool = True) -> base.Dataset:
-  return catalog.labelled_dataset('mnist', 'mnist', source='image', input_kind='image',
-                                  label_names=LABEL_NAMES, data_dir=data_dir,
-                                  download=download)
+  return catalog.labelled_dataset(**_SPEC, data_dir=data_dir, download=download)
+
+
+def stream(*, data_dir: str | None = None, download: bool = True) -> streaming.StoredSplits:
+  """`load`'s splits left on disk, read a batch at a time (`streaming=True`; see catalog.py)."""
+  return catalog.labelled_stream(**_SPEC, data_dir=data_dir, download=download)

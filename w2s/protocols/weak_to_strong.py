@@ -171,7 +171,7 @@ def _softmax(logits):
   return e / e.sum(-1, keepdims=True)
 
 
-def _train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict, *, opts, mesh,
+def train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict, *, opts, mesh,
                        eval_batch_size, num_classes, extras=None, val=None) -> dict:
   """Runs one stage unless done: fit on (train_raw, labels), then probabilities on `predict_on`.
 
@@ -268,16 +268,16 @@ def run(*, config, workdir: str) -> dict:
     gt = lambda raw: (raw, learners.soft_labels(raw, C)) if raw is not None else None
     with_val = lambda d: {**d, **({'val': val} if val is not None else {})}
     plan = stage_plan(opts, root, seed)
-    weak_out = _train_and_predict(
+    weak_out = train_and_predict(
         plan['weak'], weak, a, learners.soft_labels(a, C),
         with_val({'strong_train': b, 'test': test}),
         opts=topt('weak.train', opts.weak.train, opts.weak.loss), val=gt(val), **fit_kw)
-    ceiling_out = _train_and_predict(
+    ceiling_out = train_and_predict(
         plan['ceiling'], strong, b, learners.soft_labels(b, C), {'test': test},
         opts=topt('strong.train', opts.strong.train, opts.strong.loss), val=gt(val), **fit_kw)
     teacher = weak_out
     for learner, stage in zip(chain, plan['chain']):  # bootstrapping: weak -> ... -> strong
-      teacher = _train_and_predict(
+      teacher = train_and_predict(
           stage, learner, b, _probs_on(teacher, 'strong_train', b, stage.kind),
           with_val({'strong_train': b, 'test': test}),
           opts=topt(f'{learner.name}.train', learner.opts.train, learner.opts.loss),
@@ -335,7 +335,7 @@ def _student(rounds, loss, strong, b, test, val, teacher, opts, fit_kw, topt):
     predict_on = {'test': test, **({} if last_round else {'strong_train': b})}
     if not last_round and val is not None:
       predict_on['val'] = val
-    out = _train_and_predict(
+    out = train_and_predict(
         stage, strong, b, _probs_on(out, 'strong_train', b, f'{kind} labels'), predict_on,
         opts=topt('student.train', opts.student_train, loss), extras=_teacher_extras(out, b),
         val=_teacher_val(out, val), **fit_kw)

@@ -1,0 +1,42 @@
+"""Online semi-supervised algorithms as pure functions, one module per algorithm.
+
+Every module `w2s.ssl.<name>` has the same interface, which the SSL train step calls:
+
+  NEEDS_TEACHER: bool
+      True (Mean Teacher): the step keeps an EMA copy of the student (decay: the module's
+      `EMA_DECAY`) and passes its logits on the weak view as `logits_ut`.
+  init_state(*, num_classes, num_unlabelled, **hparams) -> dict        (stateful modules only)
+      The algorithm's state (a pytree of arrays), kept by the step across steps and checkpoints.
+  loss(*, logits_x, labels_x, mask_x, logits_uw, logits_us, mask_u, step, total_steps,
+       state=None, index_u=None, logits_ut=None, **hparams) -> (loss, aux, new_state)
+
+Args of `loss`:
+  logits_x   [B, C] student logits on the labelled batch (weak view a(x_l)).
+  labels_x   [B, C] soft or one-hot labels.
+  mask_x     [B]    1 real row, 0 padding.
+  logits_uw  [M, C] student logits on the weak view a(x_u), with gradient.
+  logits_us  [M, C] student logits on the strong view A(x_u), with gradient.
+  mask_u     [M]    1 real row, 0 padding.
+  step       int32 scalar (may be traced); total_steps: python int (static).
+  state      the dict from `init_state` (None for stateless algorithms).
+  index_u    [M] int32 rows of the unlabelled split U (per-example state, FlexMatch);
+             real rows of one batch must be distinct.
+  logits_ut  [M, C] EMA-teacher logits on the weak view (NEEDS_TEACHER only, else None).
+Each algorithm applies `jax.lax.stop_gradient` where its paper does (pseudo-labels and
+thresholds come from sg(softmax(logits_uw)); Mean Teacher's target is the teacher).
+
+Returns:
+  loss       float32 scalar: mean supervised CE over the real labelled rows + the weighted
+             unsupervised term, averaged over the real unlabelled rows as the paper defines it.
+  aux        dict of float32 scalars for logging: always 'loss_x' and 'loss_u'; 'mask_rate'
+             (share of real unlabelled rows passing the confidence threshold) where there is a
+             threshold; plus per-algorithm extras (ramp weight, thresholds). Pseudo-label
+             accuracy needs the hidden labels of U and is the step's job.
+  new_state  the updated state (same structure as `state`), or None.
+
+Padding rows never change the loss, the aux or the state. Everything is jittable; batch
+statistics (FreeMatch's EMAs, FlexMatch's counts) are global under jit on sharded arrays.
+"""
+
+ALGORITHMS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda',
+              'flexmatch', 'freematch', 'doubly_robust')
