@@ -50,7 +50,8 @@ def main(argv):
     if _DRY_RUN.value:
       print(_dry_run(config))
       return
-    from w2s import sharding, train
+    from w2s import compile_cache, sharding, train
+    compile_cache.enable()  # before the first compile: reruns, stages and seeds reuse executables
     if _DISTRIBUTED.value:
       sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                       _LOCAL_DEVICES.value)

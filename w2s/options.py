@@ -29,16 +29,27 @@ CALLER_ARGS = {
     'views': ('raw', 'input_kind'),
     'pseudo_labels': ('probs', 'round_index', 'members'),
     'augment': (),
+    'ssl': ('logits_x', 'labels_x', 'mask_x', 'logits_uw', 'logits_us', 'mask_u', 'step',
+            'total_steps', 'state', 'index_u', 'logits_ut'),
 }
 # Keys of a `train` section, with their defaults.
 TRAIN_DEFAULTS = dict(optimizer=None, schedule=dict(name='constant'), batch_size=None,
                       num_epochs=0.0, num_steps=0, accum_steps=1, eval_every=0, select='last',
-                      patience=0, partition='replicate', param_dtype='float32', augment=None)
+                      patience=0, partition='replicate', param_dtype='float32', augment=None,
+                      ssl=None, unlabelled_ratio=7, weak_augment=None, strong_augment=None,
+                      ema_decay=0.0)
 # Keys that change where arrays live, never what they hold (a checkpoint restores across them).
 LAYOUT_ONLY = ('partition',)
 # Run-level keys that cannot change a result (excluded from checkpoint fingerprints).
 RUN_ONLY = ('log_every', 'checkpoint_every', 'keep_checkpoints')
 SELECT = ('last', 'best')
+# Options added after results were published: left out of fingerprints while at their defaults.
+LATER_OPTIONS = ('param_dtype', 'augment', 'ssl', 'unlabelled_ratio', 'weak_augment',
+                 'strong_augment', 'ema_decay')
+
+
+def _maybe_plugin(kind: str, spec, where: str):
+  return None if spec is None else plugin(kind, spec, where)
 
 
 def plain(x: Any) -> Any:
@@ -170,6 +181,11 @@ class TrainOptions:
   partition: Any = 'replicate'   # w2s.partition rules: 'replicate', 'fsdp', 'tp', ... or a list
   param_dtype: str = 'float32'    # 'bfloat16': bf16 params, float32 master weights and moments
   augment: Any = None             # Plugin of kind 'augment': applied to training batches in-step
+  ssl: Any = None                 # Plugin of kind 'ssl': the online semi-supervised step
+  unlabelled_ratio: int = 7       # mu: unlabelled rows per labelled row in a step (ssl only)
+  weak_augment: Any = None        # a(x): the labelled batch and the weak view of U (ssl only)
+  strong_augment: Any = None      # A(x): the strong view of U (ssl only)
+  ema_decay: float = 0.0          # > 0: keep an EMA of the params (evaluation, Mean Teacher)
 
   @classmethod
   def from_section(cls, section, where: str, *, loss, seed: int, log_every: int,
@@ -200,8 +216,19 @@ class TrainOptions:
                checkpoint_every=positive(checkpoint_every, 'checkpoint_every'),
                keep_checkpoints=positive(keep_checkpoints, 'keep_checkpoints'),
                partition=t['partition'], param_dtype=t['param_dtype'],
-               augment=(None if t['augment'] is None else
-                        plugin('augment', t['augment'], f'{where}.augment')))
+               augment=_maybe_plugin('augment', t['augment'], f'{where}.augment'),
+               ssl=_maybe_plugin('ssl', t['ssl'], f'{where}.ssl'),
+               unlabelled_ratio=positive(t['unlabelled_ratio'], f'{where}.unlabelled_ratio'),
+               weak_augment=_maybe_plugin('augment', t['weak_augment'], f'{where}.weak_augment'),
+               strong_augment=_maybe_plugin('augment', t['strong_augment'],
+                                            f'{where}.strong_augment'),
+               ema_decay=positive(t['ema_decay'], f'{where}.ema_decay', kind=float,
+                                  allow_zero=True))
+    if opts.ema_decay >= 1:
+      raise UserError(f'{where}.ema_decay={opts.ema_decay} must be in [0, 1)')
+    if opts.ssl is None and (opts.weak_augment or opts.strong_augment):
+      raise UserError(f'{where}: weak_augment / strong_augment are the views of train.ssl; set '
+                      'ssl=dict(name=...) or use train.augment for a supervised step')
     if not opts.num_steps and not opts.num_epochs:
       raise UserError(f'{where}: num_steps and num_epochs are both 0; set num_epochs > 0 or '
                       'num_steps > 0')
@@ -239,10 +266,11 @@ class TrainOptions:
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
            if f.name not in RUN_ONLY + LAYOUT_ONLY}
     out['loss'] = self.loss.spec()
-    for key, default in (('param_dtype', 'float32'), ('augment', None)):
-      if out[key] == default:  # defaults: keys (and stage dirs) from before these options stay
-        del out[key]
-    if self.augment is not None:
-      out['augment'] = self.augment.spec()
+    for f in dataclasses.fields(self):
+      if f.name in LATER_OPTIONS and out.get(f.name) == f.default:
+        del out[f.name]  # defaults: fingerprints (and stage dirs) from before these options stay
+    for key in ('augment', 'ssl', 'weak_augment', 'strong_augment'):
+      if getattr(self, key) is not None:
+        out[key] = getattr(self, key).spec()
     return plain(out)
 

@@ -25,6 +25,8 @@ ENTRY_POINTS = {
     'protocols': ('w2s.protocols', 'run'),
     'views': ('w2s.views', 'apply'),  # per-role input views (a weak supervisor's degraded input)
     'pseudo_labels': ('w2s.pseudo_labels', 'select'),  # self-training selection policies
+    'ssl': ('w2s.ssl', 'loss'),  # online semi-supervised algorithms (w2s.ssl_step)
+    'augment': ('w2s.augment', 'make'),  # pure jittable fn(rng, batch) -> batch, in the train step
 }
 
 

@@ -10,7 +10,7 @@ built with `product` and `zipped`:
 
 Each point runs in `DIR/<name>` (a readable name such as `max_weak-250_layers-2`) and writes its
 `results.json` there. Weak-to-strong points share one stage directory, `DIR/stages` (and one
-feature cache, `DIR/features`), through the protocol's `shared_dir`: a stage is keyed by exactly
+feature cache, `DIR/features`), through the config's `shared_dir`: a stage is keyed by exactly
 what produces it, so a weak supervisor that several points use trains once, and a sweep killed
 midway and rerun finishes only what is missing (finished points are skipped, finished stages
 reused, an interrupted stage resumes from its checkpoints). Locks make concurrent points that
@@ -110,7 +110,7 @@ def configure(module, arg, point: Point, shared_dir: str):
           raise UserError(f'sweep key {key!r}: the config has no section {p!r}')
         node = node[p]
       node[parts[-1]] = value
-    if config.get('protocol', {}).get('name') == 'weak_to_strong':
+    if 'shared_dir' in config:  # protocols with stages shared across runs
       config.shared_dir = shared_dir
   return config
 

@@ -172,7 +172,8 @@ def run_fingerprint(opts, examples: dict, extra: dict | None) -> dict:
 
 def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=None,
         name: str = 'train', fingerprint: dict | None = None, val_examples: dict | None = None,
-        eval_batch_size: int | None = None) -> tuple[TrainState, dict]:
+        eval_batch_size: int | None = None,
+        unlabelled: dict | None = None) -> tuple[TrainState, dict]:
   """Trains `module` on featurized examples (soft 'label' [N, C]) and returns (state, last metrics).
 
   cfg: `options.TrainOptions` (or a flat section it accepts). Checkpoints, metrics.jsonl,
@@ -186,8 +187,20 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   (`hf_import.init_params` with `targets`). With `val_examples` and `cfg.eval_every` > 0 the
   held-out loss and accuracy (against the val examples' own labels) are logged every that many
   steps, and `cfg.select='best'` returns the parameters with the lowest held-out loss.
+  With `cfg.ssl` (an algorithm of `w2s.ssl`) each step also reads a batch of `unlabelled`
+  examples (their labels hidden from the algorithm; see `w2s.ssl_step`).
   """
   opts = options.TrainOptions.coerce(cfg)
+  semi = opts.ssl is not None
+  if semi:
+    from w2s import ssl_step
+    if unlabelled is None:
+      raise UserError(f'{name}: train.ssl={opts.ssl.name!r} needs unlabelled examples; use a '
+                      'protocol that has them (ssl) or drop train.ssl')
+    ssl_step.check(opts, mesh, pipeline.num_rows(unlabelled))
+    unlabelled = ssl_step.unlabelled_examples(unlabelled)
+    fingerprint = {**(fingerprint or {}), 'unlabelled': run_fingerprint(
+        opts, unlabelled, None)['examples']}
   sharding.check_batch_size(opts.batch_size, mesh)
   n_batch = sharding.batch_size_divisor(mesh)
   if opts.batch_size % (n_batch * opts.accum_steps):
@@ -211,8 +224,12 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
       params = merge_params(params, pretrained)
     if opts.param_dtype != 'float32':
       params = optim.cast_params(params, opts.param_dtype)
+    more = {}
+    if semi:
+      more = ssl_step.init_extra(opts, params, np.shape(sample['label'])[-1],
+                                 pipeline.num_rows(unlabelled))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=s_rng, extra={**extra(), **selection.init(opts, params)})
+                      rng=s_rng, extra={**extra(), **selection.init(opts, params), **more})
 
   rng = jax.random.PRNGKey(opts.seed)
   if init_params is None and getattr(module, 'pretrained', None):
@@ -237,18 +254,24 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
       del pretrained
     elif jax.process_index() == 0 and int(state.step) < steps:
       print(f'[{name}] resumed from step {int(state.step)} in {workdir}', flush=True)
-    step_fn = jax.jit(functools.partial(
+    step = functools.partial(
         train_step, apply_fn=apply_fn, loss_fn=loss_fn, tx=tx, schedule=schedule,
-        total_steps=steps, accum_steps=opts.accum_steps),
-        in_shardings=(state_sh, data), out_shardings=(state_sh, repl), donate_argnums=0)
+        total_steps=steps, accum_steps=opts.accum_steps)
+    if semi:
+      step = ssl_step.make_step(opts, apply_fn=apply_fn, tx=tx, schedule=schedule,
+                                total_steps=steps)
+    step_fn = jax.jit(step, in_shardings=(state_sh, data), out_shardings=(state_sh, repl),
+                      donate_argnums=0)
 
     def batches(start):
+      if semi:
+        return ssl_step.batches(train_examples, unlabelled, opts, mesh, start, steps)
       return (sharding.host_batch_to_global(b, mesh) for b in pipeline.prefetch(
           pipeline.train_batches(train_examples, global_batch=opts.batch_size, seed=opts.seed,
                                  start_step=start, num_steps=steps - start,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())))
-    if memory.enabled() and int(np.max(state.step)) < steps:  # accelerators: check before running
+    if memory.enabled() and not semi and int(np.max(state.step)) < steps:  # check before running
       first = next(pipeline.train_batches(
           train_examples, global_batch=opts.batch_size, seed=opts.seed, start_step=0, num_steps=1,
           process_index=jax.process_index(), process_count=jax.process_count()))

@@ -172,22 +172,26 @@ def _softmax(logits):
 
 
 def train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict, *, opts, mesh,
-                       eval_batch_size, num_classes, extras=None, val=None) -> dict:
+                       eval_batch_size, num_classes, extras=None, val=None,
+                       unlabelled=None) -> dict:
   """Runs one stage unless done: fit on (train_raw, labels), then probabilities on `predict_on`.
 
   A learner with an ensemble of K > 1 trains K members in one vmapped step; its outputs add the
   members' probabilities ('<split>_member_probs' [N, K, C]) to their mean. `val` = (raw, labels)
-  is the held-out slice with this stage's own label source. The stage's lock is held
-  throughout (concurrent sweep points wait for a stage they share).
+  is the held-out slice with this stage's own label source. `unlabelled` (raw) feeds an
+  online semi-supervised step (`train.ssl`); with `train.ema_decay` > 0 the predictions come
+  from the EMA of the parameters (FixMatch's evaluation). The stage's lock is held throughout
+  (concurrent sweep points wait for a stage they share).
   """
   with stage.lock():
     return _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, opts=opts,
                                        mesh=mesh, eval_batch_size=eval_batch_size,
-                                       num_classes=num_classes, extras=extras, val=val)
+                                       num_classes=num_classes, extras=extras, val=val,
+                                       unlabelled=unlabelled)
 
 
 def _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, *, opts, mesh,
-                                eval_batch_size, num_classes, extras, val) -> dict:
+                                eval_batch_size, num_classes, extras, val, unlabelled) -> dict:
   if stage.done():
     print(f'[{stage.kind}] done earlier, skipped ({stage.dir})', flush=True)
     return stage.outputs()
@@ -202,7 +206,12 @@ def _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, *
         learner.module, train_ex, seeds=ensemble.member_seeds(opts.seed, ro.ensemble_size),
         bagging=ro.bagging, **fit_kw)
   else:
+    if unlabelled is not None:
+      fit_kw['unlabelled'] = learner.examples(unlabelled,
+                                              learners.soft_labels(unlabelled, num_classes))
     state, last = train.fit(learner.module, train_ex, init_params=learner.init_params, **fit_kw)
+    if opts.ema_decay > 0:
+      state = state.replace(params=state.extra['ema'])
   outputs = {}
   for split, raw in predict_on.items():
     ex = learner.examples(raw, learners.soft_labels(raw, num_classes))

@@ -1,7 +1,7 @@
 """FixMatch: confident pseudo-labels from the weak view train the strong view.
 
 Sohn, Berthelot, Li, Zhang, Carlini, Cubuk, Kurakin, Zhang, Raffel 2020, "FixMatch: Simplifying
-Semi-Supervised Learning with Consistency and Confidence" (NeurIPS), Eq. 2-4:
+Semi-Supervised Learning with Consistency and Confidence" (NeurIPS):
 
   q = sg(softmax(z(a(x_u)))),  q^ = onehot(argmax q)
   L = CE(x_l) + lambda_u * (1 / mu B) sum_u 1(max q >= tau) H(q^, softmax(z(A(x_u))))

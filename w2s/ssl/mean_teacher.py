@@ -1,10 +1,10 @@
 """Mean Teacher: consistency with an exponential moving average of the student.
 
 Tarvainen & Valpola 2017, "Mean teachers are better role models: Weight-averaged consistency
-targets improve semi-supervised deep learning results" (NeurIPS), Sec. 2:
+targets improve semi-supervised deep learning results" (NeurIPS):
 
   theta'_t = EMA_DECAY theta'_{t-1} + (1 - EMA_DECAY) theta_t          (done by the train step)
-  L = CE(x_l) + w(t) * (1 / M) sum_u (1 / C) ||softmax(z_theta(A(x_u))) - softmax(z_theta'(a(x_u)))||^2
+  L = CE(x_l) + w(t) * (1 / M) sum_u (1 / C) ||p_theta(A(x_u)) - p_theta'(a(x_u))||^2, p = softmax
 
 The teacher's logits arrive as `logits_ut` and get no gradient. Defaults are those of the
 authors' release (CuriousAI/mean-teacher, TensorFlow `Model.DEFAULT_HYPERPARAMS`): consistency
@@ -17,7 +17,6 @@ unlabelled rows only (the step gives teacher logits for x_u alone). The student 
 view and the teacher the weak one (the paper: two independent noisy views).
 """
 import jax
-import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.ssl import pi_model

@@ -1,7 +1,6 @@
 """Pi-model: two stochastic passes of the student should agree.
 
-Laine & Aila 2017, "Temporal Ensembling for Semi-Supervised Learning" (ICLR), Sec. 2.1 and
-Algorithm 1:
+Laine & Aila 2017, "Temporal Ensembling for Semi-Supervised Learning" (ICLR), the Pi-model:
 
   L = CE(x_l) + w(t) * (1 / M) sum_u (1 / C) ||softmax(z(A(x_u))) - sg(softmax(z(a(x_u))))||^2,
   w(t) = w_max * exp(-5 (1 - T)^2),  T = min(1, t / ramp),

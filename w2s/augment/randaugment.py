@@ -1,0 +1,185 @@
+"""RandAugment as FixMatch's strong view A(x): `dict(name='randaugment', num_ops=2, cutout=0.5)`.
+
+Cubuk et al. 2020, "RandAugment: Practical automated data augmentation with a reduced search
+space": per example, `num_ops` ops drawn uniformly (with replacement) from OPS, each applied at
+magnitude m in [0, 1]. FixMatch (Sohn et al. 2020, Sec. 2.3 and Table 12) draws m uniformly per op
+and sample instead of one global M (`magnitude=None`, the default; a float fixes it) and always
+applies Cutout afterwards (`cutout`: side as a fraction of H or in pixels; 0 turns it off).
+
+Magnitude -> parameter (s = a random sign; m = 0 is the identity for every op that has one):
+  brightness, color, contrast, sharpness   PIL enhance factor 1 + 0.9 s m (in [0.1, 1.9])
+  posterize    8 - round(4 m) bits          solarize   invert pixels >= (1 - m) * 256/255
+  rotate       30 s m degrees (counter-clockwise for s > 0, about the image centre)
+  shear_x/y    0.3 s m                      translate_x/y   0.3 s m of the side
+  identity, autocontrast, equalize          no magnitude (autocontrast and equalize act fully)
+Geometric ops resample an affine grid bilinearly; source points outside the image read `fill`
+(0.5: the mid-gray of FixMatch's PIL fill 128; use 0 for black-background digits). Images are
+float [H, W, C] in [0, 1]; point ops use the luma of RGB, or the mean of other channel counts.
+
+Under vmap `lax.switch` on a per-example index computes every op for every example and selects:
+the price of a static, device-friendly program (see benchmarks/augment.py).
+"""
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from w2s import augment
+from w2s.augment import cutout as cutout_lib
+from w2s.errors import UserError
+
+
+def _blend(img, degenerate, factor):
+  """PIL ImageEnhance: degenerate + factor (img - degenerate), clipped to [0, 1]."""
+  return jnp.clip(degenerate + factor * (img - degenerate), 0.0, 1.0)
+
+
+def _gray(img):
+  """[H, W, C] -> luma [H, W, 1] (ITU-R 601 for RGB, as PIL's convert('L'))."""
+  if img.shape[-1] == 3:
+    return jnp.tensordot(img, jnp.array([0.299, 0.587, 0.114], img.dtype), 1)[..., None]
+  return jnp.mean(img, -1, keepdims=True)
+
+
+def _smooth(img):
+  """PIL's SMOOTH filter (3x3, centre 5, others 1, /13) inside; border pixels unchanged."""
+  h, w, _ = img.shape
+  p = jnp.pad(img, ((1, 1), (1, 1), (0, 0)), mode='edge')
+  s = sum(p[dy:dy + h, dx:dx + w] * (5.0 if (dy, dx) == (1, 1) else 1.0)
+          for dy in range(3) for dx in range(3)) / 13.0
+  inner = (jnp.arange(h)[:, None] % (h - 1) != 0) & (jnp.arange(w)[None, :] % (w - 1) != 0)
+  return jnp.where(inner[..., None], s, img)
+
+
+def _equalize_channel(v):
+  """Histogram equalization of one channel v int32 [N] in [0, 255] (PIL / torchvision LUT)."""
+  hist = jnp.zeros(256, jnp.int32).at[v].add(1)
+  step = (v.shape[0] - hist[jnp.max(v)]) // 255
+  safe = jnp.maximum(step, 1)
+  lut = jnp.clip((jnp.cumsum(hist) - hist + safe // 2) // safe, 0, 255)
+  return jnp.where(step == 0, v, lut[v])
+
+
+def equalize(img):
+  h, w, c = img.shape
+  v = jnp.round(img * 255.0).astype(jnp.int32).reshape(h * w, c)
+  out = jax.vmap(_equalize_channel, in_axes=1, out_axes=1)(v)
+  return out.reshape(h, w, c).astype(img.dtype) / 255.0
+
+
+def autocontrast(img):
+  """Each channel stretched to [0, 1]; constant channels unchanged."""
+  lo, hi = jnp.min(img, (0, 1)), jnp.max(img, (0, 1))
+  return jnp.where(hi > lo, (img - lo) / jnp.where(hi > lo, hi - lo, 1.0), img)
+
+
+def posterize(img, bits):
+  """Keep the top `bits` (traced float, 4..8) of each 8-bit value."""
+  shift = jnp.exp2(8.0 - bits)
+  return jnp.floor(jnp.round(img * 255.0) / shift) * shift / 255.0
+
+
+def affine(img, matrix, shift, fill):
+  """Bilinear resampling: out[p] = img[matrix @ (p - centre) + centre + shift], p = (row, col).
+
+  img [H, W, C]; matrix [2, 2]; shift [2] pixels; corners outside the image read `fill`.
+  """
+  h, w, _ = img.shape
+  centre = jnp.array([(h - 1) / 2.0, (w - 1) / 2.0])
+  grid = jnp.stack(jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing='ij'), -1) - centre
+  src = grid @ matrix.T + centre + shift                                  # [H, W, 2]
+  base = jnp.floor(src)
+  frac = src - base
+  base = base.astype(jnp.int32)
+  out = 0.0
+  for dy in (0, 1):
+    for dx in (0, 1):
+      r, c = base[..., 0] + dy, base[..., 1] + dx
+      ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+      v = jnp.where(ok[..., None], img[jnp.clip(r, 0, h - 1), jnp.clip(c, 0, w - 1)], fill)
+      wt = (frac[..., 0] if dy else 1 - frac[..., 0]) * (frac[..., 1] if dx else 1 - frac[..., 1])
+      out = out + wt[..., None] * v
+  return out.astype(img.dtype)
+
+
+def rotate(img, degrees, fill):
+  """Counter-clockwise rotation by `degrees` about the centre (90 on a square = jnp.rot90)."""
+  t = jnp.deg2rad(degrees)
+  cos, sin = jnp.cos(t), jnp.sin(t)
+  return affine(img, jnp.array([[cos, sin], [-sin, cos]]), jnp.zeros(2), fill)
+
+
+def _shear(img, s, fill, axis):
+  m = jnp.eye(2).at[axis, 1 - axis].set(s)   # shear_x: col_src = col + s row
+  return affine(img, m, jnp.zeros(2), fill)
+
+
+def _translate(img, frac, fill, axis):
+  return affine(img, jnp.eye(2), jnp.zeros(2).at[axis].set(-frac * img.shape[axis]), fill)
+
+
+def _enhance(degenerate):
+  return lambda img, m, s, fill: _blend(img, degenerate(img), 1.0 + 0.9 * s * m)
+
+
+# name -> op(img [H, W, C], m in [0, 1], s in {-1, 1}, fill) -> img
+OPS: dict[str, Callable] = {
+    'identity': lambda img, m, s, fill: img,
+    'autocontrast': lambda img, m, s, fill: autocontrast(img),
+    'equalize': lambda img, m, s, fill: equalize(img),
+    'brightness': _enhance(jnp.zeros_like),
+    'color': _enhance(lambda img: jnp.broadcast_to(_gray(img), img.shape)),
+    'contrast': _enhance(lambda img: jnp.full_like(img, jnp.mean(_gray(img)))),
+    'sharpness': _enhance(_smooth),
+    'posterize': lambda img, m, s, fill: posterize(img, 8.0 - jnp.round(4.0 * m)),
+    'solarize': lambda img, m, s, fill: jnp.where(img >= (1.0 - m) * 256.0 / 255.0, 1.0 - img, img),
+    'rotate': lambda img, m, s, fill: rotate(img, 30.0 * s * m, fill),
+    'shear_x': lambda img, m, s, fill: _shear(img, 0.3 * s * m, fill, 1),
+    'shear_y': lambda img, m, s, fill: _shear(img, 0.3 * s * m, fill, 0),
+    'translate_x': lambda img, m, s, fill: _translate(img, 0.3 * s * m, fill, 1),
+    'translate_y': lambda img, m, s, fill: _translate(img, 0.3 * s * m, fill, 0),
+}
+MAGNITUDE_FREE = ('identity', 'autocontrast', 'equalize')
+
+
+def _check_ops(ops):
+  names = list(OPS) if ops is None else ops
+  if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+    raise UserError(f"augment 'randaugment': ops={ops!r} must be a non-empty list of op names "
+                    f"from {', '.join(OPS)}")
+  unknown = [n for n in names if n not in OPS]
+  if unknown:
+    raise UserError(f"augment 'randaugment': unknown op {unknown[0]!r}; ops: {', '.join(OPS)}")
+  return tuple(names)
+
+
+def make(*, num_ops: int = 2, magnitude: float | None = None, ops: Sequence[str] | None = None,
+         cutout: int | float = 0.5, fill: float = 0.5,
+         field: str = 'x') -> Callable[[jax.Array, dict], dict]:
+  """fn(rng, batch): RandAugment (+ cutout) of each image of batch[field] ([B, H, W, C])."""
+  num_ops = augment.whole('randaugment', 'num_ops', num_ops, 0, 16)
+  if magnitude is not None:
+    magnitude = augment.number('randaugment', 'magnitude', magnitude, 0.0, 1.0)
+  names = _check_ops(ops)
+  cutout = augment.pixels('randaugment', 'cutout', cutout)
+  fill = augment.number('randaugment', 'fill', fill, 0.0, 1.0)
+  branches = [lambda img, m, s, op=OPS[n]: op(img, m, s, fill) for n in names]
+
+  def one(key, img, cut):
+    k_op, k_mag, k_sign, k_cut = jax.random.split(key, 4)
+    idx = jax.random.randint(k_op, (num_ops,), 0, len(branches))
+    mag = (jax.random.uniform(k_mag, (num_ops,)) if magnitude is None
+           else jnp.full((num_ops,), magnitude))
+    sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (num_ops,)), 1.0, -1.0)
+    for i in range(num_ops):
+      img = jax.lax.switch(idx[i], branches, img, mag[i], sign[i])
+    return cutout_lib.cut(k_cut, img, cut, fill) if cut else img
+
+  def fn(rng: jax.Array, batch: dict) -> dict:
+    x = augment.images_of('randaugment', batch, field)
+    cut = augment.resolve(cutout, x.shape[1])
+    keys = jax.random.split(rng, x.shape[0])
+    out = jax.vmap(functools.partial(one, cut=cut))(keys, x)
+    return augment.replaced(batch, **{field: out.astype(x.dtype)})
+  return fn

@@ -1,0 +1,113 @@
+"""Online semi-supervised learning: one model trained on L and U at once (`w2s.ssl_step`).
+
+The labelled set L (`labels.per_class` per class, drawn per seed, as in self_training), the
+unlabelled set U (the rest of train, labels hidden from the algorithm) and test. The `model`
+section is a role (model, loss, train, frozen/head, input) whose `train.ssl` names the algorithm
+(`w2s/ssl/`: supervised, pseudo_label, pi_model, mean_teacher, fixmatch, uda, flexmatch,
+freematch, doubly_robust) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
+views a and A; sections of kind 'augment') and `ema_decay` (> 0: predict with the EMA of the
+parameters, FixMatch's evaluation). `ssl=dict(name='supervised')` is the labelled-only baseline
+through the same step. One stage per seed, keyed by its config; results: test accuracy and ECE
+with bootstrap 95% CIs over seeds, and the last logged mask rate / pseudo-label accuracy.
+"""
+import os
+
+import jax
+import numpy as np
+
+from w2s import options, scores, sharding
+from w2s.data import splits as splits_lib
+from w2s.errors import UserError
+from w2s.protocols import learners
+from w2s.protocols.stages import Stage, join_by_id
+from w2s.protocols.weak_to_strong import train_and_predict
+
+TOP_KEYS = ('protocol', 'dataset', 'labels', 'tokenizer', 'seeds', 'model', 'eval_batch_size',
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
+LABEL_KEYS = ('per_class', 'max_unlabelled', 'max_test')
+RUN_DEFAULTS = (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))
+
+
+def _resolve(config, input_kind=None):
+  c = options.plain(config)
+  options.check_keys(c, TOP_KEYS, 'config')
+  for key in ('dataset', 'labels', 'seeds', 'model', 'eval_batch_size'):
+    if key not in c:
+      raise UserError(f'config.{key} is required by the semi_supervised protocol')
+  options.check_keys(c['labels'], LABEL_KEYS, 'labels')
+  seeds = tuple(c['seeds']) if isinstance(c['seeds'], (list, tuple)) else ()
+  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    raise UserError(f'seeds={c["seeds"]!r} must be a non-empty tuple of ints >= 0')
+  role = learners.RoleOptions.from_section('model', c['model'], tokenizer=c.get('tokenizer'),
+                                           input_kind=input_kind)
+  run = {k: options.positive(c.get(k, d), k) for k, d in RUN_DEFAULTS}
+  train_opts = learners.train_options(role.train, 'model.train', loss=role.loss, seed=0, run=run)
+  if train_opts.ssl is None:
+    raise UserError("model.train.ssl is required: an algorithm of w2s/ssl/, e.g. "
+                    "ssl=dict(name='fixmatch') (or name='supervised' for the labelled-only baseline)")
+  if role.ensemble_size > 1:
+    raise UserError('model.ensemble is not supported by the semi_supervised protocol; train one model')
+  mesh = c.get('mesh') or {}
+  options.check_keys(mesh, ('num_devices', 'shape'), 'mesh')
+  return dict(c=c, seeds=seeds, role=role, run=run,
+              dataset=options.plugin('datasets', c['dataset'], 'dataset'),
+              eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
+              mesh=sharding.make_mesh(options.positive(mesh.get('num_devices', 0),
+                                                       'mesh.num_devices', allow_zero=True),
+                                      mesh.get('shape')),
+              root=os.path.abspath(c['shared_dir']) if c.get('shared_dir') else '')
+
+
+def check(config):
+  """(resolved options, dataset), with the labels split drawn once and the unlabelled batch
+  checked against the devices (what --dry_run runs)."""
+  r = _resolve(config)
+  dataset = options.build(r['dataset'], 'dataset')
+  r = _resolve(config, dataset.input_kind)
+  sharding.check_batch_size(r['eval_batch_size'], r['mesh'], 'eval_batch_size')
+  parts = splits_lib.labelled_unlabelled(dataset, seed=r['seeds'][0], **r['c']['labels']).splits
+  from w2s import ssl_step
+  opts = learners.train_options(r['role'].train, 'model.train', loss=r['role'].loss, seed=0,
+                                run=r['run'])
+  ssl_step.check(opts, r['mesh'], len(parts['unlabelled']['id']))
+  sharding.check_batch_size(opts.batch_size, r['mesh'])
+  return r, dataset
+
+
+def run(*, config, workdir: str) -> dict:
+  r, dataset = check(config)
+  C, root = dataset.num_classes, r['root'] or workdir
+  learner = learners.make(r['role'], dataset=dataset, eval_batch_size=r['eval_batch_size'],
+                          cache_dir=os.path.join(root, 'features'))
+  labels = options.plain(r['c']['labels'])
+  per_seed = []
+  for seed in r['seeds']:
+    parts = splits_lib.labelled_unlabelled(dataset, seed=seed, **labels).splits
+    lab, unl, test = parts['labelled'], parts['unlabelled'], parts['test']
+    stage = Stage(root, 'ssl', (r['dataset'].spec(), labels, options.plain(r['c'].get('tokenizer')),
+                                seed), r['role'].spec(), seed=seed)
+    opts = learners.train_options(r['role'].train, 'model.train', loss=r['role'].loss, seed=seed,
+                                  run=r['run'])
+    out = train_and_predict(stage, learner, lab, learners.soft_labels(lab, C), {'test': test},
+                            opts=opts, mesh=r['mesh'], eval_batch_size=r['eval_batch_size'],
+                            num_classes=C, unlabelled=unl)
+    probs = join_by_id(test['id'], out['test_id'], out['test_probs'], 'ssl test')
+    y = np.asarray(test['label'])
+    last = stage.record().get('train_metrics', {})
+    rec = {'seed': seed, 'n_labelled': len(lab['id']), 'n_unlabelled': len(unl['id']),
+           'n_test': len(test['id']), 'acc': scores.accuracy(probs, y), 'ece': scores.ece(probs, y),
+           'mask_rate': last.get('mask_rate'), 'pseudo_acc': last.get('pseudo_acc'),
+           'stages': {'ssl': os.path.relpath(stage.dir, root)}}
+    per_seed.append(rec)
+    print(f'[ssl] seed {seed} {opts.ssl.name}: test accuracy {rec["acc"]:.4f} with '
+          f'{rec["n_labelled"]} labels', flush=True)
+  summary = {m: scores.summarize_seeds([p[m] if p[m] is not None else float('nan')
+                                        for p in per_seed])._asdict()
+             for m in ('acc', 'ece', 'mask_rate', 'pseudo_acc')}
+  results = {'per_seed': per_seed, 'summary': summary, 'seeds': list(r['seeds']),
+             'config': config.to_dict()}
+  if jax.process_index() == 0:
+    s = summary['acc']
+    print(f'[ssl] {opts.ssl.name} over {len(per_seed)} seeds: test accuracy '
+          f'{100 * s["mean"]:.2f}% [{100 * s["lo"]:.2f}, {100 * s["hi"]:.2f}]', flush=True)
+  return results

@@ -1,0 +1,158 @@
+"""The online semi-supervised train step: a labelled batch and an unlabelled batch per update.
+
+`train.fit` runs it (same loop, checkpoints, resume, sharding and metrics as the supervised step)
+when the stage's `train.ssl` names an algorithm of `w2s.ssl` (FixMatch, Mean Teacher, UDA, ...):
+
+    train=dict(..., batch_size=B, ssl=dict(name='fixmatch', tau=0.95), unlabelled_ratio=7,
+               weak_augment=dict(name='translate', pad=2),
+               strong_augment=dict(name='randaugment', num_ops=2), ema_decay=0.999)
+
+Each step draws a labelled global batch of B rows (weak view a(x_l)) and an unlabelled one of
+mu * B rows, both seeded pure functions of the step (a resumed run sees the same batches), makes
+the weak and strong views a(x_u), A(x_u) on device with the rng folded from the step, runs the
+student on all three, and lets the algorithm turn the logits into one loss. Per-algorithm state
+(FlexMatch's per-example classes, FreeMatch's EMAs) and the EMA teacher (Mean Teacher; FixMatch's
+EMA for evaluation) live in `TrainState.extra` ('ssl', 'ema'), so checkpoints carry them and a
+resumed run continues them exactly. The hidden labels of U are never given to the algorithm;
+the step only logs the accuracy of the weak-view pseudo-labels against them ('pseudo_acc').
+"""
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from w2s import options, sharding
+from w2s.data import pipeline
+from w2s.errors import UserError
+
+INPUTS_SKIP = ('id', 'label', 'mask', 'index', 'hidden_label')
+
+
+def algorithm(opts):
+  """The algorithm's module of `opts.ssl` (kind 'ssl')."""
+  import sys
+  return sys.modules[opts.ssl.entry().__module__]
+
+
+def uses_ema(opts) -> bool:
+  return getattr(algorithm(opts), 'NEEDS_TEACHER', False) or opts.ema_decay > 0
+
+
+def ema_decay(opts) -> float:
+  return opts.ema_decay or getattr(algorithm(opts), 'EMA_DECAY', 0.999)
+
+
+def check(opts, mesh, num_unlabelled: int) -> None:
+  """UserError unless the options suit the ssl step and U holds one unlabelled batch."""
+  if opts.augment is not None:
+    raise UserError('train.augment is for supervised steps; with train.ssl use weak_augment '
+                    '(labelled batch and a(x_u)) and strong_augment (A(x_u))')
+  # mu * B splits over the devices whenever B does (fit checks B), so only the size is checked
+  del mesh
+  m = opts.batch_size * opts.unlabelled_ratio
+  if num_unlabelled < m:
+    raise UserError(f'the unlabelled split has {num_unlabelled} rows, fewer than one unlabelled '
+                    f'batch of {m}; lower batch_size or unlabelled_ratio')
+  if opts.accum_steps != 1:
+    raise UserError('train.accum_steps > 1 is not supported with train.ssl yet; use 1')
+
+
+def init_extra(opts, params, num_classes: int, num_unlabelled: int) -> dict:
+  """{'ssl': algorithm state, 'ema': teacher params} as the algorithm needs (inside init jit)."""
+  mod, extra = algorithm(opts), {}
+  if hasattr(mod, 'init_state'):
+    extra['ssl'] = mod.init_state(num_classes=num_classes, num_unlabelled=num_unlabelled,
+                                  **opts.ssl.hparams)
+  if uses_ema(opts):
+    extra['ema'] = jax.tree.map(jnp.array, params)
+  return extra
+
+
+def _views(make: Callable | None, rng, batch):
+  return batch if make is None else make(rng, batch)
+
+
+def _inputs(batch: dict) -> dict:
+  return {k: v for k, v in batch.items() if k not in INPUTS_SKIP}
+
+
+def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, needs_teacher: bool,
+               ema: float, tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
+               weak: Callable | None, strong: Callable | None):
+  """One update on {'x': labelled batch [B], 'u': unlabelled batch [mu B]} (global arrays)."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  r_xw, r_uw, r_us, r_d = jax.random.split(rng, 4)
+  x, u = batch['x'], batch['u']
+  xw, uw, us = _views(weak, r_xw, x), _views(weak, r_uw, u), _views(strong, r_us, u)
+
+  def loss_of(params):
+    d = jax.random.split(r_d, 3)
+    logits_x = apply_fn(params, _inputs(xw), train=True, rng=d[0])
+    logits_uw = apply_fn(params, _inputs(uw), train=True, rng=d[1])
+    logits_us = apply_fn(params, _inputs(us), train=True, rng=d[2])
+    teacher = None
+    if needs_teacher:
+      teacher = apply_fn(jax.lax.stop_gradient(state.extra['ema']), _inputs(uw), train=False,
+                         rng=None)
+    loss, aux, new_state = loss_fn(
+        logits_x=logits_x, labels_x=x['label'], mask_x=x['mask'], logits_uw=logits_uw,
+        logits_us=logits_us, mask_u=u['mask'], step=state.step, total_steps=total_steps,
+        state=state.extra.get('ssl'), index_u=u['index'], logits_ut=teacher)
+    return loss, (aux, new_state, logits_x, logits_uw)
+
+  (loss, (aux, new_ssl, logits_x, logits_uw)), grads = jax.value_and_grad(
+      loss_of, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  extra = dict(state.extra)
+  if new_ssl is not None:
+    extra['ssl'] = new_ssl
+  if 'ema' in extra:  # teacher <- decay * teacher + (1 - decay) * student (optax's EMA update)
+    extra['ema'] = optax.incremental_update(params, extra['ema'], step_size=1.0 - ema)
+  mx, mu_ = x['mask'], u['mask']
+  acc = jnp.sum((jnp.argmax(logits_x, -1) == jnp.argmax(x['label'], -1)) * mx) / jnp.maximum(
+      mx.sum(), 1.0)
+  pseudo = jnp.sum((jnp.argmax(logits_uw, -1) == u['hidden_label']) * mu_) / jnp.maximum(
+      mu_.sum(), 1.0)
+  metrics = {'loss': loss, 'accuracy': acc, 'pseudo_acc': pseudo,
+             'grad_norm': optax.tree.norm(grads), 'learning_rate': schedule(state.step),
+             **{k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       extra=extra), metrics
+
+
+def make_step(opts, *, apply_fn, tx, schedule, total_steps: int):
+  """`train_step` bound to the stage's algorithm, views and EMA (before jit)."""
+  mod = algorithm(opts)
+  build = lambda p, where: None if p is None else options.build(p, where)
+  return functools.partial(
+      train_step, apply_fn=apply_fn, loss_fn=functools.partial(mod.loss, **opts.ssl.hparams),
+      needs_teacher=getattr(mod, 'NEEDS_TEACHER', False), ema=ema_decay(opts), tx=tx,
+      schedule=schedule, total_steps=total_steps,
+      weak=build(opts.weak_augment, 'train.weak_augment'),
+      strong=build(opts.strong_augment, 'train.strong_augment'))
+
+
+def unlabelled_examples(unlabelled: dict) -> dict:
+  """U for the step: its inputs, 'index' (row in U, for per-example state) and 'hidden_label'
+  (int, for the logged pseudo-label accuracy only); its soft 'label' is dropped."""
+  out = {k: v for k, v in pipeline.with_row_index(unlabelled).items() if k != 'label'}
+  y = np.asarray(unlabelled['label'])
+  out['hidden_label'] = (y.argmax(-1) if y.ndim == 2 else y).astype(np.int32)
+  return out
+
+
+def batches(labelled: dict, unlabelled: dict, opts, mesh, start: int, steps: int):
+  """Global {'x', 'u'} batches for steps start..steps-1 (U drawn with seed + 1)."""
+  def stream(examples, size, seed):
+    return pipeline.train_batches(examples, global_batch=size, seed=seed, start_step=start,
+                                  num_steps=steps - start, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  pairs = zip(stream(labelled, opts.batch_size, opts.seed),
+              stream(unlabelled, opts.batch_size * opts.unlabelled_ratio, opts.seed + 1))
+  for x, u in pipeline.prefetch(pairs):
+    yield {'x': sharding.host_batch_to_global(x, mesh),
+           'u': sharding.host_batch_to_global(u, mesh)}
