@@ -91,7 +91,7 @@ def test_bad_ssl_input_is_one_clear_error(digits, tmp_path):
   with pytest.raises(UserError, match='fewer than one unlabelled batch'):
     train.fit(_model(), lab, cfg={**_cfg('fixmatch'), 'unlabelled_ratio': 100},
               workdir=str(tmp_path / 'mu'), mesh=mesh, unlabelled=unl)
-  with pytest.raises(UserError, match='unknown ssl'):
+  with pytest.raises(UserError, match='unknown ssl algorithm .nope.; known: doubly_robust'):
     train.fit(_model(), lab, cfg=_cfg('nope'), workdir=str(tmp_path / 'x'), mesh=mesh,
               unlabelled=unl)
   with pytest.raises(UserError, match='needs unlabelled examples'):

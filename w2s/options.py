@@ -129,7 +129,7 @@ def plugin(kind: str, spec, where: str) -> Plugin:
     valid = sorted(names - caller)
     for key in sorted(hparams):
       if key not in names:
-        raise UserError(f'{where}: {kind[:-1] if kind != "losses" else "loss"} {name!r} has no '
+        raise UserError(f'{where}: {registry.singular_name(kind)} {name!r} has no '
                         f'option {key!r}{_closest(key, valid)}; its options: '
                         f'{", ".join(valid) or "none"}')
   return Plugin(kind, name, hparams)
@@ -142,7 +142,7 @@ def build(p: Plugin, where: str, **caller):
   except TypeError as e:
     if 'argument' not in str(e):
       raise
-    raise UserError(f'{where}: {p.kind[:-1]} {p.name!r} rejected its options '
+    raise UserError(f'{where}: {registry.singular_name(p.kind)} {p.name!r} rejected its options '
                     f'{sorted(p.hparams)}: {e}') from e
 
 

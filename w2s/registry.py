@@ -47,6 +47,12 @@ def known(kind: str) -> list[str]:
   return sorted(names)
 
 
+def singular_name(kind: str) -> str:
+  """'losses' -> 'loss', 'ssl' -> 'ssl algorithm', ...: one plug-in of the kind, for messages."""
+  return {'losses': 'loss', 'ssl': 'ssl algorithm', 'augment': 'augmentation',
+          'pseudo_labels': 'pseudo-label policy'}.get(kind, kind[:-1])
+
+
 def _entry(kind):
   if kind not in ENTRY_POINTS:
     raise UserError(f'unknown plug-in kind {kind!r}; known kinds: {sorted(ENTRY_POINTS)}')
@@ -76,7 +82,7 @@ def get(kind: str, name: str) -> Callable[..., Any]:
       if e.name != f'{package}.{name}':
         raise  # the plug-in exists but one of its own imports is missing
   if module is None or not hasattr(module, attr):
-    singular = {'losses': 'loss'}.get(kind, kind[:-1])
+    singular = singular_name(kind)
     raise UserError(f'unknown {singular} {name!r}; known: {", ".join(known(kind))} '
                     '(or a dotted path "pkg.module:function")')
   return getattr(module, attr)
