@@ -8,6 +8,7 @@ Self-training by pseudo-label rounds (w2s/protocols/self_training.py), offline b
     python -m w2s.main --config configs/self_training.py:task=rt,labels=50 --workdir runs/self_training/rt50
     python -m w2s.main --config configs/self_training.py:task=cifar10,labels=4000,rounds=3 --workdir DIR
     python -m w2s.main --config configs/self_training.py:runlocal --workdir /tmp/self_training_tiny
+    python -m w2s.sweep --config configs/self_training.py --workdir runs/self_training_mnist  # study
 
 Tasks: `mnist` (MNIST-5k, 5,000 real digits shipped in a wheel; a small CNN from scratch),
 `rt` (Rotten Tomatoes, frozen all-MiniLM-L6-v2 features + a linear head, both shipped in
@@ -27,7 +28,7 @@ w2s_offline probe rate), batch 32 (<= the labelled set), 600 steps per round, ta
 """
 from ml_collections import ConfigDict
 
-from w2s import config_args
+from w2s import config_args, sweep
 
 TASKS = ('mnist', 'rt', 'cifar10')
 
@@ -47,7 +48,7 @@ def _roles(a: dict) -> tuple[dict, dict]:
     teacher = dict(model=dict(name='bert', pretrained='minilm'), frozen=True,
                    head=dict(name='mlp', size='linear'), loss=dict(name='xent'),
                    train=_train(3e-3, a['steps']))
-    noise = dict(name='features', mode='dropout', p=0.3)
+    noise = dict(name='features', p=0.3)
   else:
     model = (dict(name='cnn', size='small') if task == 'mnist'
              else dict(name='resnet', size='tiny'))
@@ -93,6 +94,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 1
   c.mesh = dict(num_devices=0)
+  c.shared_dir = ''  # set by w2s.sweep: points share their stages (the same round 0)
   if a['runlocal']:
     c.labels.max_unlabelled, c.labels.max_test = 512, 256
     c.seeds = tuple(range(min(a['seeds'], 2)))
@@ -105,3 +107,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
     if c.pseudo.select.name in ('threshold', 'agreement'):
       c.pseudo.select.tau = 0.5  # 60 steps make an unconfident teacher
   return c
+
+
+def get_sweep(arg: str | None = None):
+  """The MNIST-5k study: 40 and 250 labels x {threshold 0.95, 3 rounds; curriculum 20%, 5
+  rounds}, 5 seeds; round 0 of each is the supervised-only baseline on the same labels."""
+  del arg
+  return sweep.product(
+      sweep.axis('labels.per_class', [4, 25]),
+      [{'pseudo.select': dict(name='threshold', tau=0.95), 'rounds': 3},
+       {'pseudo.select': dict(name='curriculum', step=0.2), 'rounds': 5}])

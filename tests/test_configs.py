@@ -41,15 +41,26 @@ def _check_plugins(c: ConfigDict) -> None:
   registry.get('protocols', c.protocol.name)
   if 'dataset' in c:
     registry.get('datasets', c.dataset.name)
-  roles = [c[r] for r in ('weak', 'strong') if r in c] + list(c.get('chain', ()))
+  role_keys = ('weak', 'strong', 'teacher', 'student')
+  roles = [c[r] for r in role_keys if r in c] + list(c.get('chain', ()))
+  if 'model' in c and 'model' in c.model:  # a role section (semi_supervised)
+    roles.append(c.model)
   for role in roles:
     registry.get('models', role.model.name)
     registry.get('losses', role.loss.name)
     if role.get('frozen'):
       registry.get('models', role.head.name)
+    train = role.get('train', {})
+    for key in ('augment', 'weak_augment', 'strong_augment'):
+      if train.get(key):
+        registry.get('augment', train[key].name)
+    if train.get('ssl'):
+      registry.get('ssl', train.ssl.name)
   for spec in c.get('student_losses', {}).values():
     registry.get('losses', spec.name)
-  if 'model' in c:
+  if 'pseudo' in c:
+    registry.get('pseudo_labels', c.pseudo.select.name)
+  if 'model' in c and 'model' not in c.model:  # a flat config (supervised)
     registry.get('models', c.model.name)
     registry.get('losses', c.loss.name)
 

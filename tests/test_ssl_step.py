@@ -1,5 +1,6 @@
 """The online semi-supervised step inside `fit`: 1 vs 8 devices, exact resume of the algorithm's
 state and the EMA teacher, hidden labels never reaching the algorithm, and bad input."""
+import json
 import os
 import shutil
 
@@ -97,3 +98,18 @@ def test_bad_ssl_input_is_one_clear_error(digits, tmp_path):
   with pytest.raises(UserError, match='needs unlabelled examples'):
     train.fit(_model(), lab, cfg=_cfg('fixmatch'), workdir=str(tmp_path / 'y'), mesh=mesh)
   assert not os.path.exists(tmp_path / 'mu' / 'checkpoints')
+
+
+def test_ssl_config_runs_end_to_end_with_its_views(tmp_path):
+  """configs/ssl.py:runlocal: FixMatch with translate / RandAugment + cutout views, EMA eval."""
+  from w2s.configs import ssl as ssl_config
+  config = ssl_config.get_config('runlocal,seeds=1')
+  results = train.train_and_evaluate(config, str(tmp_path))
+  rec = results['per_seed'][0]
+  assert rec['n_labelled'] == 40 and rec['n_unlabelled'] == 512
+  assert 0.0 <= rec['acc'] <= 1.0 and 0.0 <= rec['mask_rate'] <= 1.0
+  saved = json.load(open(tmp_path / 'results.json'))
+  assert saved['summary']['acc']['n'] == 1
+  points = ssl_config.get_sweep()
+  assert len(points) == 6 and {p['model.train.ssl']['name'] for p in points} == {
+      'supervised', 'fixmatch', 'mean_teacher'}

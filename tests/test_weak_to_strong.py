@@ -18,6 +18,7 @@ def _config(arg):
   return mod.get_config(arg)
 
 
+@pytest.mark.usefixtures('shared_feature_cache')  # the tiny BERT's features of all 12,808 reviews
 def test_tiny_run_writes_results_and_rerun_skips_every_stage(tmp_path, capsys):
   config = _config('runlocal,seeds=2,losses=xent+logconf+reliability')
   with config.unlocked():
@@ -57,6 +58,7 @@ def test_tiny_run_writes_results_and_rerun_skips_every_stage(tmp_path, capsys):
   assert train._json_safe(again['per_seed']) == train._json_safe(results['per_seed'])
 
 
+@pytest.mark.usefixtures('shared_feature_cache')
 def test_students_share_one_set_of_weak_labels(tmp_path, capsys):
   """A second student loss added later trains only that student."""
   train.train_and_evaluate(_config('runlocal,seeds=1,losses=xent'), str(tmp_path))
@@ -75,6 +77,7 @@ def test_students_share_one_set_of_weak_labels(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures('shared_feature_cache')
 def test_bootstrapping_chain_and_relabel_rounds(tmp_path, capsys):
   """weak -> intermediate -> strong student, then one strong-to-strong relabelling round."""
   config = _config('runlocal,seeds=1,losses=xent')

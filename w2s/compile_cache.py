@@ -5,36 +5,55 @@ stage, seed and rerun traces and compiles the same train step again. With XLA's 
 disk, a second compile of an identical computation (same HLO, shapes, devices, XLA flags, jaxlib)
 is a file read: 2.3x on the ensemble benchmark, with no change to the step.
 
-Where: `$JAX_COMPILATION_CACHE_DIR` (JAX's own variable) if set, else `$XDG_CACHE_HOME/w2s/jax`
-or `~/.cache/w2s/jax`. `W2S_COMPILATION_CACHE=0` turns it off. A directory that cannot be created
-costs one warning line and the run goes on without the cache.
+Where: `$JAX_COMPILATION_CACHE_DIR` (JAX's own variable) if set, else `default_dir()`.
+`W2S_COMPILATION_CACHE=0` turns it off. A directory that cannot be created or written costs one
+`warning:` line, and the run goes on without the cache.
 
 `import w2s` does not call `enable`: importing a library should not change the process's global
 JAX config. `w2s.main` (the CLI) and tests/conftest.py call it; a notebook may.
 
 Several processes may share the directory. Under `jax.distributed` only process 0 writes entries
-(`jax._src.compiler._cache_write`); independent runs (sweep workers, pytest subprocesses) may write
-the same key, and JAX never overwrites an existing entry; a damaged entry is reported by JAX as a
-warning and the step is compiled instead (`jax_raise_persistent_cache_errors` is False), so the
-cache can cost a recompile but never a wrong or failed run.
+(`jax._src.compiler._cache_write`); independent runs (sweep workers, test subprocesses) may both
+write a new key, and JAX never replaces an entry that exists. An entry JAX cannot read (a torn
+write) is a warning and a fresh compile (`jax_raise_persistent_cache_errors` is off by default):
+the cache can cost a recompile, never a wrong result or a failed run.
 """
+import hashlib
 import os
+import platform
 import sys
 import tempfile
 
 DISABLE_ENV = 'W2S_COMPILATION_CACHE'
-# JAX's default (1 s) skips most CPU train steps of the small models; reading an entry back costs
-# a few ms, so anything slower than that is worth keeping.
+# JAX's default (1 s) skips most CPU train steps of the small models; reading an entry back
+# costs milliseconds, so any compile slower than this is worth keeping.
 MIN_COMPILE_SECS = 0.2
 
 
+def requested() -> bool:
+  """False when `W2S_COMPILATION_CACHE` is 0 / false / no / off."""
+  return os.environ.get(DISABLE_ENV, '').strip().lower() not in ('0', 'false', 'no', 'off')
+
+
 def default_dir() -> str:
+  """`$XDG_CACHE_HOME/w2s/jax/<host cpu>` (or `~/.cache/...`): XLA:CPU executables are built for
+  this CPU's features and JAX's key does not include them, so a home directory shared by unlike
+  machines would serve entries XLA rejects, and recompiles, on every run."""
   base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'w2s', 'jax')
+  return os.path.join(base, 'w2s', 'jax', _host_cpu())
+
+
+def _host_cpu() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:  # x86 'flags', Arm 'Features'
+      flags = next((l for l in f if l.startswith(('flags', 'Features'))), '')
+  except OSError:
+    flags = platform.processor()
+  return f'{platform.machine() or "cpu"}-{hashlib.sha256(flags.encode()).hexdigest()[:8]}'
 
 
 def enable(path: str | None = None) -> str | None:
-  """Turns the persistent compilation cache on, before the first compile; returns its directory.
+  """Turns the persistent compilation cache on; call it before the first compile.
 
   Args:
     path: the cache directory; default `$JAX_COMPILATION_CACHE_DIR`, else `default_dir()`.
@@ -44,19 +63,20 @@ def enable(path: str | None = None) -> str | None:
     directory cannot be created or written: one `warning:` line on stderr).
   """
   import jax
-  if os.environ.get(DISABLE_ENV, '').strip().lower() in ('0', 'false', 'no', 'off'):
-    jax.config.update('jax_enable_compilation_cache', False)  # also over JAX's own env variable
+  if not requested():
+    jax.config.update('jax_enable_compilation_cache', False)  # over JAX's own env variable too
     return None
   path = os.path.abspath(os.path.expanduser(
       path or os.environ.get('JAX_COMPILATION_CACHE_DIR') or default_dir()))
   try:
     os.makedirs(path, exist_ok=True)
     with tempfile.TemporaryFile(dir=path):
-      pass  # writable, not just present
+      pass  # writable, not just there
   except OSError as e:
     print(f'warning: compilation cache {path} is not usable ({e.strerror or e}); compiling '
           f'without it (set JAX_COMPILATION_CACHE_DIR to a writable directory, or '
           f'{DISABLE_ENV}=0)', file=sys.stderr, flush=True)
+    jax.config.update('jax_enable_compilation_cache', False)  # JAX would warn on every compile
     return None
   jax.config.update('jax_compilation_cache_dir', path)
   if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:

@@ -51,10 +51,36 @@ def find_runs(dirs: list[str]) -> list[dict]:
       if 'results.json' in files and os.sep + 'stages' + os.sep not in root + os.sep:
         runs.append(_run(os.path.relpath(root, d) if root != d else os.path.basename(
             os.path.abspath(d)), root, {}, []))
-  runs = [r for r in runs if 'summary' in r['results']]  # weak-to-strong results only
+  runs = [r for r in runs if 'summary' in r['results']]  # protocols with seeds and CIs
   if not runs:
-    raise UserError(f'no weak-to-strong results.json under {", ".join(dirs)}')
+    raise UserError(f'no results.json with a summary over seeds under {", ".join(dirs)}')
   return runs
+
+
+def kind(run: dict) -> str:
+  """'weak_to_strong' | 'self_training' | 'semi_supervised', from the summary's form."""
+  summ = run['results']['summary']
+  if 'rounds' in summ:
+    return 'self_training'
+  if 'acc' in summ:
+    return 'semi_supervised'
+  return 'weak_to_strong'
+
+
+def _stats_of(run: dict) -> list[tuple[str, dict, dict]]:
+  """[(loss or '', {stat name: {mean, lo, hi, n}}, extras)] of one run."""
+  summ = run['results']['summary']
+  k = kind(run)
+  if k == 'weak_to_strong':
+    return [(loss, {m: summ[loss][m] for m in STATS}, {}) for loss in summ]
+  if k == 'self_training':
+    last = summ['rounds'][-1]
+    stats = {'acc_supervised': summ['supervised'], 'acc_final': summ['final'],
+             'gain': summ['gain']}
+    stats.update({f'pseudo_{m}': last['pseudo'][m] for m in ('accuracy', 'coverage')}
+                 if 'pseudo' in last else {})
+    return [('', stats, {'rounds': last['round']})]
+  return [('', {m: summ[m] for m in ('acc', 'ece', 'mask_rate', 'pseudo_acc')}, {})]
 
 
 def _run(name, path, overrides, axes) -> dict:
@@ -64,14 +90,14 @@ def _run(name, path, overrides, axes) -> dict:
 
 
 def rows(runs: list[dict]) -> list[dict]:
-  """One flat row per (run, student loss)."""
+  """One flat row per run (and student loss, for weak-to-strong runs): swept values, then each
+  statistic's mean / lo / hi over seeds."""
   out = []
   for r in runs:
-    for loss, summ in r['results']['summary'].items():
-      row = {'run': r['name'], **{k: _cell(v) for k, v in r['overrides'].items()}, 'loss': loss,
-             'seeds': len(r['results'].get('seeds', []))}
-      for m in STATS:
-        s = summ[m]
+    for loss, stats, extras in _stats_of(r):
+      row = {'run': r['name'], **{k: _cell(v) for k, v in r['overrides'].items()}, **extras,
+             **({'loss': loss} if loss else {}), 'seeds': len(r['results'].get('seeds', []))}
+      for m, s in stats.items():
         for part in ('mean', 'lo', 'hi'):
           row[f'{m}_{part}'] = s[part] if s['n'] else float('nan')
       out.append(row)
@@ -90,23 +116,28 @@ def write_tables(table: list[dict], out: str) -> list[str]:
     w.writeheader()
     w.writerows(table)
   os.replace(csv_path + '.tmp', csv_path)
-  fmt = lambda row, m, k: ('undefined' if np.isnan(row[f'{m}_mean']) else
-                           f'{k * row[f"{m}_mean"]:.2f} [{k * row[f"{m}_lo"]:.2f}, '
-                           f'{k * row[f"{m}_hi"]:.2f}]')
-  axes = [k for k in keys if k not in ('run', 'loss', 'seeds') and not k.startswith(STATS)]
-  head = axes + ['loss', 'seeds', 'weak acc %', 'student acc %', 'ceiling acc %', 'PGR']
+  fmt = lambda row, m: ('' if f'{m}_mean' not in row else 'undefined'
+                        if np.isnan(row[f'{m}_mean']) else
+                        f'{_scale(m) * row[f"{m}_mean"]:.2f} [{_scale(m) * row[f"{m}_lo"]:.2f}, '
+                        f'{_scale(m) * row[f"{m}_hi"]:.2f}]')
+  stats = list(dict.fromkeys(k[:-5] for k in keys if k.endswith('_mean')))
+  plain = [k for k in keys if not k.endswith(('_mean', '_lo', '_hi')) and k != 'run']
+  head = plain + [m + (' %' if _scale(m) == 100 else '') for m in stats]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for row in table:
-    cells = [str(row.get(a, '')) for a in axes] + [row['loss'], str(row['seeds'])]
-    cells += [fmt(row, m, 100.0) for m in STATS[:3]] + [fmt(row, 'pgr', 1.0)]
+    cells = [str(row.get(a, '')) for a in plain] + [fmt(row, m) for m in stats]
     lines.append('| ' + ' | '.join(cells) + ' |')
   md_path = os.path.join(out, 'report.md')
-  text = ('Test accuracy and PGR, mean [95% bootstrap CI] over seeds.\n\n' + '\n'.join(lines)
-          + '\n')
+  text = ('Test-set numbers, mean [95% bootstrap CI] over seeds (accuracies, rates and gains in '
+          '%, PGR as a fraction).\n\n' + '\n'.join(lines) + '\n')
   with open(md_path + '.tmp', 'w') as f:
     f.write(text)
   os.replace(md_path + '.tmp', md_path)
   return [csv_path, md_path]
+
+
+def _scale(stat: str) -> float:
+  return 1.0 if stat == 'pgr' else 100.0
 
 
 def choose_axes(runs: list[dict], x: str | None, group: str | None) -> tuple[str | None, list]:
@@ -240,7 +271,9 @@ def report(dirs: list[str], out: str | None = None, x: str | None = None,
   os.makedirs(out, exist_ok=True)
   x, groups = choose_axes(runs, x, group)
   paths = write_tables(rows(runs), out)
-  paths += [plot_accuracy(runs, x, groups, out), plot_pgr(runs, x, groups, out)]
+  w2s_runs = [r for r in runs if kind(r) == 'weak_to_strong']
+  if w2s_runs:
+    paths += [plot_accuracy(w2s_runs, x, groups, out), plot_pgr(w2s_runs, x, groups, out)]
   curves = plot_curves(runs, out)
   return paths + ([curves] if curves else [])
 

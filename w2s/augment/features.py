@@ -29,9 +29,10 @@ def make(*, sigma: float = 0.0, p: float = 0.0, rescale: bool = True,
     x = augment.field_of('features', batch, field, floating=True, what=' (float [B, D] features)')
     k_noise, k_drop = jax.random.split(rng)
     if sigma > 0:
-      x = x + jnp.asarray(sigma, x.dtype) * jax.random.normal(k_noise, x.shape, x.dtype)
+      noise = augment.flat(jax.random.normal, k_noise, x.shape, dtype=x.dtype)
+      x = x + jnp.asarray(sigma, x.dtype) * noise
     if p > 0:
-      keep = jax.random.bernoulli(k_drop, 1.0 - p, x.shape)
+      keep = augment.flat(jax.random.bernoulli, k_drop, x.shape, p=1.0 - p)
       x = jnp.where(keep, x * jnp.asarray(scale, x.dtype), 0.0).astype(x.dtype)
     return augment.replaced(batch, **{field: x})
   return fn

@@ -39,7 +39,7 @@ def eligible(mask, keep_first, keep_last, special):
 
 def _exactly(rng, ok, p):
   """[B, T] bool: round(p * count) positions of `ok` per row, uniformly without replacement."""
-  scores = jnp.where(ok, jax.random.uniform(rng, ok.shape), 2.0)
+  scores = jnp.where(ok, augment.flat(jax.random.uniform, rng, ok.shape), 2.0)
   rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
   k = jnp.round(p * jnp.sum(ok, axis=1, keepdims=True))
   return ok & (rank < k)
@@ -52,7 +52,7 @@ def _span(rng, ok, keep_first, p):
   lo = jnp.min(jnp.where(ok, pos, hi), axis=1, keepdims=True)
   length = jnp.round(p * jnp.sum(ok, axis=1, keepdims=True)).astype(jnp.int32)
   room = jnp.maximum(hi - lo - length, 0) + 1
-  start = lo + jnp.floor(jax.random.uniform(rng, lo.shape) * room).astype(jnp.int32)
+  start = lo + jnp.floor(augment.flat(jax.random.uniform, rng, lo.shape) * room).astype(jnp.int32)
   return ok & (pos >= start) & (pos < start + length)
 
 
@@ -104,13 +104,15 @@ def make(*, mode: str = 'dropout', p: float = 0.1, mask_id: int | None = None,
     k_pick, k_kind, k_id = jax.random.split(rng, 3)
     if mode == 'span':
       return delete(batch, _span(k_pick, ok, keep_first, p), pad_id)
+    new = jnp.full_like(ids, mask_id)
     if mode == 'dropout':
-      pick, new = ok & jax.random.bernoulli(k_pick, p, ids.shape), jnp.full_like(ids, mask_id)
+      pick = ok & augment.flat(jax.random.bernoulli, k_pick, ids.shape, p=p)
     else:
-      pick, new = _exactly(k_pick, ok, p), jnp.full_like(ids, mask_id)
+      pick = _exactly(k_pick, ok, p)
       if vocab_size is not None:
-        u = jax.random.uniform(k_kind, ids.shape)
-        rand = jax.random.randint(k_id, ids.shape, 0, vocab_size, ids.dtype)
+        u = augment.flat(jax.random.uniform, k_kind, ids.shape)
+        rand = augment.flat(jax.random.randint, k_id, ids.shape, minval=0, maxval=vocab_size,
+                            dtype=ids.dtype)
         new = jnp.where(u < 0.8, new, jnp.where(u < 0.9, rand, ids))
     return augment.replaced(batch, input_ids=jnp.where(pick, new, ids))
   return fn

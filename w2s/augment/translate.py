@@ -36,7 +36,7 @@ def make(*, pad: int | float = 4, mode: str = 'reflect',
       raise UserError(f"augment 'translate': pad={n} pixels must be < the image side {min(h, w)} "
                       "for mode='reflect'")
     padded = jnp.pad(x, ((0, 0), (n, n), (n, n), (0, 0)), mode=mode)  # [B, H+2n, W+2n, C]
-    offsets = jax.random.randint(rng, (b, 2), 0, 2 * n + 1)             # [B, 2] (dy, dx)
+    offsets = augment.flat(jax.random.randint, rng, (b, 2), minval=0, maxval=2 * n + 1)  # [B, 2]
     crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c))
     return augment.replaced(batch, **{field: jax.vmap(crop)(padded, offsets)})
   return fn
