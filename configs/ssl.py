@@ -40,8 +40,10 @@ def _views(task: str) -> tuple[dict, dict]:
   else:
     weak = dict(name='translate', pad=2)
   # RandAugment's own cutout ends the strong view (FixMatch: half the side on CIFAR-10)
+  # (fill 0 on MNIST: a digit's background is black)
   strong = dict(name='chain', ops=[weak, dict(name='randaugment', num_ops=2,
-                                              cutout=0.5 if task == 'cifar10' else 0.4)])
+                                              cutout=0.5 if task == 'cifar10' else 0.4,
+                                              fill=0.5 if task == 'cifar10' else 0.0)])
   return weak, strong
 
 

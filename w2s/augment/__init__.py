@@ -1,4 +1,4 @@
-"""Data augmentations: pure JAX functions of (rng, batch), run inside the jitted step (kind 'augment').
+"""Data augmentations: pure JAX functions of (rng, batch) run in the jitted step (kind 'augment').
 
 A plug-in is a module `w2s/augment/<name>.py` with `make(**hparams) -> fn`, where
 

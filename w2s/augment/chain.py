@@ -1,5 +1,7 @@
-"""Several augmentations in order: `dict(name='chain', ops=[dict(name='flip'), dict(name='translate',
-pad=4)])` (FixMatch's weak view a(x), Sohn et al. 2020).
+"""Several augmentations in order (FixMatch's weak view a(x), Sohn et al. 2020):
+
+    dict(name='chain', ops=[dict(name='flip'), dict(name='translate', pad=4)])
+
 
 Each section is built like any plug-in (its hparams checked against its `make`); op i gets the
 i-th key of `jax.random.split(rng, len(ops))`, so adding an op at the end leaves the draws of the

@@ -4,9 +4,8 @@ DeVries & Taylor 2017, "Improved Regularization of Convolutional Neural Networks
 a square of side `size` centred at a pixel drawn uniformly per example is set to `value` in every
 channel; squares reaching past the border are clipped (so fewer pixels go), as in the paper.
 FixMatch (Sohn et al. 2020) applies it after RandAugment in the strong view (`randaugment`'s
-`cutout` hparam calls `cut` below).
+`cutout` hparam calls `cut` below). Draws are per batch, flat (see `w2s.augment.flat`).
 """
-import functools
 from typing import Callable
 
 import jax
@@ -15,15 +14,20 @@ import jax.numpy as jnp
 from w2s import augment
 
 
-def cut(rng: jax.Array, x: jax.Array, size: int, value: float) -> jax.Array:
-  """One image x [H, W, C] with a size x size square (centre uniform, clipped) set to value."""
-  h, w, _ = x.shape
-  cy, cx = jax.random.randint(rng, (2,), 0, jnp.array([h, w]))
-  top, left = cy - size // 2, cx - size // 2
-  rows, cols = jnp.arange(h), jnp.arange(w)
-  inside = (((rows >= top) & (rows < top + size))[:, None] &
-            ((cols >= left) & (cols < left + size))[None, :])              # [H, W]
-  return jnp.where(inside[:, :, None], jnp.asarray(value, x.dtype), x)
+def centres(rng: jax.Array, b: int, h: int, w: int) -> jax.Array:
+  """int32 [B, 2] (row, col) centres, uniform over the H x W pixels."""
+  u = augment.flat(jax.random.uniform, rng, (b, 2))
+  return jnp.minimum(jnp.floor(u * jnp.array([h, w])), jnp.array([h - 1, w - 1])).astype(jnp.int32)
+
+
+def cut(x: jax.Array, centre: jax.Array, size: int, value: float) -> jax.Array:
+  """Images x [B, H, W, C] with a size x size square about centre [B, 2] (clipped) set to value."""
+  _, h, w, _ = x.shape
+  top, left = centre[:, :1] - size // 2, centre[:, 1:] - size // 2                 # [B, 1]
+  rows, cols = jnp.arange(h)[None], jnp.arange(w)[None]
+  inside = (((rows >= top) & (rows < top + size))[:, :, None] &
+            ((cols >= left) & (cols < left + size))[:, None, :])                 # [B, H, W]
+  return jnp.where(inside[..., None], jnp.asarray(value, x.dtype), x)
 
 
 def make(*, size: int | float = 0.5, value: float = 0.0,
@@ -37,7 +41,6 @@ def make(*, size: int | float = 0.5, value: float = 0.0,
     n = augment.resolve(size, x.shape[1])
     if n == 0:
       return batch
-    keys = jax.random.split(rng, x.shape[0])
-    out = jax.vmap(functools.partial(cut, size=n, value=value))(keys, x)
+    out = cut(x, centres(rng, *x.shape[:3]), n, value)
     return augment.replaced(batch, **{field: out})
   return fn

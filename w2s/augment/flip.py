@@ -20,5 +20,6 @@ def make(*, p: float = 0.5, field: str = 'x') -> Callable[[jax.Array, dict], dic
   def fn(rng: jax.Array, batch: dict) -> dict:
     x = augment.images_of('flip', batch, field)
     flip = jax.random.bernoulli(rng, p, (x.shape[0],))                   # [B]
-    return augment.replaced(batch, **{field: jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)})
+    out = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    return augment.replaced(batch, **{field: out})
   return fn

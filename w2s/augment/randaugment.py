@@ -2,8 +2,8 @@
 
 Cubuk et al. 2020, "RandAugment: Practical automated data augmentation with a reduced search
 space": per example, `num_ops` ops drawn uniformly (with replacement) from OPS, each applied at
-magnitude m in [0, 1]. FixMatch (Sohn et al. 2020, Sec. 2.3 and Table 12) draws m uniformly per op
-and sample instead of one global M (`magnitude=None`, the default; a float fixes it) and always
+magnitude m in [0, 1]. FixMatch (Sohn et al. 2020, Sec. 2.3 and its appendix's table of ops) draws
+m uniformly per op and example instead of one global M (`magnitude=None`, the default; a float fixes it) and always
 applies Cutout afterwards (`cutout`: side as a fraction of H or in pixels; 0 turns it off).
 
 Magnitude -> parameter (s = a random sign; m = 0 is the identity for every op that has one):
@@ -17,7 +17,11 @@ Geometric ops resample an affine grid bilinearly; source points outside the imag
 float [H, W, C] in [0, 1]; point ops use the luma of RGB, or the mean of other channel counts.
 
 Under vmap `lax.switch` on a per-example index computes every op for every example and selects:
-the price of a static, device-friendly program (see benchmarks/augment.py).
+the price of a static, device-friendly program. The geometric ops share one resampling per op
+slot (their matrices are selected, then `affine` runs once), so a slot costs one bilinear
+resampling plus the point ops (equalize, a histogram scatter, is the dearest on CPU). Slots run
+in a `fori_loop`: unrolled, XLA fuses one slot's gathers into the next's (16x the reads).
+Random draws are per batch, flat (`w2s.augment.flat`). Timings: benchmarks/augment.py.
 """
 import functools
 from typing import Callable, Sequence
@@ -62,6 +66,7 @@ def _equalize_channel(v):
 
 
 def equalize(img):
+  """Per-channel histogram equalization of img [H, W, C] on its 8-bit values (PIL's)."""
   h, w, c = img.shape
   v = jnp.round(img * 255.0).astype(jnp.int32).reshape(h * w, c)
   out = jax.vmap(_equalize_channel, in_axes=1, out_axes=1)(v)
@@ -103,24 +108,44 @@ def affine(img, matrix, shift, fill):
   return out.astype(img.dtype)
 
 
-def rotate(img, degrees, fill):
-  """Counter-clockwise rotation by `degrees` about the centre (90 on a square = jnp.rot90)."""
+def rotation(degrees):
+  """[2, 2] source-from-output matrix of a counter-clockwise rotation (90 on a square = rot90)."""
   t = jnp.deg2rad(degrees)
   cos, sin = jnp.cos(t), jnp.sin(t)
-  return affine(img, jnp.array([[cos, sin], [-sin, cos]]), jnp.zeros(2), fill)
+  return jnp.stack([jnp.stack([cos, sin]), jnp.stack([-sin, cos])])
 
 
-def _shear(img, s, fill, axis):
-  m = jnp.eye(2).at[axis, 1 - axis].set(s)   # shear_x: col_src = col + s row
-  return affine(img, m, jnp.zeros(2), fill)
+def rotate(img, degrees, fill):
+  """Counter-clockwise rotation by `degrees` about the centre."""
+  return affine(img, rotation(jnp.asarray(degrees, jnp.float32)), jnp.zeros(2), fill)
 
 
-def _translate(img, frac, fill, axis):
-  return affine(img, jnp.eye(2), jnp.zeros(2).at[axis].set(-frac * img.shape[axis]), fill)
+def _shear(axis):
+  # shear_x (axis 1): col_src = col + v row; shear_y: row_src = row + v col
+  return lambda m, s, hw: (jnp.eye(2).at[axis, 1 - axis].set(0.3 * s * m), jnp.zeros(2))
+
+
+def _translate(axis):
+  return lambda m, s, hw: (jnp.eye(2), jnp.zeros(2).at[axis].set(-0.3 * s * m * hw[axis]))
+
+
+# name -> (m, s, (H, W)) -> (matrix [2, 2], shift [2]) of `affine`: the policy composes one
+# resampling per op slot from these instead of running every geometric op under vmap.
+GEOMETRIC: dict[str, Callable] = {
+    'rotate': lambda m, s, hw: (rotation(30.0 * s * m), jnp.zeros(2)),
+    'shear_x': _shear(1),
+    'shear_y': _shear(0),
+    'translate_x': _translate(1),
+    'translate_y': _translate(0),
+}
 
 
 def _enhance(degenerate):
   return lambda img, m, s, fill: _blend(img, degenerate(img), 1.0 + 0.9 * s * m)
+
+
+def _geometric(name):
+  return lambda img, m, s, fill: affine(img, *GEOMETRIC[name](m, s, img.shape[:2]), fill)
 
 
 # name -> op(img [H, W, C], m in [0, 1], s in {-1, 1}, fill) -> img
@@ -134,11 +159,7 @@ OPS: dict[str, Callable] = {
     'sharpness': _enhance(_smooth),
     'posterize': lambda img, m, s, fill: posterize(img, 8.0 - jnp.round(4.0 * m)),
     'solarize': lambda img, m, s, fill: jnp.where(img >= (1.0 - m) * 256.0 / 255.0, 1.0 - img, img),
-    'rotate': lambda img, m, s, fill: rotate(img, 30.0 * s * m, fill),
-    'shear_x': lambda img, m, s, fill: _shear(img, 0.3 * s * m, fill, 1),
-    'shear_y': lambda img, m, s, fill: _shear(img, 0.3 * s * m, fill, 0),
-    'translate_x': lambda img, m, s, fill: _translate(img, 0.3 * s * m, fill, 1),
-    'translate_y': lambda img, m, s, fill: _translate(img, 0.3 * s * m, fill, 0),
+    **{name: _geometric(name) for name in GEOMETRIC},
 }
 MAGNITUDE_FREE = ('identity', 'autocontrast', 'equalize')
 
@@ -164,22 +185,34 @@ def make(*, num_ops: int = 2, magnitude: float | None = None, ops: Sequence[str]
   names = _check_ops(ops)
   cutout = augment.pixels('randaugment', 'cutout', cutout)
   fill = augment.number('randaugment', 'fill', fill, 0.0, 1.0)
-  branches = [lambda img, m, s, op=OPS[n]: op(img, m, s, fill) for n in names]
+  identity = lambda img, m, s: img
+  pixel = [identity if n in GEOMETRIC else functools.partial(OPS[n], fill=fill) for n in names]
+  geometric = any(n in GEOMETRIC for n in names)
 
-  def one(key, img, cut):
-    k_op, k_mag, k_sign, k_cut = jax.random.split(key, 4)
-    idx = jax.random.randint(k_op, (num_ops,), 0, len(branches))
-    mag = (jax.random.uniform(k_mag, (num_ops,)) if magnitude is None
-           else jnp.full((num_ops,), magnitude))
-    sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (num_ops,)), 1.0, -1.0)
-    for i in range(num_ops):
-      img = jax.lax.switch(idx[i], branches, img, mag[i], sign[i])
-    return cutout_lib.cut(k_cut, img, cut, fill) if cut else img
+  eye = lambda m, s, hw: (jnp.eye(2), jnp.zeros(2))
+  matrices = [GEOMETRIC.get(n, eye) for n in names]
+
+  def one(img, idx, mag, sign):
+    """img [H, W, C]; idx, mag, sign [num_ops]: op slot i is names[idx[i]] at (mag[i], sign[i])."""
+    def slot(i, img):
+      if geometric:  # one resampling per slot; the identity affine is exact on the pixel grid
+        matrix, shift = jax.lax.switch(idx[i], matrices, mag[i], sign[i], img.shape[:2])
+        img = affine(img, matrix, shift, fill)
+      return jax.lax.switch(idx[i], pixel, img, mag[i], sign[i])
+    # a loop, not unrolled: XLA:CPU fuses slot 2's four gathers with slot 1's (16x the reads)
+    return jax.lax.fori_loop(0, num_ops, slot, img)
 
   def fn(rng: jax.Array, batch: dict) -> dict:
     x = augment.images_of('randaugment', batch, field)
-    cut = augment.resolve(cutout, x.shape[1])
-    keys = jax.random.split(rng, x.shape[0])
-    out = jax.vmap(functools.partial(one, cut=cut))(keys, x)
+    b, h, w, _ = x.shape
+    k_ops, k_cut = jax.random.split(rng)
+    u = augment.flat(jax.random.uniform, k_ops, (3, b, num_ops))  # one draw: op, magnitude, sign
+    idx = jnp.minimum(jnp.floor(u[0] * len(names)), len(names) - 1).astype(jnp.int32)
+    mag = u[1] if magnitude is None else jnp.full((b, num_ops), magnitude)
+    sign = jnp.where(u[2] < 0.5, 1.0, -1.0)
+    out = jax.vmap(one)(x, idx, mag, sign) if num_ops else x                # [B, H, W, C]
+    cut = augment.resolve(cutout, h)
+    if cut:
+      out = cutout_lib.cut(out, cutout_lib.centres(k_cut, b, h, w), cut, fill)
     return augment.replaced(batch, **{field: out.astype(x.dtype)})
   return fn
