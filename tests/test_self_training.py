@@ -106,7 +106,7 @@ def test_bad_self_training_input_is_one_clear_error():
   from w2s.protocols import self_training
   with pytest.raises(UserError, match='has only'):
     self_training.check(_config('runlocal,labels=100000'))
-  with pytest.raises(UserError, match='unknown pseudo_label'):
+  with pytest.raises(UserError, match='unknown pseudo-label policy .nope.; known: agreement'):
     self_training.check(_config('runlocal,select=nope'))
   cfg = _config('runlocal')
   with cfg.unlocked():
