@@ -201,15 +201,21 @@ def _config(data_dir, streaming_on, **kw):
               **kw)
 
 
-def test_supervised_streaming_equals_in_memory(tmp_path, monkeypatch):
-  data_dir = str(tmp_path / 'data')
-  results, params, fit = {}, {}, train.fit
+def _record_params(monkeypatch) -> dict:
+  """{trained from a source?: final params} of every `train.fit` call while the test runs."""
+  params, fit = {}, train.fit
 
   def recording_fit(module, train_examples, **kw):
     state, last = fit(module, train_examples, **kw)
     params[isinstance(train_examples, streaming.TfdsSource)] = jax.device_get(state.params)
     return state, last
   monkeypatch.setattr(train, 'fit', recording_fit)
+  return params
+
+
+def test_supervised_streaming_equals_in_memory(tmp_path, monkeypatch):
+  data_dir = str(tmp_path / 'data')
+  results, params = {}, _record_params(monkeypatch)
   for on in (False, True):
     results[on] = supervised.run(config=_config(data_dir, on), workdir=str(tmp_path / f'run{on}'))
   assert sorted(params) == [False, True]  # the streaming run really trained from a source
@@ -272,13 +278,7 @@ def test_mocked_mnist_stream_batches_equal_in_memory(tmp_path, process_count):
 def test_supervised_streaming_catalog_equals_in_memory(tmp_path, monkeypatch):
   config = {**_config(str(tmp_path / 'data'), False), 'batch_size': 8, 'eval_batch_size': 8,
             'num_steps': 6, 'dataset': dict(name='mnist', data_dir=str(tmp_path / 'data'))}
-  results, params, fit = {}, {}, train.fit
-
-  def recording_fit(module, train_examples, **kw):
-    state, last = fit(module, train_examples, **kw)
-    params[isinstance(train_examples, streaming.TfdsSource)] = jax.device_get(state.params)
-    return state, last
-  monkeypatch.setattr(train, 'fit', recording_fit)
+  results, params = {}, _record_params(monkeypatch)
   with tfds.testing.mock_data(num_examples=N_MOCK):
     results[False] = supervised.run(config=config, workdir=str(tmp_path / 'off'))
     monkeypatch.setattr(catalog, 'read', lambda *a, **k: pytest.fail('materialised a split'))

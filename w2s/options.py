@@ -48,6 +48,23 @@ LATER_OPTIONS = ('param_dtype', 'augment', 'ssl', 'unlabelled_ratio', 'weak_augm
                  'strong_augment', 'ema_decay')
 
 
+RUN_DEFAULTS = (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))
+
+
+def seeds_of(value) -> tuple[int, ...]:
+  """A protocol's `seeds`, checked: a non-empty tuple of ints >= 0."""
+  seeds = tuple(value) if isinstance(value, (list, tuple)) else ()
+  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    raise UserError(f'seeds={value!r} must be a non-empty tuple of ints >= 0, e.g. '
+                    "--config.seeds='(0, 1, 2)'")
+  return seeds
+
+
+def run_settings(c: Mapping) -> dict[str, int]:
+  """log_every, checkpoint_every, keep_checkpoints of a protocol config, checked."""
+  return {k: positive(c.get(k, d), k) for k, d in RUN_DEFAULTS}
+
+
 def _maybe_plugin(kind: str, spec, where: str):
   return None if spec is None else plugin(kind, spec, where)
 

@@ -71,9 +71,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
       raise UserError(f'config.{key} is required by the self_training protocol')
   options.check_keys(c['labels'], LABEL_KEYS, 'labels')
   options.check_keys(c['pseudo'], PSEUDO_KEYS, 'pseudo')
-  seeds = tuple(c['seeds']) if isinstance(c['seeds'], (list, tuple)) else ()
-  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-    raise UserError(f'seeds={c["seeds"]!r} must be a non-empty tuple of ints >= 0')
+  seeds = options.seeds_of(c['seeds'])
   tok = c.get('tokenizer')
   role = lambda name, s: learners.RoleOptions.from_section(name, s, tokenizer=tok,
                                                            input_kind=input_kind)
@@ -92,8 +90,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
       rounds=options.positive(c['rounds'], 'rounds', allow_zero=True), select=select,
       hard=mode == 'hard', eval_batch_size=options.positive(c['eval_batch_size'],
                                                             'eval_batch_size'),
-      run={k: options.positive(c.get(k, d), k) for k, d in
-           (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))},
+      run=options.run_settings(c),
       num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
                                    allow_zero=True), mesh_shape=mesh.get('shape'),
       shared_dir=os.path.abspath(c['shared_dir']) if c.get('shared_dir') else '')

@@ -25,7 +25,6 @@ from w2s.protocols.weak_to_strong import train_and_predict
 TOP_KEYS = ('protocol', 'dataset', 'labels', 'tokenizer', 'seeds', 'model', 'eval_batch_size',
             'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
 LABEL_KEYS = ('per_class', 'max_unlabelled', 'max_test')
-RUN_DEFAULTS = (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))
 
 
 def _resolve(config, input_kind=None):
@@ -35,12 +34,10 @@ def _resolve(config, input_kind=None):
     if key not in c:
       raise UserError(f'config.{key} is required by the semi_supervised protocol')
   options.check_keys(c['labels'], LABEL_KEYS, 'labels')
-  seeds = tuple(c['seeds']) if isinstance(c['seeds'], (list, tuple)) else ()
-  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-    raise UserError(f'seeds={c["seeds"]!r} must be a non-empty tuple of ints >= 0')
+  seeds = options.seeds_of(c['seeds'])
   role = learners.RoleOptions.from_section('model', c['model'], tokenizer=c.get('tokenizer'),
                                            input_kind=input_kind)
-  run = {k: options.positive(c.get(k, d), k) for k, d in RUN_DEFAULTS}
+  run = options.run_settings(c)
   train_opts = learners.train_options(role.train, 'model.train', loss=role.loss, seed=0, run=run)
   if train_opts.ssl is None:
     raise UserError("model.train.ssl is required: an algorithm of w2s/ssl/, e.g. "

@@ -64,10 +64,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
   split_fn = splits_lib.weak_to_strong
   valid, _ = options.accepted_kwargs(split_fn)
   options.check_keys(c['splits'], valid - {'dataset', 'seed'}, 'splits')
-  seeds = tuple(c['seeds']) if isinstance(c['seeds'], (list, tuple)) else ()
-  if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-    raise UserError(f'seeds={c["seeds"]!r} must be a non-empty tuple of ints >= 0, e.g. '
-                    "--config.seeds='(0, 1, 2)'")
+  seeds = options.seeds_of(c['seeds'])
   tok = c.get('tokenizer')
   role = lambda name, s: learners.RoleOptions.from_section(name, s, tokenizer=tok,
                                                            input_kind=input_kind)
@@ -83,8 +80,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
                     f'{sorted(losses)}')
   students = tuple((n, options.plugin('losses', losses[n], f'student_losses.{n}')) for n in order)
   chain = tuple(role(f'chain{i}', s) for i, s in enumerate(c.get('chain') or ()))
-  run = {k: options.positive(c.get(k, d), k) for k, d in
-         (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))}
+  run = options.run_settings(c)
   mesh = c.get('mesh') or {}
   options.check_keys(mesh, ('num_devices', 'shape'), 'mesh')
   opts = Options(
