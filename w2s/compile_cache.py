@@ -3,7 +3,8 @@
 Every `fit` binds its dependencies with `functools.partial` and builds a fresh `jax.jit`, so every
 stage, seed and rerun traces and compiles the same train step again. With XLA's executables kept on
 disk, a second compile of an identical computation (same HLO, shapes, devices, XLA flags, jaxlib)
-is a file read: 2.3x on the ensemble benchmark, with no change to the step.
+is a file read: 2.3x on the ensemble benchmark, and a second `configs/w2s_offline.py:runlocal`
+run takes 16 s instead of 26 s on a 2-core CPU (12 entries, 0.6 MB).
 
 Where: `$JAX_COMPILATION_CACHE_DIR` (JAX's own variable) if set, else `default_dir()`.
 `W2S_COMPILATION_CACHE=0` turns it off. A directory that cannot be created or written costs one
@@ -14,9 +15,10 @@ JAX config. `w2s.main` (the CLI) and tests/conftest.py call it; a notebook may.
 
 Several processes may share the directory. Under `jax.distributed` only process 0 writes entries
 (`jax._src.compiler._cache_write`); independent runs (sweep workers, test subprocesses) may both
-write a new key, and JAX never replaces an entry that exists. An entry JAX cannot read (a torn
-write) is a warning and a fresh compile (`jax_raise_persistent_cache_errors` is off by default):
-the cache can cost a recompile, never a wrong result or a failed run.
+write a new key, and JAX never replaces an entry that exists. An entry JAX cannot read (a write
+cut short by SIGKILL) is a warning and a fresh compile (`jax_raise_persistent_cache_errors` is off
+by default), until the directory is deleted: the cache can cost a recompile, never a wrong result
+or a failed run.
 """
 import hashlib
 import os
