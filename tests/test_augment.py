@@ -78,9 +78,9 @@ def test_jitted_deterministic_sharded_and_vmapped(spec, batch_fn):
   stacked = jax.tree.map(lambda v: jnp.stack([v, v]), batch)
   vm = jax.jit(jax.vmap(fn))(keys, stacked)
   for k in batch:
-    np.testing.assert_allclose(out[k], a[k], atol=1e-6)
-    np.testing.assert_allclose(vm[k][0], c[k], atol=1e-5)
-    np.testing.assert_allclose(vm[k][1], a[k], atol=1e-5)
+    np.testing.assert_allclose(out[k], a[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vm[k][0], c[k], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(vm[k][1], a[k], rtol=1e-5, atol=1e-5)
 
 
 def test_flip_p1_mirrors_and_p0_is_identity():
@@ -142,7 +142,7 @@ def all_ops(imgs, m, s):
 def test_randaugment_op_at_magnitude_zero_is_identity():
   for sign in (1.0, -1.0):
     for name, out in zip(MAGNITUDE_OPS, all_ops(OP_BATCH, 0.0, sign)):
-      np.testing.assert_allclose(out, OP_BATCH, atol=1e-5, err_msg=name)
+      np.testing.assert_allclose(out, OP_BATCH, rtol=1e-5, atol=1e-5, err_msg=name)
   for name, out in zip(MAGNITUDE_OPS, all_ops(OP_BATCH, 1.0, 1.0)):
     assert float(jnp.abs(out - OP_BATCH).max()) > 0.05, name      # and it does something at m = 1
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0, name
@@ -159,13 +159,13 @@ def test_rotate_90_is_rot90_and_magnitude_free_ops():
   img = OP_BATCH[0]
   ramp = jnp.tile((jnp.arange(256.0) / 255).reshape(16, 16, 1), (1, 1, 3))
   left, right, shifted, stretched, equalized = _geometry_and_free_ops(img, ramp)
-  np.testing.assert_allclose(left, jnp.rot90(img, 1, (0, 1)), atol=1e-5)
-  np.testing.assert_allclose(right, jnp.rot90(img, -1, (0, 1)), atol=1e-5)
-  np.testing.assert_allclose(shifted[:, :-1], img[:, 1:], atol=1e-6)
-  np.testing.assert_allclose(shifted[:, -1], 0.5, atol=1e-6)      # outside the image: fill
+  np.testing.assert_allclose(left, jnp.rot90(img, 1, (0, 1)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(right, jnp.rot90(img, -1, (0, 1)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(shifted[:, :-1], img[:, 1:], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(shifted[:, -1], 0.5, rtol=1e-5, atol=1e-6)      # outside the image: fill
   lo, hi = img.min((0, 1)), img.max((0, 1))
-  np.testing.assert_allclose(stretched, (img - lo) / (hi - lo), atol=1e-5)
-  np.testing.assert_allclose(equalized, ramp, atol=1e-6)           # a flat histogram stays
+  np.testing.assert_allclose(stretched, (img - lo) / (hi - lo), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(equalized, ramp, rtol=1e-5, atol=1e-6)           # a flat histogram stays
 
 
 def test_randaugment_policy():
