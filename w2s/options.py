@@ -28,6 +28,7 @@ CALLER_ARGS = {
     'protocols': ('config', 'workdir'),
     'views': ('raw', 'input_kind'),
     'pseudo_labels': ('probs', 'round_index', 'members'),
+    'label_models': ('votes', 'num_classes'),
     'augment': (),
     'ssl': ('logits_x', 'labels_x', 'mask_x', 'logits_uw', 'logits_us', 'mask_u', 'step',
             'total_steps', 'state', 'index_u', 'logits_ut'),

@@ -1,4 +1,4 @@
-"""Name -> plug-in lookup for losses, models, datasets and protocols.
+"""Name -> plug-in lookup for losses, models, datasets, protocols, ... (`ENTRY_POINTS`).
 
 A plug-in is addressed from a config section `dict(name=..., **hparams)`:
 
@@ -27,6 +27,7 @@ ENTRY_POINTS = {
     'pseudo_labels': ('w2s.pseudo_labels', 'select'),  # self-training selection policies
     'ssl': ('w2s.ssl', 'loss'),  # online semi-supervised algorithms (w2s.ssl_step)
     'augment': ('w2s.augment', 'make'),  # pure jittable fn(rng, batch) -> batch, in the train step
+    'label_models': ('w2s.label_models', 'aggregate'),  # vote matrix [n, m] -> soft labels [n, C]
 }
 
 
@@ -50,7 +51,8 @@ def known(kind: str) -> list[str]:
 def singular_name(kind: str) -> str:
   """'losses' -> 'loss', 'ssl' -> 'ssl algorithm', ...: one plug-in of the kind, for messages."""
   return {'losses': 'loss', 'ssl': 'ssl algorithm', 'augment': 'augmentation',
-          'pseudo_labels': 'pseudo-label policy'}.get(kind, kind[:-1])
+          'pseudo_labels': 'pseudo-label policy',
+          'label_models': 'label model'}.get(kind, kind[:-1])
 
 
 def _entry(kind):
