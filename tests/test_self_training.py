@@ -100,6 +100,15 @@ def test_tiny_self_training_run_and_rerun(tmp_path, capsys):
   again = train.train_and_evaluate(config, str(tmp_path))
   assert capsys.readouterr().out.count('done earlier, skipped') == 3
   assert train._json_safe(again['per_seed']) == train._json_safe(results['per_seed'])
+  # one more round over the same stages trains only round 3, from round 2's labels of U
+  more = _config('runlocal,seeds=1')
+  more.rounds, more.shared_dir = 3, str(tmp_path)
+  extended = train.train_and_evaluate(more, str(tmp_path / 'more'))
+  assert capsys.readouterr().out.count('done earlier, skipped') == 3
+  rounds = extended['per_seed'][0]['rounds']
+  assert [r['round'] for r in rounds] == [0, 1, 2, 3]
+  assert train._json_safe(rounds[:3]) == train._json_safe(results['per_seed'][0]['rounds'])
+  assert 0 <= rounds[3]['pseudo']['coverage'] <= 1
 
 
 def test_bad_self_training_input_is_one_clear_error():

@@ -153,9 +153,9 @@ def run(*, config, workdir: str) -> dict:
       chosen, targets, quality = _pseudo(opts, out, unl, r, C)
       train_raw = base.concat([lab, base.take(unl, chosen)])
       labels = np.concatenate([learners.soft_labels(lab, C), targets])
-      predict_on = {'test': test, **({'unlabelled': unl} if r < opts.rounds else {})}
-      out = train_and_predict(stage, student, train_raw, labels, predict_on, opts=topt(student),
-                              **fit_kw)
+      # U too in the last round: a rerun with more rounds continues from this round's labels
+      out = train_and_predict(stage, student, train_raw, labels, {'unlabelled': unl, 'test': test},
+                              opts=topt(student), **fit_kw)
       rounds.append(_round_record(r, out, test, quality))
       print(f'[self_training] seed {seed} round {r}: test {rounds[-1]["acc"]:.4f}  pseudo-labels '
             f'{quality["coverage"]:.1%} of U at {quality["accuracy"]:.4f} accuracy', flush=True)
@@ -175,6 +175,10 @@ def run(*, config, workdir: str) -> dict:
 def _pseudo(opts: Options, teacher_out: dict, unl: dict, r: int, C: int):
   """(rows of U chosen, their targets [n, C], quality numbers vs U's hidden labels)."""
   from w2s.protocols.stages import join_by_id
+  if 'unlabelled_id' not in teacher_out:  # a last round finished before U was always predicted
+    raise UserError(f'round {r - 1} has no predictions on the unlabelled set to continue from '
+                    '(it was the last round of an older run); delete that round\'s stage '
+                    'directory (results.json "stages") to retrain it, or keep the old rounds')
   probs = join_by_id(unl['id'], teacher_out['unlabelled_id'], teacher_out['unlabelled_probs'],
                      'teacher labels of U')
   members = None
