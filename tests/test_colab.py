@@ -1,5 +1,6 @@
-"""colabs/weak_to_strong.ipynb runs top to bottom (nbclient, the current interpreter as kernel) and
-shows a real weak-to-strong gap, so the notebook cannot rot. About 3 minutes on a 2-core CPU."""
+"""The colabs run top to bottom (nbclient, the current interpreter as kernel), so they cannot rot:
+weak_to_strong.ipynb shows a real weak-to-strong gap (about 3 minutes on a 2-core CPU),
+self_training.ipynb its rounds, their pseudo-label quality and plot (about 1 minute)."""
 import ast
 import json
 import os
@@ -64,3 +65,55 @@ def test_notebook_runs_and_recovers_part_of_the_gap(tmp_path):
   line = next(l for l in rerun_text.splitlines() if l.startswith('new stages'))
   new = ast.literal_eval(line.split(':', 1)[1].strip())
   assert len(new) == 2 and all('smoothed' in n for n in new), new
+
+
+SELF_TRAINING = os.path.join(os.path.dirname(__file__), os.pardir, 'colabs', 'self_training.ipynb')
+
+
+@pytest.mark.slow
+def test_self_training_notebook_runs_rounds_and_plots_them(tmp_path):
+  """colabs/self_training.ipynb: rounds of pseudo-labels on MNIST-5k, their table and plot, and a
+  second policy that reuses round 0."""
+  nb = nbformat.read(SELF_TRAINING, as_version=4)
+  assert all(not c.get('outputs') for c in nb.cells if c.cell_type == 'code'), 'commit it cleared'
+  root = tmp_path / 'run'
+  client = nbclient.NotebookClient(
+      nb, timeout=600, kernel_name='python3', allow_errors=False,
+      resources={'metadata': {'path': str(tmp_path)}})
+  try:
+    client.execute(env=_kernel_env(root))
+  finally:
+    nbformat.write(nb, str(tmp_path / 'executed.ipynb'))
+
+  text = ''.join(o.text for c in nb.cells if c.cell_type == 'code'
+                 for o in c.outputs if o.output_type == 'stream')
+  assert 'pip install' not in text
+  assert 'self-training over 2 seeds' in text and 'gain of the last round' in text
+  rows = [l.split()[0] for l in text.splitlines() if l[:1].isdigit() and '[' in l]
+  assert {'0', '1', '2'} <= set(rows), rows  # the per-round table: round 0 (supervised), 1, 2
+  images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
+            if 'image/png' in o.get('data', {})]
+  assert len(images) >= 2  # rounds.png of each policy
+
+  for policy in ('threshold', 'curriculum'):
+    results = json.loads((root / policy / 'results.json').read_text())
+    assert (root / policy / 'rounds.png').stat().st_size > 0
+    rounds = results['summary']['rounds']
+    assert [r['round'] for r in rounds] == [0, 1, 2]
+    for r in rounds:
+      assert 0.0 <= r['acc']['lo'] <= r['acc']['mean'] <= r['acc']['hi'] <= 1.0, (policy, r)
+    assert rounds[0]['acc']['mean'] > 0.3  # 40 labels teach a CNN far above chance (0.1)
+    for seed in results['per_seed']:  # pseudo-label quality against U's hidden labels, per round
+      assert 'pseudo' not in seed['rounds'][0]
+      for r in seed['rounds'][1:]:
+        q = r['pseudo']
+        assert 0.0 < q['coverage'] <= 1.0 and 0.0 <= q['accuracy'] <= 1.0, (policy, r)
+        assert q['n_selected'] == round(q['coverage'] * seed['n_unlabelled'])
+  cur = json.loads((root / 'curriculum' / 'results.json').read_text())['per_seed']
+  assert [round(r['pseudo']['coverage'], 1) for r in cur[0]['rounds'][1:]] == [0.2, 0.4]
+  # the curriculum run trained its rounds 1 and 2 only; round 0 came from the threshold run
+  rerun = next(c for c in nb.cells if c.cell_type == 'code' and 'before = set(' in c.source)
+  line = next(l for o in rerun.outputs if o.output_type == 'stream'
+              for l in o.text.splitlines() if l.startswith('new stages'))
+  new = ast.literal_eval(line.split(':', 1)[1].strip())
+  assert len(new) == 4 and all(n.startswith(('round1-', 'round2-')) for n in new), new
