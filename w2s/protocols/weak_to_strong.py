@@ -1,7 +1,8 @@
 """The weak-to-strong protocol (Burns et al. 2023, "Weak-to-Strong Generalization"), as stages.
 
 Per seed: split train into A (weak_train), B (strong_train) and optionally a held-out 'val' slice
--> weak supervisor on A's ground truth -> weak soft labels on B, val and test -> strong ceiling on
+-> weak supervisor on A's ground truth (or labelling functions + a label model, `programmatic.py`)
+-> weak soft labels on B, val and test -> strong ceiling on
 B's ground truth -> for each student loss, the strong student on B's weak labels (optionally through
 a bootstrapping chain of intermediate models, and strong-to-strong relabelling rounds) -> test
 accuracy, PGR and the diagnostics of `w2s.scores`. Over seeds: means with bootstrap 95% CIs,
@@ -24,7 +25,7 @@ import numpy as np
 from w2s import ensemble, options, preemption, selection, sharding, train
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import learners, results as results_lib
+from w2s.protocols import learners, programmatic, results as results_lib
 from w2s.protocols.stages import Stage, join_by_id
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
@@ -40,7 +41,7 @@ class Options:
   splits: Mapping[str, Any]
   tokenizer: Mapping[str, Any] | None
   seeds: tuple[int, ...]
-  weak: learners.RoleOptions
+  weak: learners.RoleOptions | programmatic.Options   # trained, or rules + a label model
   strong: learners.RoleOptions
   student_train: Mapping[str, Any]
   students: tuple[tuple[str, options.Plugin], ...]     # (name, loss) in the config's order
@@ -68,7 +69,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
   tok = c.get('tokenizer')
   role = lambda name, s: learners.RoleOptions.from_section(name, s, tokenizer=tok,
                                                            input_kind=input_kind)
-  weak, strong = role('weak', c['weak']), role('strong', c['strong'])
+  weak, strong = _weak_role(c['weak'], input_kind, role), role('strong', c['strong'])
   student = c.get('student') or {}
   options.check_keys(student, STUDENT_KEYS, 'student')
   losses = c['student_losses']
@@ -94,6 +95,16 @@ def resolve(config, input_kind: str | None = None) -> Options:
       shared_dir=_shared_dir(c.get('shared_dir')))
   _check_stage_options(opts)
   return opts
+
+
+def _weak_role(section, input_kind, role):
+  """The weak section: a trained learner, or labelling functions + a label model."""
+  s = options.plain(section)
+  if isinstance(s, dict):  # one list of valid keys for both kinds (a typo gets a suggestion)
+    options.check_keys(s, learners.ROLE_KEYS + programmatic.KEYS, 'weak')
+  if programmatic.is_section(section):
+    return programmatic.Options.from_section('weak', section, input_kind=input_kind)
+  return role('weak', section)
 
 
 def _shared_dir(value) -> str:
@@ -129,8 +140,9 @@ def stage_plan(opts: Options, root: str, seed: int) -> dict:
 
 
 def _stage_trains(opts: Options):
-  """(where, train section, loss) of every kind of stage."""
-  yield 'weak.train', opts.weak.train, opts.weak.loss
+  """(where, train section, loss) of every kind of stage that trains."""
+  if isinstance(opts.weak, learners.RoleOptions):
+    yield 'weak.train', opts.weak.train, opts.weak.loss
   yield 'strong.train', opts.strong.train, opts.strong.loss
   for name, loss in opts.students:
     yield 'student.train', opts.student_train, loss
@@ -158,6 +170,8 @@ def check(config):
   sharding.check_batch_size(opts.eval_batch_size,
                             sharding.make_mesh(opts.num_devices, opts.mesh_shape), 'eval_batch_size')
   _check_losses(opts, dataset.num_classes)
+  if isinstance(opts.weak, programmatic.Options):
+    programmatic.check(opts.weak, dataset)
   return opts, dataset
 
 
@@ -245,7 +259,7 @@ def _probs_on(outputs: dict, split: str, raw: dict, what: str) -> np.ndarray:
 
 def _check_losses(opts: Options, num_classes: int) -> None:
   """Every loss traced once on abstract inputs (a user loss that cannot run fails now)."""
-  k = opts.weak.ensemble_size
+  k = getattr(opts.weak, 'ensemble_size', 1)  # a programmatic weak role is one set of labels
   extras = ({'member_probs': jax.ShapeDtypeStruct((8, k, num_classes), np.float32)}
             if k > 1 else None)
   for where, _, loss in _stage_trains(opts):
@@ -260,7 +274,9 @@ def run(*, config, workdir: str) -> dict:
   root = opts.shared_dir or workdir
   common = dict(dataset=dataset, eval_batch_size=opts.eval_batch_size,
                 cache_dir=os.path.join(root, 'features'))
-  weak, strong = learners.make(opts.weak, **common), learners.make(opts.strong, **common)
+  trained = isinstance(opts.weak, learners.RoleOptions)
+  weak = learners.make(opts.weak, **common) if trained else None
+  strong = learners.make(opts.strong, **common)
   chain = [learners.make(r, **common) for r in opts.chain]
   fit_kw = dict(mesh=mesh, eval_batch_size=opts.eval_batch_size, num_classes=C)
   per_seed = []
@@ -273,10 +289,15 @@ def run(*, config, workdir: str) -> dict:
     gt = lambda raw: (raw, learners.soft_labels(raw, C)) if raw is not None else None
     with_val = lambda d: {**d, **({'val': val} if val is not None else {})}
     plan = stage_plan(opts, root, seed)
-    weak_out = train_and_predict(
-        plan['weak'], weak, a, learners.soft_labels(a, C),
-        with_val({'strong_train': b, 'test': test}),
-        opts=topt('weak.train', opts.weak.train, opts.weak.loss), val=gt(val), **fit_kw)
+    weak_on = with_val({'strong_train': b, 'test': test})
+    if trained:
+      weak_out = train_and_predict(
+          plan['weak'], weak, a, learners.soft_labels(a, C), weak_on,
+          opts=topt('weak.train', opts.weak.train, opts.weak.loss), val=gt(val), **fit_kw)
+    else:  # the rules vote on the train side (A, B, val; no labels) and test
+      weak_out = programmatic.label(
+          plan['weak'], opts.weak, fit_on=[a, b] + ([val] if val is not None else []),
+          predict_on=weak_on, num_classes=C, val=gt(val))
     ceiling_out = train_and_predict(
         plan['ceiling'], strong, b, learners.soft_labels(b, C), {'test': test},
         opts=topt('strong.train', opts.strong.train, opts.strong.loss), val=gt(val), **fit_kw)
@@ -290,6 +311,8 @@ def run(*, config, workdir: str) -> dict:
     record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
               'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id'])}
     record['held_out'] = {'weak': _held_out(weak_out), 'ceiling': _held_out(ceiling_out)}
+    if not trained:  # coverage and accuracy of the rules' labels on B and test (report only)
+      record['weak_labels'] = programmatic.report(weak_out, {'strong_train': b, 'test': test})
     # where each stage's checkpoints and metrics.jsonl live (relative to the stage root)
     record['stages'] = {st.kind: os.path.relpath(st.dir, root) for st in (
         plan['weak'], plan['ceiling'], *plan['chain'],
