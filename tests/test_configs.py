@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from w2s import registry, train
+from w2s import labelling_functions, registry, train
 from w2s.errors import UserError
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
@@ -46,6 +46,10 @@ def _check_plugins(c: ConfigDict) -> None:
   if 'model' in c and 'model' in c.model:  # a role section (semi_supervised)
     roles.append(c.model)
   for role in roles:
+    if 'labelling_functions' in role:  # a programmatic weak supervisor: rules + a label model
+      labelling_functions.load(role.labelling_functions)
+      registry.get('label_models', role.label_model.name)
+      continue
     registry.get('models', role.model.name)
     registry.get('losses', role.loss.name)
     if role.get('frozen'):
@@ -76,7 +80,8 @@ def test_every_config_builds_for_its_documented_commands(file):
     if c.protocol.name == 'weak_to_strong':
       assert len(c.seeds) >= 1 and c.student_losses and c.mesh.num_devices >= 0
       for role in ('weak', 'strong'):
-        assert c[role].train.batch_size % 8 == 0  # the 8 test devices divide every batch
+        if 'train' in c[role]:
+          assert c[role].train.batch_size % 8 == 0  # the 8 test devices divide every batch
 
 
 def test_release_docstring_opens_with_its_command():
@@ -328,3 +333,70 @@ def _restored_params(ckpt_dir):
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
                         checkpointer.metadata(path).item_metadata.tree)
   return jax.tree.map(np.asarray, checkpointer.restore(path, target)['params'])
+
+
+# Catalog SSL tasks, dry-run on mock data (mock_data serves 200 rows a split, so STL-10 gets 20
+# labels instead of its 1,000)
+_CATALOG_TASKS = [('ssl.py', 'task=cifar10,runlocal'), ('ssl.py', 'task=svhn,runlocal'),
+                  ('ssl.py', 'task=svhn,extra,runlocal'),
+                  ('ssl.py', 'task=stl10,labels=20,runlocal'),
+                  ('ssl.py', 'task=imdb,runlocal'), ('ssl.py', 'task=imdb,algo=fixmatch,runlocal'),
+                  ('self_training.py', 'task=svhn,runlocal'),
+                  ('self_training.py', 'task=stl10,labels=20,noisy,runlocal'),
+                  ('self_training.py', 'task=imdb,runlocal')]
+
+
+@pytest.mark.parametrize('file, arg', _CATALOG_TASKS)
+def test_catalog_ssl_tasks_pass_their_protocols_dry_run(file, arg, tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+  from w2s.main import _dry_run
+  monkeypatch.setenv('W2S_DATA_DIR', str(tmp_path))
+  c = _module(file).get_config(arg)
+  with tfds.testing.mock_data(num_examples=200):
+    assert 'nothing was trained' in _dry_run(c)
+  task = arg.split(',')[0].split('=')[1]
+  own_unlabelled = task in ('stl10', 'imdb')
+  assert c.dataset.get('unlabelled', False) == own_unlabelled  # their U gets the unlabelled split
+  assert c.dataset.get('extra', False) == ('extra' in arg.split(','))
+
+
+def test_ssl_catalog_recipes():
+  ssl = _module('ssl.py')
+  for task, labels in (('cifar10', 40), ('svhn', 40), ('stl10', 1000), ('imdb', 20)):
+    c = ssl.get_config(f'task={task}')
+    assert c.labels.per_class * (2 if task == 'imdb' else 10) == labels  # the paper's default
+  svhn, stl = ssl.get_config('task=svhn,labels=250'), ssl.get_config('task=stl10')
+  for c in (svhn, stl):  # FixMatch: tau 0.95, mu 7, B 64, SGD-Nesterov 0.03, EMA 0.999, 2^20
+    t = c.model.train
+    assert (t.ssl.name, t.unlabelled_ratio, t.batch_size, t.num_steps, t.ema_decay) == (
+        'fixmatch', 7, 64, 1 << 20, 0.999)
+    assert t.optimizer.to_dict() == dict(name='sgd', learning_rate=0.03, momentum=0.9,
+                                         nesterov=True)
+  assert svhn.model.train.weak_augment.name == 'translate'  # no flips on digits
+  assert [op['name'] for op in stl.model.train.weak_augment.ops] == ['flip', 'translate']
+  assert stl.model.train.weak_augment.ops[1]['pad'] == 0.125  # 12 px of 96
+  assert ssl.get_config('task=cifar10,labels=40').model.train.batch_size == 40  # L holds a batch
+  imdb = ssl.get_config('task=imdb').model
+  assert imdb.train.ssl.to_dict() == dict(name='uda', T=0.85, beta=0.0, tsa='linear')
+  assert (imdb.train.num_steps, imdb.train.unlabelled_ratio, imdb.train.batch_size) == (
+      10_000, 7, 16)
+  assert imdb.train.optimizer.learning_rate == 2e-5 and imdb.train.weak_augment is None
+  assert imdb.model.to_dict() == dict(name='bert', pretrained='minilm')
+  assert ssl.get_config('task=imdb,algo=fixmatch').model.train.ssl.to_dict() == dict(
+      name='fixmatch')
+
+
+@pytest.mark.parametrize('file, arg, message', [
+    ('ssl.py', 'labels=45', r'labels=45 for task=mnist: use a multiple of its 10 classes'),
+    ('ssl.py', 'task=imdb,labels=21', r'a multiple of its 2 classes \(the benchmarks: 20\)'),
+    ('ssl.py', 'task=svhn,labels=5', r'\(the benchmarks: 40, 250, 1000\)'),
+    ('ssl.py', 'task=cifar10,extra', r'extra adds SVHN.s extra images; task=cifar10 has none'),
+    ('ssl.py', 'task=mnist100', r"task='mnist100'; use one of mnist, cifar10, svhn, stl10, imdb"),
+    ('ssl.py', 'algo=vat', r"algo='vat'; use one of"),
+    ('self_training.py', 'task=imdb,labels=3', r'labels=3 for task=imdb: use a multiple of its 2'),
+    ('self_training.py', 'task=svhn2', r"task='svhn2'; use one of"),
+])
+def test_ssl_catalog_bad_arguments_fail_with_one_line(file, arg, message):
+  with pytest.raises(UserError, match=message) as e:
+    _module(file).get_config(arg)
+  assert '\n' not in str(e.value)

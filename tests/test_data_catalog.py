@@ -1,4 +1,5 @@
-"""Catalog datasets through `tfds.testing.mock_data` + `as_data_source` (no TensorFlow, no network).
+"""Catalog datasets through `tfds.testing.mock_data` + `as_data_source` (no TensorFlow, no network),
+and the datasets' own unlabelled splits (label -1, unknown).
 
 mock_data serves every catalog builder used here without TensorFlow, through the same
 `builder.as_data_source()` path as real data (random strings / pixels, train == test). TFDS's
@@ -17,8 +18,10 @@ N = 12
 CATALOG = {  # registry name -> (input kind, classes)
     'imdb_reviews': ('text', 2), 'sst2': ('text', 2), 'boolq': ('text', 2),
     'cosmos_qa': ('text', 2), 'ag_news_subset': ('text', 4), 'yelp_polarity_reviews': ('text', 2),
-    'mnist': ('image', 10), 'cifar10': ('image', 10),
+    'mnist': ('image', 10), 'cifar10': ('image', 10), 'svhn': ('image', 10),
+    'stl10': ('image', 10),
 }
+UNLABELLED = {'stl10': 'unlabelled', 'imdb_reviews': 'unsupervised'}  # -> their TFDS split
 
 
 def _load(name, tmp_path, **hparams):
@@ -41,8 +44,72 @@ def test_catalog_dataset_loads_through_data_source(name, tmp_path):
     if kind == 'text':
       assert all(isinstance(t, str) and t for t in ex['text'])
     else:
-      assert ex['image'].dtype == np.uint8 and ex['image'].shape[1:] in [(28, 28, 1), (32, 32, 3)]
+      assert ex['image'].dtype == np.uint8 and ex['image'].shape[1:] in [
+          (28, 28, 1), (32, 32, 3), (96, 96, 3)]
   assert max(ds.splits['train']['id']) < np.iinfo(np.int32).max  # fits the batch's int32 'id'
+
+
+@pytest.mark.parametrize('name', sorted(UNLABELLED))
+def test_a_datasets_own_unlabelled_split_has_unknown_labels(name, tmp_path, monkeypatch):
+  from w2s.data import catalog
+  asked = []
+  read = catalog.read
+  monkeypatch.setattr(catalog, 'read', lambda tfds_name, splits, *a, **k: asked.append(
+      dict(splits)) or read(tfds_name, splits, *a, **k))
+  ds = _load(name, tmp_path, unlabelled=True)
+  assert asked[-1] == {'train': 'train', 'test': 'test', 'unlabelled': UNLABELLED[name]}
+  assert sorted(ds.splits) == ['test', 'train', 'unlabelled']
+  unl = ds.splits['unlabelled']
+  assert len(unl['id']) == N and (unl['label'] == base.UNKNOWN).all()  # mock labels are 0..C-1
+  code = base.SPLIT_CODES['unlabelled'] * base.ID_STRIDE
+  assert unl['id'].min() >= code and unl['id'].max() < code + base.ID_STRIDE
+  assert all(base.known(ds.splits[s]['label']).all() for s in ('train', 'test'))
+  base.check(ds)
+  assert sorted(_load(name, tmp_path).splits) == ['test', 'train']  # off by default
+  with pytest.raises(UserError, match='unlabelled=.yes. must be True or False'):
+    _load(name, tmp_path, unlabelled='yes')
+
+
+def test_svhn_extra_reads_train_and_extra_as_train(tmp_path, monkeypatch):
+  from w2s.data import catalog
+  asked = []
+  read = catalog.read
+  monkeypatch.setattr(catalog, 'read', lambda tfds_name, splits, *a, **k: asked.append(
+      (tfds_name, dict(splits))) or read(tfds_name, splits, *a, **k))
+  plain, extra = _load('svhn', tmp_path), _load('svhn', tmp_path, extra=True)
+  assert asked == [('svhn_cropped', {'train': 'train', 'test': 'test'}),
+                   ('svhn_cropped', {'train': 'train+extra', 'test': 'test'})]
+  assert sorted(extra.splits) == ['test', 'train']
+  # ids number the rows of 'train+extra', so train's keep their ids (mock_data serves N rows for
+  # any split expression, so the extra rows themselves are not exercised here)
+  np.testing.assert_array_equal(plain.splits['train']['id'], extra.splits['train']['id'][:N])
+  with pytest.raises(UserError, match='extra=1 must be True or False'):
+    _load('svhn', tmp_path, extra=1)
+
+
+def test_check_allows_unknown_labels_only_in_the_unlabelled_split():
+  def ds(split, labels):
+    ex = {'id': np.arange(3, dtype=np.int64), 'label': np.array(labels, np.int64),
+          'x': np.zeros((3, 2), np.float32)}
+    return base.Dataset('toy', 2, ['a', 'b'], 'vector', {split: ex})
+  base.check(ds('unlabelled', [-1, -1, 1]))
+  for split, labels in (('train', [0, -1, 1]), ('test', [-1, 0, 0]), ('unlabelled', [-2, 0, 0]),
+                        ('unlabelled', [0, 2, -1])):
+    with pytest.raises(UserError, match=rf"split '{split}': labels outside \[0, 2\)"):
+      base.check(ds(split, labels))
+  with pytest.raises(UserError, match="only in the 'unlabelled' split"):
+    base.check(ds('train', [0, -1, 1]))
+
+
+def test_one_hot_refuses_unknown_labels_and_soft_labels_zero_them():
+  from w2s.data import pipeline
+  from w2s.protocols import learners
+  with pytest.raises(UserError, match='-1 is an unknown label'):
+    pipeline.one_hot_labels({'label': np.array([0, -1])}, 2)  # np.eye(2)[-1] would be class 1
+  with pytest.raises(UserError, match=r'must be in \[0, 2\)'):
+    pipeline.one_hot_labels({'label': np.array([0, 2])}, 2)
+  np.testing.assert_array_equal(learners.soft_labels({'label': np.array([1, -1, 0])}, 2),
+                                [[0, 1], [0, 0], [1, 0]])
 
 
 def test_boolq_formatting_is_the_release_string(tmp_path):

@@ -1,4 +1,5 @@
-"""Weak-to-strong partitions: disjoint, covering, seeded, order- and process-independent."""
+"""Weak-to-strong partitions: disjoint, covering, seeded, order- and process-independent; the
+self-training split (L, U, test) with a dataset's own unlabelled split (labels -1) joining U."""
 import os
 import subprocess
 import sys
@@ -123,3 +124,77 @@ def test_bad_fractions_are_user_errors():
     splits.weak_to_strong(_dataset(), weak_fraction=1.0)
   with pytest.raises(UserError, match='empty'):
     splits.weak_to_strong(_dataset(n=3), weak_fraction=0.1)
+
+
+def _with_unlabelled(n_unl=300):
+  """`_dataset` plus a split 'unlabelled' of n_unl rows with label -1 (ids with their own code)."""
+  ds = _dataset()
+  rows = np.arange(n_unl)
+  unl = {'id': base.split_ids('unlabelled', rows), 'label': np.full(n_unl, -1, np.int64),
+         'x': np.ones((n_unl, 3), np.float32)}
+  return base.check(base.Dataset('toy', 2, ['a', 'b'], 'vector', {**ds.splits, 'unlabelled': unl}))
+
+
+def _reference_u(ds, seed, per_class, cap):
+  """U as labelled_unlabelled drew it before unlabelled splits: the rest of train in hash order."""
+  train = ds.split('train')
+  order = splits._order(train['id'], seed)
+  labels = train['label'][order]
+  rank = np.zeros(len(order), np.int64)
+  for c in range(ds.num_classes):
+    rank[labels == c] = np.arange((labels == c).sum())
+  rest = order[rank >= per_class]
+  return train['id'][np.sort(rest[:cap] if cap else rest)]  # rows in train's order
+
+
+def test_labelled_unlabelled_adds_the_unlabelled_split_to_u_only():
+  ds = _with_unlabelled()
+  out = splits.labelled_unlabelled(ds, seed=3, per_class=5).splits
+  lab, unl, test = out['labelled'], out['unlabelled'], out['test']
+  ids = np.concatenate([lab['id'], unl['id'], test['id']])
+  assert len(np.unique(ids)) == len(ids)  # disjoint, ids unique
+  assert base.known(lab['label']).all() and base.known(test['label']).all()  # -1 only in U
+  assert np.bincount(lab['label']).tolist() == [5, 5]
+  train_ids = set(ds.split('train')['id'].tolist())
+  assert set(lab['id'].tolist()) | set(unl['id'][base.known(unl['label'])].tolist()) == train_ids
+  unknown = unl['id'][~base.known(unl['label'])]
+  np.testing.assert_array_equal(unknown, ds.split('unlabelled')['id'])  # all 300 of them
+  assert len(unl['id']) == 1000 - 10 + 300
+  k = base.known(unl['label'])
+  assert k[:990].all() and not k[990:].any()  # train's rows (in their order), then the split's
+  base.check(splits.labelled_unlabelled(ds, seed=3, per_class=5))  # -1 allowed in 'unlabelled'
+  # without an unlabelled split U is what it always was
+  for cap in (None, 100):
+    plain = splits.labelled_unlabelled(_dataset(), seed=3, per_class=5, max_unlabelled=cap)
+    np.testing.assert_array_equal(plain.splits['unlabelled']['id'],
+                                  _reference_u(_dataset(), 3, 5, cap))
+
+
+def test_max_unlabelled_caps_u_with_a_seeded_draw_over_both_parts():
+  ds = _with_unlabelled()
+  a = splits.labelled_unlabelled(ds, seed=0, per_class=5, max_unlabelled=400).splits['unlabelled']
+  again = splits.labelled_unlabelled(ds, seed=0, per_class=5, max_unlabelled=400)
+  other = splits.labelled_unlabelled(ds, seed=1, per_class=5, max_unlabelled=400)
+  assert len(a['id']) == 400
+  np.testing.assert_array_equal(a['id'], again.splits['unlabelled']['id'])
+  assert set(a['id'].tolist()) != set(other.splits['unlabelled']['id'].tolist())
+  unknown = (~base.known(a['label'])).sum()
+  assert 0 < unknown < 300 and 0 < 400 - unknown < 990  # drawn from both, ~300/1290 unknown
+  assert 50 < unknown < 150
+
+
+def test_labelled_unlabelled_refuses_unknown_labels_in_train_and_counts_u():
+  ds = _with_unlabelled()
+  bad = dict(ds.splits['train'], label=ds.splits['train']['label'].copy())
+  bad['label'][0] = -1
+  with pytest.raises(UserError, match="'train' has unknown labels"):
+    splits.labelled_unlabelled(base.Dataset('toy', 2, ['a', 'b'], 'vector',
+                                            {**ds.splits, 'train': bad}), per_class=1)
+  # a class may be labelled whole when the unlabelled split keeps U non-empty (STL-10 @ 5,000)
+  n_min = int(np.bincount(ds.split('train')['label']).min())
+  out = splits.labelled_unlabelled(ds, per_class=n_min).splits
+  assert len(out['labelled']['id']) == 2 * n_min and len(out['unlabelled']['id']) > 300
+  with pytest.raises(UserError, match=r'and U needs some\); use per_class <= '):
+    splits.labelled_unlabelled(_dataset(), per_class=n_min)
+  with pytest.raises(UserError, match='has only'):
+    splits.labelled_unlabelled(ds, per_class=n_min + 1)

@@ -21,7 +21,7 @@ from w2s.protocols import supervised
 
 N_TRAIN, N_TEST, T, C = 50, 21, 24, 3
 N_MOCK = 20  # rows of every mocked catalog split (train and test hold the same records)
-LABELLED = ['cifar10', 'imdb_reviews', 'mnist', 'sst2', 'yelp_polarity_reviews']
+LABELLED = ['cifar10', 'imdb_reviews', 'mnist', 'sst2', 'stl10', 'svhn', 'yelp_polarity_reviews']
 
 
 def _example(i: int) -> dict:
@@ -258,6 +258,19 @@ def test_catalog_stream_reads_what_load_gives(name, tmp_path):
       raw = src.raw(np.arange(N_MOCK)[::-1])  # any order: row r is stored record r
       _assert_same({k: raw[k] for k in mem}, {k: v[::-1] for k, v in mem.items()})
       assert sorted(raw) == sorted(mem)  # other features (cifar10 'id', sst2 'idx') dropped
+
+
+def test_a_datasets_unlabelled_split_is_never_streamed(tmp_path):
+  """Streaming serves supervised training: the unlabelled split (labels -1) stays out."""
+  with tfds.testing.mock_data(num_examples=N_MOCK):
+    spec = dict(name='stl10', unlabelled=True, data_dir=str(tmp_path))
+    with pytest.raises(UserError, match=r"options \['unlabelled'\] are not applied"):
+      supervised.stored_splits(options.plugin('datasets', spec, 'dataset'))
+    stored = catalog.labelled_stream(
+        'imdb_reviews', 'imdb_reviews', source='text', input_kind='text', label_names=['-', '+'],
+        splits={'train': 'train', 'test': 'test', 'unlabelled': 'unsupervised'},
+        data_dir=str(tmp_path))
+    assert sorted(stored.splits) == ['test', 'train']
 
 
 @pytest.mark.parametrize('process_count', [1, 2])

@@ -1,5 +1,6 @@
 """Self-training rounds: the labelled / unlabelled split, every selection policy against hand
-computation, and a tiny end-to-end run (rounds as stages, rerun skips, results and plot)."""
+computation, and tiny end-to-end runs (rounds as stages, rerun skips, results and plot; IMDb on
+mock data with its own unlabelled split in U, scored on U's known labels only)."""
 import json
 import os
 
@@ -61,6 +62,19 @@ def test_quality_counts_against_hidden_labels():
   assert q['per_class'][2] == {'coverage': 0.5, 'accuracy': 0.0}
 
 
+def test_quality_excludes_unknown_labels():
+  """Rows of a dataset's own unlabelled split (label -1) count in coverage only."""
+  truth = np.array([0, 0, 1, 2, 2, 1, -1, -1])
+  q = pl.quality(np.array([0, 2, 3, 6, 7]), np.array([0, 1, 1, 2, 0]), truth, 3)
+  known = pl.quality(np.array([0, 2, 3]), np.array([0, 1, 1]), truth[:6], 3)
+  assert q['coverage'] == pytest.approx(5 / 8) and q['n_selected'] == 5
+  assert (q['n_known'], q['n_selected_known']) == (6, 3)
+  for key in ('accuracy', 'utilisation', 'per_class'):
+    assert q[key] == known[key]  # 2/3, 2/6, per class as if the unknown rows were not there
+  only_unknown = pl.quality(np.array([6, 7]), np.array([0, 1]), truth, 3)
+  assert np.isnan(only_unknown['accuracy']) and only_unknown['utilisation'] == 0.0
+
+
 def test_labelled_split_is_balanced_seeded_and_refuses_too_many_labels():
   from w2s import registry
   ds = registry.build('datasets', dict(name='digits'))
@@ -109,6 +123,25 @@ def test_tiny_self_training_run_and_rerun(tmp_path, capsys):
   assert [r['round'] for r in rounds] == [0, 1, 2, 3]
   assert train._json_safe(rounds[:3]) == train._json_safe(results['per_seed'][0]['rounds'])
   assert 0 <= rounds[3]['pseudo']['coverage'] <= 1
+
+
+def test_imdb_with_its_unlabelled_split_end_to_end_on_mock_data(tmp_path, monkeypatch):
+  """configs/self_training.py:task=imdb on mock_data (64 rows a split): U = the 44 unlabelled
+  train rows + the 64 of 'unsupervised' (label -1); the teacher labels all 108, quality counts
+  the 44 (about 20 s)."""
+  import tensorflow_datasets as tfds
+  monkeypatch.setenv('W2S_DATA_DIR', str(tmp_path / 'tfds'))
+  config = _config('task=imdb,labels=20,runlocal,seeds=1,rounds=1')
+  for role in (config.teacher, config.student):
+    role.train.num_steps = 5
+  with tfds.testing.mock_data(num_examples=64):
+    results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  rec = results['per_seed'][0]
+  assert (rec['n_labelled'], rec['n_unlabelled'], rec['n_test']) == (20, 108, 64)
+  q = rec['rounds'][1]['pseudo']
+  assert q['n_known'] == 44 and q['n_selected_known'] <= 44
+  assert q['n_selected'] > q['n_selected_known']  # tau 0.5 on 2 classes keeps unknown rows too
+  assert q['utilisation'] == pytest.approx(q['accuracy'] * q['n_selected_known'] / 44)
 
 
 def test_bad_self_training_input_is_one_clear_error():

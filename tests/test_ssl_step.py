@@ -83,6 +83,30 @@ def test_hidden_labels_do_not_reach_the_algorithm(digits, tmp_path):
   assert float(ma['loss']) == float(mb['loss'])
 
 
+def test_unknown_hidden_labels_are_left_out_of_pseudo_acc(digits, tmp_path):
+  """Rows of U with unknown labels (all-zero soft rows: a dataset's own unlabelled split) change
+  no parameter; 'pseudo_known' is the share of the batch 'pseudo_acc' is scored on."""
+  from w2s import ssl_step
+  lab, unl = digits
+  mesh = sharding.make_mesh(1)
+  zero = lambda rows: {**unl, 'label': np.where(rows[:, None], 0.0, unl['label'])}
+  n = len(unl['id'])
+  half, none = zero(np.arange(n) % 2 == 0), zero(np.ones(n, bool))
+  np.testing.assert_array_equal(ssl_step.unlabelled_examples(half)['hidden_label'][:4],
+                                [-1, unl['label'][1].argmax(), -1, unl['label'][3].argmax()])
+  fits = {k: train.fit(_model(), lab, cfg=_cfg('fixmatch'), workdir=str(tmp_path / k), mesh=mesh,
+                       unlabelled=u) for k, u in (('all', unl), ('half', half), ('none', none))}
+  for k in ('half', 'none'):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+                 fits['all'][0].params, fits[k][0].params)
+  m = {k: f[1] for k, f in fits.items()}
+  assert m['all']['pseudo_known'] == 1.0 and 0.2 < m['half']['pseudo_known'] < 0.8
+  assert m['none']['pseudo_known'] == 0.0 and m['none']['pseudo_acc'] == 0.0
+  from w2s.protocols import semi_supervised
+  assert semi_supervised._pseudo_acc(m['none']) is None
+  assert semi_supervised._pseudo_acc(m['all']) == m['all']['pseudo_acc']
+
+
 def test_bad_ssl_input_is_one_clear_error(digits, tmp_path):
   lab, unl = digits
   mesh = sharding.make_mesh(8)

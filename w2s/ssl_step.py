@@ -14,7 +14,10 @@ student on all three, and lets the algorithm turn the logits into one loss. Per-
 (FlexMatch's per-example classes, FreeMatch's EMAs) and the EMA teacher (Mean Teacher; FixMatch's
 EMA for evaluation) live in `TrainState.extra` ('ssl', 'ema'), so checkpoints carry them and a
 resumed run continues them exactly. The hidden labels of U are never given to the algorithm;
-the step only logs the accuracy of the weak-view pseudo-labels against them ('pseudo_acc').
+the step only logs the accuracy of the weak-view pseudo-labels against them ('pseudo_acc'),
+counting only rows whose label is known: rows of a dataset's own unlabelled split (label -1,
+e.g. STL-10's 100k images) are excluded, and 'pseudo_known' logs the share of the unlabelled
+batch that 'pseudo_acc' is over (0 when none has a label; 'pseudo_acc' is then 0 and meaningless).
 """
 import functools
 from typing import Callable
@@ -115,9 +118,11 @@ def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, nee
   mx, mu_ = x['mask'], u['mask']
   acc = jnp.sum((jnp.argmax(logits_x, -1) == jnp.argmax(x['label'], -1)) * mx) / jnp.maximum(
       mx.sum(), 1.0)
-  pseudo = jnp.sum((jnp.argmax(logits_uw, -1) == u['hidden_label']) * mu_) / jnp.maximum(
-      mu_.sum(), 1.0)
+  known = mu_ * (u['hidden_label'] >= 0)  # real rows of U whose hidden label is known
+  pseudo = jnp.sum((jnp.argmax(logits_uw, -1) == u['hidden_label']) * known) / jnp.maximum(
+      known.sum(), 1.0)
   metrics = {'loss': loss, 'accuracy': acc, 'pseudo_acc': pseudo,
+             'pseudo_known': known.sum() / jnp.maximum(mu_.sum(), 1.0),
              'grad_norm': optax.tree.norm(grads), 'learning_rate': schedule(state.step),
              **{k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -138,10 +143,13 @@ def make_step(opts, *, apply_fn, tx, schedule, total_steps: int):
 
 def unlabelled_examples(unlabelled: dict) -> dict:
   """U for the step: its inputs, 'index' (row in U, for per-example state) and 'hidden_label'
-  (int, for the logged pseudo-label accuracy only); its soft 'label' is dropped."""
+  (int, for the logged pseudo-label accuracy only; -1 where unknown: an int -1 or an all-zero
+  soft row, see `learners.soft_labels`); its soft 'label' is dropped."""
   out = {k: v for k, v in pipeline.with_row_index(unlabelled).items() if k != 'label'}
   y = np.asarray(unlabelled['label'])
-  out['hidden_label'] = (y.argmax(-1) if y.ndim == 2 else y).astype(np.int32)
+  if y.ndim == 2:
+    y = np.where(y.sum(-1) > 0, y.argmax(-1), -1)
+  out['hidden_label'] = y.astype(np.int32)
   return out
 
 

@@ -17,8 +17,15 @@ INPUT_FIELDS = {'text': 'text', 'image': 'image', 'vector': 'x'}
 
 # Ids of datasets whose sources number rows per split: split code * ID_STRIDE + row, so ids stay
 # unique across splits, fit the int32 'id' of a device batch, and never change with caps or seeds.
-SPLIT_CODES = {'train': 0, 'validation': 1, 'test': 2}
+SPLIT_CODES = {'train': 0, 'validation': 1, 'test': 2, 'unlabelled': 3}
 ID_STRIDE = 10**8
+
+# A dataset's own unlabelled examples (STL-10's 100k 'unlabelled' images, IMDb's 'unsupervised'
+# reviews) form the split UNLABELLED, the one split whose labels may be UNKNOWN: they exist for
+# semi-supervised learning (`w2s.data.splits.labelled_unlabelled` adds them to U) and must never
+# be trained on or scored against.
+UNLABELLED = 'unlabelled'
+UNKNOWN = -1
 
 
 @dataclasses.dataclass
@@ -32,6 +39,7 @@ class Dataset:
     input_kind: 'text' (field 'text', object array of str), 'image' (field 'image', uint8 [N, H, W, C])
       or 'vector' (field 'x', float32 [N, D]).
     splits: split name ('train', 'test', ...) -> Examples; ids are unique across all splits.
+      Only the split UNLABELLED ('unlabelled') may hold the label UNKNOWN (-1).
       Optional fields: 'text_pair' (object [N], second segment of a pair task such as question +
       candidate answer; tokenized as a pair so truncation cuts only the first segment) and
       'group' (int64 [N], examples derived from one source item, e.g. the candidate answers of one
@@ -75,11 +83,17 @@ def num_rows(examples: Examples) -> int:
   return len(examples['id'])
 
 
+def known(labels: np.ndarray) -> np.ndarray:
+  """bool [N]: which int labels [N] are known (not UNKNOWN, i.e. >= 0)."""
+  return np.asarray(labels) >= 0
+
+
 def check(dataset: Dataset) -> Dataset:
   """Raises UserError unless `dataset` follows the Dataset contract; returns it.
 
   Checks dtypes and shapes of 'id', 'label' and the input field, equal lengths, labels in
-  [0, num_classes) and ids unique across all splits. Cheap (O(N log N)); loaders call it last.
+  [0, num_classes) (or UNKNOWN, -1, in the split UNLABELLED only) and ids unique across all
+  splits. Cheap (O(N log N)); loaders call it last.
   """
   where = f'dataset {dataset.name!r}'
   if dataset.input_kind not in INPUT_FIELDS:
@@ -100,8 +114,12 @@ def check(dataset: Dataset) -> Dataset:
     if ex['id'].dtype != np.int64 or ex['label'].dtype != np.int64:
       raise UserError(f'{where} split {split!r}: "id" and "label" must be int64, got '
                       f'{ex["id"].dtype} and {ex["label"].dtype}')
-    if n and (ex['label'].min() < 0 or ex['label'].max() >= dataset.num_classes):
-      raise UserError(f'{where} split {split!r}: labels outside [0, {dataset.num_classes})')
+    lowest = UNKNOWN if split == UNLABELLED else 0
+    if n and (ex['label'].min() < lowest or ex['label'].max() >= dataset.num_classes):
+      unknown = (f' (unknown labels, {UNKNOWN}, only in the {UNLABELLED!r} split)'
+                 if ex['label'].min() == UNKNOWN else '')
+      raise UserError(f'{where} split {split!r}: labels outside [0, {dataset.num_classes})'
+                      f'{unknown}')
     _check_input(where, split, dataset.input_kind, ex[field])
     all_ids.append(ex['id'])
   ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)

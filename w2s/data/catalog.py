@@ -142,14 +142,19 @@ def labelled_dataset(name: str, tfds_name: str, *, source: str, input_kind: str,
   """A catalog dataset with one input feature `source` and an int 'label' (mnist, imdb, ...).
 
   The input becomes 'text' (input_kind 'text') or 'image' ('image'); ids come from the row, so
-  every split is in stored order with ascending ids (what `labelled_stream` reproduces).
+  every split is in stored order with ascending ids (what `labelled_stream` reproduces). A split
+  named `base.UNLABELLED` in `splits` (e.g. {'unlabelled': 'unsupervised'}) is the dataset's own
+  unlabelled data: its labels are `base.UNKNOWN` (-1) whatever the builder stores there.
   """
   field = base.INPUT_FIELDS[input_kind]
   raw = read(tfds_name, splits or DEFAULT_SPLITS,
              {source: 'text' if input_kind == 'text' else 'array', 'label': 'int'},
              data_dir=data_dir, download=download)
-  out = {s: {'id': base.split_ids(s, c['row']), 'label': c['label'], field: c[source]}
-         for s, c in raw.items()}
+  out = {}
+  for s, c in raw.items():
+    label = (np.full(len(c['row']), base.UNKNOWN, np.int64) if s == base.UNLABELLED
+             else c['label'])
+    out[s] = {'id': base.split_ids(s, c['row']), 'label': label, field: c[source]}
   return base.check(base.Dataset(name, len(label_names), label_names, input_kind, out))
 
 
@@ -161,7 +166,8 @@ def labelled_stream(name: str, tfds_name: str, *, source: str, input_kind: str,
   builder, the Dataset metadata, the split names and {source: 'text' | 'image', 'label'}.
 
   Only the builder's metadata is read here; a UserError if it lacks `source` or an int 'label'
-  of len(label_names) classes.
+  of len(label_names) classes. The split `base.UNLABELLED` is never streamed: streaming serves
+  supervised training, whose rows need labels (the SSL protocols load U in memory).
   """
   if input_kind not in ('text', 'image'):
     raise ValueError(f'input_kind {input_kind!r} is not "text" or "image"')
@@ -173,5 +179,6 @@ def labelled_stream(name: str, tfds_name: str, *, source: str, input_kind: str,
                     f'{len(label_names)} classes; the builder has {sorted(features)}')
   return streaming.StoredSplits(
       b, base.Dataset(name, len(label_names), list(label_names), input_kind, {}),
-      dict(splits or DEFAULT_SPLITS), {source: base.INPUT_FIELDS[input_kind], 'label': 'label'},
+      {ours: theirs for ours, theirs in (splits or DEFAULT_SPLITS).items()
+       if ours != base.UNLABELLED}, {source: base.INPUT_FIELDS[input_kind], 'label': 'label'},
       row_ids=True)

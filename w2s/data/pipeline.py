@@ -16,6 +16,11 @@ batch, so every host cuts to the same T without seeing the others' rows and the 
 in-memory ones bit for bit. A source that does not know its lengths gives untrimmed batches (the
 transform's full T, the same on every host). `num_rows`, `example_ids` and `sample_rows` answer
 the trainer's questions about either kind.
+
+With `groups` (a column such as 'bag_id' [N], groups of one size g) `train_batches` permutes
+groups instead of rows, so every batch (and every microbatch of a gradient-accumulation step)
+holds whole groups: what a loss over a group's members (the proportion loss's bags) needs. The
+order is the same pure function of (seed, step), so resume and multi-host slicing work unchanged.
 """
 import queue
 import threading
@@ -34,6 +39,9 @@ def one_hot_labels(examples: dict, num_classes: int) -> dict:
   """Integer 'label' [N] -> float32 soft labels [N, C]; soft labels pass through."""
   y = np.asarray(examples['label'])
   if y.ndim == 1:
+    if y.size and (y.min() < 0 or y.max() >= num_classes):  # eye[-1] would be class C-1
+      raise UserError(f'int labels must be in [0, {num_classes}) to become one-hot; got '
+                      f'{y.min()}..{y.max()} (-1 is an unknown label: nothing trains on those)')
     y = np.eye(num_classes, dtype=np.float32)[y]
   return {**examples, 'label': y.astype(np.float32)}
 
@@ -108,26 +116,62 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
+def group_rows(groups: np.ndarray, global_batch: int, accum_steps: int = 1,
+               key: str = 'group') -> np.ndarray:
+  """Row indices of each group, [G, g] (groups by sorted id, rows in row order), or a UserError
+  unless every group has the same size g and g divides the B / A rows of a microbatch."""
+  ids, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+  if counts.min() != counts.max():
+    raise UserError(f'{key}: batches of whole groups need groups of one size; the {len(ids)} '
+                    f'groups have {counts.min()} to {counts.max()} rows')
+  g, unit = int(counts[0]), int(counts[0]) * accum_steps
+  if global_batch % unit:
+    raise UserError(f'batch_size={global_batch} (accum_steps={accum_steps}) does not split into '
+                    f'whole {key} groups of {g} rows per (micro)batch; use a multiple of {unit}, '
+                    f'e.g. batch_size={max(unit, global_batch // unit * unit)}')
+  return np.argsort(inverse.ravel(), kind='stable').reshape(len(ids), g)
+
+
+def group_permutation(members: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+  """Row order [N] of one epoch: the groups of `members` [G, g] in a seeded random order, each
+  group's rows together."""
+  return members[np.random.default_rng([seed, epoch]).permutation(len(members))].ravel()
+
+
+def _interleave(idx: np.ndarray, accum_steps: int) -> np.ndarray:
+  """[B] rows as A contiguous blocks -> the order in which `train._microbatches` (microbatch i
+  = rows i, i + A, ...) gives block i back as microbatch i."""
+  return idx.reshape(accum_steps, -1).T.ravel()
+
+
 def train_batches(examples: Examples, *, global_batch: int, seed: int, start_step: int = 0,
                   num_steps: int | None = None, process_index: int = 0, process_count: int = 1,
-                  length_bucket: int = 16) -> Iterator[Batch]:
+                  length_bucket: int = 16, groups: np.ndarray | None = None,
+                  accum_steps: int = 1) -> Iterator[Batch]:
   """Host-local training batches for steps start_step, start_step + 1, ...
 
   Each epoch is a fresh seeded permutation; the last partial batch of an epoch is dropped (its
   examples come back shuffled in the next epoch). All rows are real: 'mask' is all ones.
   `examples`: an in-memory split (numeric fields are batched) or a `streaming.RowSource`.
+  `groups` [N] (e.g. bag ids): permute whole groups instead (see the module docstring); each of
+  the `accum_steps` microbatches of a batch then holds whole groups too.
   """
   source = _source(examples)
   n = len(source)
   per_epoch = steps_per_epoch(n, global_batch)
+  members = None if groups is None else group_rows(groups, global_batch, accum_steps)
   lengths = source.lengths()
   mask = np.ones(global_batch, np.float32)
   step, perm_epoch, perm = start_step, -1, None
   while num_steps is None or step < start_step + num_steps:
     epoch, i = divmod(step, per_epoch)
     if epoch != perm_epoch:
-      perm, perm_epoch = epoch_permutation(n, seed, epoch), epoch
+      perm = (epoch_permutation(n, seed, epoch) if members is None
+              else group_permutation(members, seed, epoch))
+      perm_epoch = epoch
     idx = perm[i * global_batch:(i + 1) * global_batch]
+    if members is not None and accum_steps > 1:
+      idx = _interleave(idx, accum_steps)
     yield _read(source, idx, mask, lengths, process_index=process_index,
                 process_count=process_count, length_bucket=length_bucket)
     step += 1

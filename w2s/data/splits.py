@@ -144,30 +144,56 @@ def labelled_unlabelled(dataset: base.Dataset, *, seed: int = 0, per_class: int 
 
   L holds `per_class` examples of every class, the first ones of each class in hash(id, seed)
   order (class-balanced and seeded, as in the SSL benchmarks: CIFAR-10 with 40 labels is 4 per
-  class); U is the rest of train (a seeded random `max_unlabelled` of it when capped). A class
-  with fewer than `per_class` training examples is a UserError.
+  class); U is the rest of train plus the dataset's own unlabelled split (`base.UNLABELLED`, e.g.
+  STL-10's 100k images, labels -1 = unknown) when it has one, a seeded random `max_unlabelled`
+  of it when capped (hash(id, seed) order over all of U). L comes from train alone, so it never
+  holds an unknown label. A class with fewer than `per_class` training examples is a UserError
+  (as is a class with exactly `per_class` when U would get no other rows: U needs some).
   """
   if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
     raise UserError(f'labels.per_class={per_class!r} must be an int >= 1')
   train = dataset.split(train_split)
+  if not base.known(train['label']).all():
+    raise UserError(f'{dataset.name!r} split {train_split!r} has unknown labels (-1); the '
+                    f'labelled set is drawn from it, so only the {base.UNLABELLED!r} split may '
+                    'hold them')
+  extra = dataset.splits.get(base.UNLABELLED)
   order = _order(train['id'], seed)
   labels = np.asarray(train['label'])[order]
   counts = np.bincount(labels, minlength=dataset.num_classes)
-  short = [c for c in range(dataset.num_classes) if counts[c] <= per_class]
+  room = 0 if extra is not None and base.num_rows(extra) else 1  # train rows U needs per class
+  short = [c for c in range(dataset.num_classes) if counts[c] < per_class + room]
   if short:
     c = short[0]
+    most = counts[short].min() - room
     raise UserError(f'labels.per_class={per_class} but class {c} ({dataset.label_names[c]!r}) of '
-                    f'{dataset.name!r} has only {counts[c]} training examples (and U needs some); '
-                    f'use per_class < {counts[short].min()}')
+                    f'{dataset.name!r} has only {counts[c]} training examples'
+                    f'{" (and U needs some)" if room else ""}; '
+                    + (f'use per_class <= {most}' if most else 'it cannot give a labelled set'))
   rank = np.zeros(len(order), np.int64)
   for c in range(dataset.num_classes):
     rank[labels == c] = np.arange((labels == c).sum())
   chosen = rank < per_class
-  rest = order[~chosen]
-  if max_unlabelled is not None:
-    rest = rest[:max_unlabelled]
+  rest = np.sort(order[~chosen])  # rows of train in U
+  ids = train['id'][rest] if extra is None else np.concatenate([train['id'][rest], extra['id']])
+  pick = _order(ids, seed)  # hash order over all of U: without `extra`, that of order[~chosen]
+  pick = np.sort(pick if max_unlabelled is None else pick[:max_unlabelled])
+  unlabelled = base.take(train, rest[pick[pick < len(rest)]])
+  if extra is not None:
+    unlabelled = _join(dataset.name, train_split, unlabelled,
+                       base.take(extra, pick[pick >= len(rest)] - len(rest)))
   out = {'labelled': base.take(train, np.sort(order[chosen])),
-         'unlabelled': base.take(train, np.sort(rest)),
+         'unlabelled': unlabelled,
          'test': select(dataset.split(test_split), seed=seed, num_classes=dataset.num_classes,
                         max_examples=max_test)}
   return dataclasses.replace(dataset, splits=out)
+
+
+def _join(name: str, train_split: str, rows: base.Examples, extra: base.Examples) -> base.Examples:
+  """U's rows of train followed by those of the dataset's unlabelled split (same fields; a
+  'group' on one side only is dropped: it matters for partitions of train, not for U)."""
+  differ = sorted((set(rows) ^ set(extra)) - {'group'})
+  if differ:
+    raise UserError(f'{name!r}: fields {differ} are in only one of the {train_split!r} and '
+                    f'{base.UNLABELLED!r} splits; U joins them, so give both the same fields')
+  return base.concat([{k: part[k] for k in rows if k in extra} for part in (rows, extra)])

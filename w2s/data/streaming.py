@@ -198,8 +198,10 @@ class TfdsSource(RowSource):
     Nothing is read up front.
     """
     known = builder.info.splits  # empty under tfds.testing.mock_data: the reader decides
-    if known and split not in known:
-      raise UserError(f'{builder.name} has no split {split!r}; it has {sorted(known)}')
+    # a TFDS split expression ('train+extra', 'train[:90%]') names its parts before any '['
+    missing = [p for p in split.split('+') if p.split('[')[0].strip() not in known]
+    if known and missing:
+      raise UserError(f'{builder.name} has no split {missing[0]!r}; it has {sorted(known)}')
     records = builder.as_data_source(split=split)
     kwargs.setdefault('name', f'{builder.name}/{split}')
     return cls(records, ids=base.split_ids(id_split, np.arange(len(records))), **kwargs)

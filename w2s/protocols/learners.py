@@ -223,4 +223,16 @@ def train_options(role_train, where: str, *, loss, seed: int, run: dict) -> opti
 
 
 def soft_labels(raw: dict, num_classes: int) -> np.ndarray:
-  return pipeline.one_hot_labels({'label': raw['label']}, num_classes)['label']
+  """float32 [N, C] one-hot labels of raw int labels [N] (soft labels pass through).
+
+  Unknown labels (`base.UNKNOWN`, -1: rows of a dataset's own unlabelled split, which only U
+  holds) become all-zero rows: U's labels never reach a loss (`ssl_step.unlabelled_examples`
+  drops them, reading a zero row as unknown), and L is drawn from train, which has none.
+  """
+  y = np.asarray(raw['label'])
+  if y.ndim != 1 or base.known(y).all():
+    return pipeline.one_hot_labels({'label': y}, num_classes)['label']
+  out = np.zeros((len(y), num_classes), np.float32)
+  k = base.known(y)
+  out[k] = pipeline.one_hot_labels({'label': y[k]}, num_classes)['label']
+  return out

@@ -2,7 +2,8 @@
 
 The classic loop (Lee 2013; surveyed by Amini et al. 2022, "Self-Training: A Survey"): a labelled
 set L (`labels.per_class` examples of every class, drawn per seed), an unlabelled set U (the rest
-of train; its labels are hidden from training and used only to report pseudo-label quality) and
+of train plus the dataset's own unlabelled split if it loads one; its labels are hidden from
+training and used only to report pseudo-label quality, over the rows whose label is known) and
 test. Round 0 trains the teacher on L. Each round r >= 1 the previous model labels U, a selection
 policy (`w2s.protocols.pseudo_labels`) picks pseudo-labels, and a freshly initialised student
 trains on L plus the selected part of U, then teaches the next round. Variants by config:

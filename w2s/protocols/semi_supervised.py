@@ -1,14 +1,17 @@
 """Online semi-supervised learning: one model trained on L and U at once (`w2s.ssl_step`).
 
 The labelled set L (`labels.per_class` per class, drawn per seed, as in self_training), the
-unlabelled set U (the rest of train, labels hidden from the algorithm) and test. The `model`
+unlabelled set U (the rest of train plus the dataset's own unlabelled split if it loads one,
+e.g. `dict(name='stl10', unlabelled=True)`; labels hidden from the algorithm) and test. The `model`
 section is a role (model, loss, train, frozen/head, input) whose `train.ssl` names the algorithm
 (`w2s/ssl/`: supervised, pseudo_label, pi_model, mean_teacher, fixmatch, uda, flexmatch,
 freematch, doubly_robust) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
 views a and A; sections of kind 'augment') and `ema_decay` (> 0: predict with the EMA of the
 parameters, FixMatch's evaluation). `ssl=dict(name='supervised')` is the labelled-only baseline
 through the same step. One stage per seed, keyed by its config; results: test accuracy and ECE
-with bootstrap 95% CIs over seeds, and the last logged mask rate / pseudo-label accuracy.
+with bootstrap 95% CIs over seeds, and the last logged mask rate / pseudo-label accuracy (over
+the rows of U with a known label: a dataset's own unlabelled split, label -1, is excluded; None
+when the last batch had no such row).
 """
 import os
 
@@ -93,7 +96,7 @@ def run(*, config, workdir: str) -> dict:
     last = stage.record().get('train_metrics', {})
     rec = {'seed': seed, 'n_labelled': len(lab['id']), 'n_unlabelled': len(unl['id']),
            'n_test': len(test['id']), 'acc': scores.accuracy(probs, y), 'ece': scores.ece(probs, y),
-           'mask_rate': last.get('mask_rate'), 'pseudo_acc': last.get('pseudo_acc'),
+           'mask_rate': last.get('mask_rate'), 'pseudo_acc': _pseudo_acc(last),
            'stages': {'ssl': os.path.relpath(stage.dir, root)}}
     per_seed.append(rec)
     print(f'[ssl] seed {seed} {opts.ssl.name}: test accuracy {rec["acc"]:.4f} with '
@@ -108,3 +111,10 @@ def run(*, config, workdir: str) -> dict:
     print(f'[ssl] {opts.ssl.name} over {len(per_seed)} seeds: test accuracy '
           f'{100 * s["mean"]:.2f}% [{100 * s["lo"]:.2f}, {100 * s["hi"]:.2f}]', flush=True)
   return results
+
+
+def _pseudo_acc(last: dict):
+  """The last logged pseudo-label accuracy, None if its batch had no row with a known label."""
+  if last.get('pseudo_known', 1.0) == 0:
+    return None
+  return last.get('pseudo_acc')
