@@ -41,6 +41,9 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   if options.plain(opts.partition) != 'replicate' or opts.param_dtype != 'float32':
     raise UserError(f'{name}: an ensemble trains replicated float32 members in one vmapped step; '
                     'drop train.partition / train.param_dtype, or train one member (no ensemble)')
+  if train.group_key(opts) is not None:
+    raise UserError(f'{name}: an ensemble draws rows, not whole {train.group_key(opts)!r} groups '
+                    f'(loss {opts.loss.name!r} or train.group_by); train one model (no ensemble)')
   k = len(seeds)
   train_examples, extra = train.with_loss_state(train_examples, opts.loss.spec())
   members = [bag(train_examples, s) if bagging else train_examples for s in seeds]

@@ -38,7 +38,7 @@ TRAIN_DEFAULTS = dict(optimizer=None, schedule=dict(name='constant'), batch_size
                       num_epochs=0.0, num_steps=0, accum_steps=1, eval_every=0, select='last',
                       patience=0, partition='replicate', param_dtype='float32', augment=None,
                       ssl=None, unlabelled_ratio=7, weak_augment=None, strong_augment=None,
-                      ema_decay=0.0)
+                      ema_decay=0.0, group_by=None)
 # Keys that change where arrays live, never what they hold (a checkpoint restores across them).
 LAYOUT_ONLY = ('partition',)
 # Run-level keys that cannot change a result (excluded from checkpoint fingerprints).
@@ -46,7 +46,7 @@ RUN_ONLY = ('log_every', 'checkpoint_every', 'keep_checkpoints')
 SELECT = ('last', 'best')
 # Options added after results were published: left out of fingerprints while at their defaults.
 LATER_OPTIONS = ('param_dtype', 'augment', 'ssl', 'unlabelled_ratio', 'weak_augment',
-                 'strong_augment', 'ema_decay')
+                 'strong_augment', 'ema_decay', 'group_by')
 
 
 RUN_DEFAULTS = (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))
@@ -204,13 +204,15 @@ class TrainOptions:
   weak_augment: Any = None        # a(x): the labelled batch and the weak view of U (ssl only)
   strong_augment: Any = None      # A(x): the strong view of U (ssl only)
   ema_decay: float = 0.0          # > 0: keep an EMA of the params (evaluation, Mean Teacher)
+  group_by: str | None = None     # a column (e.g. 'bag_id'): batches hold whole groups of it;
+                                  # None: the loss's own `group_by` (proportion), else rows
 
   @classmethod
   def from_section(cls, section, where: str, *, loss, seed: int, log_every: int,
                    checkpoint_every: int, keep_checkpoints: int) -> 'TrainOptions':
     """A role's `train` section (optimizer, schedule, batch_size, num_epochs | num_steps,
-    accum_steps, eval_every, select, patience, partition, param_dtype, augment) plus the
-    run-level settings."""
+    accum_steps, eval_every, select, patience, partition, param_dtype, augment, group_by) plus
+    the run-level settings."""
     t = plain(section)
     if not isinstance(t, Mapping):
       raise UserError(f'{where} must be a section dict(optimizer=..., batch_size=..., ...)')
@@ -241,7 +243,10 @@ class TrainOptions:
                strong_augment=_maybe_plugin('augment', t['strong_augment'],
                                             f'{where}.strong_augment'),
                ema_decay=positive(t['ema_decay'], f'{where}.ema_decay', kind=float,
-                                  allow_zero=True))
+                                  allow_zero=True), group_by=t['group_by'])
+    if opts.group_by is not None and (not isinstance(opts.group_by, str) or not opts.group_by):
+      raise UserError(f'{where}.group_by={opts.group_by!r} must be a column name (e.g. '
+                      "'bag_id') or None")
     if opts.ema_decay >= 1:
       raise UserError(f'{where}.ema_decay={opts.ema_decay} must be in [0, 1)')
     if opts.ssl is None and (opts.weak_augment or opts.strong_augment):

@@ -1,8 +1,8 @@
 """Reports across runs: `python -m w2s.report DIR... [--out DIR] [--x KEY] [--group KEY]`.
 
-Reads the `results.json` of many weak-to-strong runs (a sweep directory from `w2s.sweep`, single
-run directories, or any directory holding them) and writes, into `--out` (default: the first
-DIR):
+Reads the `results.json` of many runs (weak-to-strong, self-training, semi-supervised and
+label-proportion studies; a sweep directory from `w2s.sweep`, single run directories, or any
+directory holding them) and writes, into `--out` (default: the first DIR):
 
   report.csv / report.md   one row per run and student loss: the swept values, test accuracy of
                            weak / student / ceiling and PGR, each mean [95% bootstrap CI] over
@@ -58,8 +58,12 @@ def find_runs(dirs: list[str]) -> list[dict]:
 
 
 def kind(run: dict) -> str:
-  """'weak_to_strong' | 'self_training' | 'semi_supervised', from the summary's form."""
+  """'weak_to_strong' | 'self_training' | 'semi_supervised' | 'label_proportions', from the
+  summary's form (and the protocol named in the run's config)."""
   summ = run['results']['summary']
+  protocol = (run['results'].get('config') or {}).get('protocol') or {}
+  if protocol.get('name') == 'label_proportions':
+    return 'label_proportions'
   if 'rounds' in summ:
     return 'self_training'
   if 'acc' in summ:
@@ -80,6 +84,8 @@ def _stats_of(run: dict) -> list[tuple[str, dict, dict]]:
     stats.update({f'pseudo_{m}': last['pseudo'][m] for m in ('accuracy', 'coverage')}
                  if 'pseudo' in last else {})
     return [('', stats, {'rounds': last['round']})]
+  if k == 'label_proportions':  # test accuracy / ECE, and accuracy on the hidden train labels
+    return [('', {m: summ[m] for m in ('acc', 'ece', 'train_acc')}, {})]
   return [('', {m: summ[m] for m in ('acc', 'ece', 'mask_rate', 'pseudo_acc')}, {})]
 
 

@@ -52,7 +52,9 @@ def loss_step_kwargs(loss_fn, step, total_steps) -> dict:
 
 def _microbatches(batch, accum_steps):
   """[B, ...] -> [A, B/A, ...], microbatch i = rows i, i+A, ...: each device's contiguous block of
-  the sharded batch holds B/(A*devices) rows of every microbatch, so no rows move between devices."""
+  the sharded batch holds B/(A*devices) rows of every microbatch, so no rows move between devices.
+  Batches of whole groups (`batch_groups`) come interleaved to match: microbatch i is the i-th
+  block of whole groups (`pipeline.train_batches`)."""
   return jax.tree.map(
       lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1),
       batch)
@@ -161,6 +163,30 @@ def _sample_rows(examples):
   return pipeline.sample_rows(examples, 1)
 
 
+def group_key(opts) -> str | None:
+  """The column whole groups of which every batch holds: `train.group_by`, else the loss's own
+  `group_by` attribute (the proportion loss's 'bag_id'), else None (rows shuffled)."""
+  return opts.group_by or getattr(opts.loss.entry(), 'group_by', None)
+
+
+def batch_groups(examples, opts, name: str) -> np.ndarray | None:
+  """The group column [N] `fit` orders batches by (checked: in the split, groups of one size
+  dividing every microbatch), or None."""
+  key = group_key(opts)
+  if key is None:
+    return None
+  if opts.ssl is not None:
+    raise UserError(f'{name}: train.ssl draws its own batches; batches of whole {key!r} groups '
+                    f'(loss {opts.loss.name!r} or train.group_by) are not supported with it')
+  if not isinstance(examples, dict) or key not in examples:
+    raise UserError(f'{name}: batches of whole groups need a {key!r} column in the in-memory '
+                    f'training split (loss {opts.loss.name!r} or train.group_by={key!r}); use a '
+                    'protocol that makes it (label_proportions)')
+  groups = np.asarray(examples[key])
+  pipeline.group_rows(groups, opts.batch_size, opts.accum_steps, key)  # the checks, now
+  return groups
+
+
 def run_fingerprint(opts, examples: dict, extra: dict | None) -> dict:
   """What determines a run's parameters: its options, the caller's description (model, data
   source, ...) and the identity of the training examples (count and a digest of their ids)."""
@@ -188,7 +214,9 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   held-out loss and accuracy (against the val examples' own labels) are logged every that many
   steps, and `cfg.select='best'` returns the parameters with the lowest held-out loss.
   With `cfg.ssl` (an algorithm of `w2s.ssl`) each step also reads a batch of `unlabelled`
-  examples (their labels hidden from the algorithm; see `w2s.ssl_step`).
+  examples (their labels hidden from the algorithm; see `w2s.ssl_step`). When the loss asks for
+  whole groups (the proportion loss's bags) or `cfg.group_by` names a column, every batch and
+  microbatch holds whole groups of it (`batch_groups`).
   """
   opts = options.TrainOptions.coerce(cfg)
   semi = opts.ssl is not None
@@ -207,6 +235,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     raise UserError(f'batch_size={opts.batch_size} must be divisible by devices x accum_steps = '
                     f'{n_batch} x {opts.accum_steps}')
   steps = total_steps(opts, pipeline.num_rows(train_examples))
+  groups = batch_groups(train_examples, opts, name)
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
   train_examples, extra = with_loss_state(train_examples, opts.loss.spec())
   apply_fn = train_apply_fn(module, opts)
@@ -270,7 +299,8 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
           pipeline.train_batches(train_examples, global_batch=opts.batch_size, seed=opts.seed,
                                  start_step=start, num_steps=steps - start,
                                  process_index=jax.process_index(),
-                                 process_count=jax.process_count())))
+                                 process_count=jax.process_count(), groups=groups,
+                                 accum_steps=opts.accum_steps)))
     if memory.enabled() and not semi and int(np.max(state.step)) < steps:  # check before running
       first = next(pipeline.train_batches(
           train_examples, global_batch=opts.batch_size, seed=opts.seed, start_step=0, num_steps=1,
@@ -428,13 +458,18 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
   return state, last
 
 
+# columns of a held-out slice that a loss reads besides the logits (ensemble votes, LLP bags)
+LOSS_COLUMNS = ('label', 'member_probs', 'bag_id', 'bag_size')
+
+
 def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
                    batch_size: int, apply_fn: Callable | None = None) -> Callable | None:
   """`evaluator(params) -> {'val_loss', 'val_accuracy'}` on `val_examples` (soft 'label' [N, C],
   the held-out slice's own labels), or None without a slice or evaluations.
 
   `val_loss` is the stage's own training loss on the slice as at the end of training
-  (step_frac = 1, so logconf's full auxiliary weight), with the slice's batch statistics; a
+  (step_frac = 1, so logconf's full auxiliary weight), with the slice's batch statistics (the
+  whole slice is one batch: a proportion loss sees every val bag whole); a
   stateful loss (per-example state that val examples lack) is scored by cross-entropy instead.
   `val_accuracy` is agreement with the labels' argmax. Logits with a member axis ([N, K, C],
   ensembles) give per-member values [K]."""
@@ -450,8 +485,7 @@ def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
     pred = predict(module, params, val_examples, batch_size=batch_size, mesh=mesh,
                    name=f'{name} val', apply_fn=apply_fn, progress=False)
     rows = np.array([order[int(i)] for i in pred['id']])
-    batch = {k: np.asarray(v)[rows] for k, v in val_examples.items()
-             if k in ('label', 'member_probs')}
+    batch = {k: np.asarray(v)[rows] for k, v in val_examples.items() if k in LOSS_COLUMNS}
     batch['mask'] = np.ones(len(rows), np.float32)
     logits = pred['logits']
     if logits.ndim == 3:                                     # [N, K, C]: one score per member

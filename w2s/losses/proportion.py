@@ -27,9 +27,11 @@ of size k. Padding rows (mask 0, e.g. the eval pipeline's copies of row 0, which
 id) are left out of n_b, pbar_b and alpha_b. alpha_b is the mean of the members' `labels` (every
 member should carry its bag's proportion as its label, as for easyllp).
 
-The loss only sees bags through the batch: with the trainer's shuffled batches a bag's members
-rarely meet (aux 'members_per_bag' near 1), and the loss then degenerates to a per-example
-KL(alpha || p_i). Feed batches of whole bags (a bag-aware sampler) for the bag-level loss.
+The loss only sees bags through the batch: with row-shuffled batches a bag's members rarely
+meet (aux 'members_per_bag' near 1), and the loss then degenerates to a per-example
+KL(alpha || p_i). So the loss declares `loss.group_by = 'bag_id'` and `train.fit` then permutes
+whole bags instead of rows: every batch (and every gradient-accumulation microbatch) holds whole
+bags, batch_size a multiple of the bag size (`w2s.data.pipeline.train_batches`).
 """
 import jax
 import jax.numpy as jnp
@@ -106,3 +108,6 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0
   aux = {'num_bags': num_bags,
          'members_per_bag': _batch_stats.count(mask) / jnp.maximum(num_bags, 1.0)}
   return _soft_ce.zero_padding(per_example, mask), aux
+
+
+loss.group_by = 'bag_id'  # how the trainer knows to batch whole bags (train.batch_groups)
