@@ -16,15 +16,21 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # noqa: E402
 
-_SESSION_CACHE = []  # the compilation cache directory this session made (removed at its end)
+_SESSION_DIRS = []  # the directories this session made (removed at its end)
+_FEATURES = 'W2S_TEST_FEATURES_DIR'  # the session's frozen-feature cache, shared by xdist workers
 
 
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: end-to-end case that runs in CI; skip locally with -m "not slow"')
   from w2s import compile_cache
+  # pytest-xdist workers start after this ran in the controller and inherit its environment,
+  # so every worker shares one compilation cache and one feature cache
   if compile_cache.requested() and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-    _SESSION_CACHE.append(tempfile.mkdtemp(prefix='w2s-test-jax-cache-'))
-    os.environ['JAX_COMPILATION_CACHE_DIR'] = _SESSION_CACHE[0]
+    _SESSION_DIRS.append(tempfile.mkdtemp(prefix='w2s-test-jax-cache-'))
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = _SESSION_DIRS[-1]
+  if _FEATURES not in os.environ:
+    _SESSION_DIRS.append(tempfile.mkdtemp(prefix='w2s-test-features-'))
+    os.environ[_FEATURES] = _SESSION_DIRS[-1]
   # subprocesses that do not call enable() (the notebook's kernel) read JAX's own variables
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS',
                         str(compile_cache.MIN_COMPILE_SECS))
@@ -32,16 +38,17 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-  for path in _SESSION_CACHE:
+  for path in _SESSION_DIRS:
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')
-def shared_features(tmp_path_factory):
-  """One frozen-feature cache for the session. Its entries are keyed by content (backbone
-  architecture, checkpoint, params digest, dataset, tokenizer, view; w2s/models/features.py), so
-  a workdir reading it gets the features it would have computed, without the forward passes."""
-  return tmp_path_factory.mktemp('features')
+def shared_features():
+  """One frozen-feature cache for the session (all xdist workers). Its entries are keyed by
+  content (backbone architecture, checkpoint, params digest, dataset, tokenizer, view;
+  w2s/models/features.py) and written atomically, so a workdir reading it gets the features it
+  would have computed, without the forward passes."""
+  return os.environ[_FEATURES]
 
 
 @pytest.fixture
