@@ -44,13 +44,14 @@ def vector_batch():
 
 
 CASES = ([(s, image_batch) for s in IMAGE_SPECS] + [(s, text_batch) for s in TEXT_SPECS]
-         + [(s, vector_batch) for s in VECTOR_SPECS])
+         + [(s, vector_batch) for s in VECTOR_SPECS]
+         + [(dict(name='sparse_pixels', pixels=3), lambda: image_batch(c=2))])  # [image, mask]
 IDS = [f"{s['name']}-{s.get('mode', '')}" for s, _ in CASES]
 
 
 def test_registry_lists_every_augmentation():
   assert registry.known('augment') == ['chain', 'cutout', 'features', 'flip', 'randaugment',
-                                       'tokens', 'translate']
+                                       'sparse_pixels', 'tokens', 'translate']
 
 
 @pytest.mark.parametrize('spec,batch_fn', CASES, ids=IDS)

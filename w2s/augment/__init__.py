@@ -17,6 +17,7 @@ cutout). Shipped, by input ('x' float32 [B, H, W, C] images in [0, 1]; 'input_id
 'attention_mask' int32 [B, T] text; 'x' float32 [B, D] vectors, see `w2s.data.featurize`):
 
   images:  flip, translate, cutout, randaugment
+  [image, mask] pairs ([B, H, W, 2]): sparse_pixels (the pixel-debate judge's k random pixels)
   text:    tokens (word dropout, BERT-style masking, span deletion)
   vectors: features (Gaussian noise, feature dropout)
   any:     chain (several of the above in order)

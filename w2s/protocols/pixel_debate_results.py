@@ -1,0 +1,139 @@
+"""Pixel-debate results over seeds (mean and bootstrap 95% CI of every per-seed number), the
+printed tables, and `debate_games.png` (a few digits, the pixels each side revealed, and the
+judge's belief after each move)."""
+import math
+import os
+
+import numpy as np
+
+from w2s import scores
+
+# Irving, Christiano & Amodei (2018), Sec. 3, full MNIST, MCTS debaters, precommit: k -> (judge
+# from k random pixels, judge after debate), in %
+PAPER = {6: (59.4, 88.9), 4: (48.2, 85.2)}
+
+
+def summarize(per_seed: list[dict], pixels, strategies, liars) -> dict:
+  """{'per_seed', 'summary': {metric: {mean, lo, hi, n, n_nan}}, 'seeds', 'pixels', ...}: every
+  float of the per-seed records (NaN PGRs are dropped from their mean and counted)."""
+  names = [m for m, v in per_seed[0].items() if isinstance(v, float) or v is None]
+  summary = {m: scores.summarize_seeds([np.nan if r[m] is None else r[m] for r in per_seed])._asdict()
+             for m in names}
+  return {'per_seed': per_seed, 'summary': summary, 'seeds': [r['seed'] for r in per_seed],
+          'pixels': list(pixels), 'strategies': list(strategies), 'liars': list(liars)}
+
+
+def _fmt(s: dict | None, k: float = 100.0) -> str:
+  if s is None or s['n'] == 0 or math.isnan(s['mean']):
+    return 'undefined'
+  d = 1 if k == 100.0 else 2  # accuracies in % to 0.1, PGR to 0.01
+  return f'{k * s["mean"]:.{d}f} [{k * s["lo"]:.{d}f}, {k * s["hi"]:.{d}f}]'
+
+
+def _markdown(rows) -> str:
+  lines = ['| ' + ' | '.join(rows[0]) + ' |', '|' + '---|' * len(rows[0])]
+  return '\n'.join(lines + ['| ' + ' | '.join(r) + ' |' for r in rows[1:]])
+
+
+def judge_table(results: dict) -> str:
+  """Judge accuracy (%) from k random pixels vs after debate, per k and strategy."""
+  s, liars = results['summary'], results['liars']
+  head = ['k', 'debaters', 'judge, k random pixels'] + [f'debate vs {_LIAR[l]}' for l in liars]
+  head += [f'gain vs {_LIAR[l]}' for l in liars] + ['paper (random -> debate)']
+  rows = [head]
+  for k in results['pixels']:
+    paper = '%.1f -> %.1f' % PAPER[k] if k in PAPER else '-'
+    for strategy in results['strategies']:
+      key = f'k{k}/{strategy}'
+      rows.append([str(k), strategy, _fmt(s[f'k{k}/judge_random'])]
+                  + [_fmt(s.get(f'{key}/debate_{l}')) for l in liars]
+                  + [_fmt(s.get(f'{key}/gain_{l}')) for l in liars] + [paper])
+  return _markdown(rows)
+
+
+_LIAR = {'runner_up': "the strong model's runner-up", 'all': 'every lie (worst case)'}
+
+
+def w2s_table(results: dict) -> str:
+  """Labels of B -> strong student: label accuracy on B, student test accuracy, PGR."""
+  s = results['summary']
+  rows = [['k', 'labels of B', 'label acc. on B', 'student test acc.', 'PGR']]
+  for k in results['pixels']:
+    rows.append([str(k), f'plain judge ({k} random pixels)', _fmt(s[f'k{k}/labels_B/plain']),
+                 _fmt(s[f'k{k}/student/plain']), _fmt(s[f'k{k}/pgr/plain'], 1.0)])
+    for strategy in results['strategies']:
+      key = f'k{k}/{strategy}'
+      rows.append([str(k), f'debate-aided ({strategy}; judge picks of strong top-2)',
+                   _fmt(s[f'{key}/labels_B/debate']), _fmt(s[f'{key}/student/debate']),
+                   _fmt(s[f'{key}/pgr/debate'], 1.0)])
+    rows.append([str(k), "strong classifier's own soft labels", _fmt(s['labels_B/strong_top1']),
+                 _fmt(s['student/strong_labels']), _fmt(s[f'k{k}/pgr/strong_labels'], 1.0)])
+  rows.append(['-', 'ground truth (ceiling)', '100', _fmt(s['acc_ceiling']), '1'])
+  return _markdown(rows)
+
+
+def table(results: dict) -> str:
+  s, n = results['summary'], len(results['seeds'])
+  return (f'pixel debate over {n} seeds (test accuracy %, mean [95% bootstrap CI]); strong model '
+          f'on A {_fmt(s["acc_strong"])}, truth in its top-2 on B {_fmt(s["labels_B/strong_top2"])}'
+          f'\n\n{judge_table(results)}\n\nweak-to-strong (weak = the plain judge on test):\n\n'
+          f'{w2s_table(results)}')
+
+
+def plot_games(trace: dict, path: str, *, num: int = 4, names=None) -> str:
+  """One row per game (the first image of each of the first `num` true labels): the digit with
+  each side's reveals numbered in move order, the judge's view, and the judge's belief between
+  the two claims (its softmax restricted to them) after each move."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  idx, labels = np.asarray(trace['index']), np.asarray(trace['labels'])
+  first_game = {}
+  for g, i in enumerate(idx.tolist()):   # one game per true label ('all': the first lie of each)
+    first_game.setdefault(int(labels[i]), g)
+  games = list(first_game.values())[:num]
+  h, w = trace['images'].shape[1:]
+  names = names or [str(c) for c in range(trace['logits'].shape[-1])]
+  fig, axes = plt.subplots(len(games), 3, figsize=(8.5, 2.5 * len(games)), squeeze=False)
+  colors = ('#1f77b4', '#d62728')  # claim 0 (honest: the true label), claim 1 (the liar)
+  for row, g in zip(axes, games):
+    img, claims = trace['images'][idx[g]], trace['claims'][g]
+    order, mover = trace['order'][g], trace['mover'][g]
+    view = np.full(h * w, np.nan)
+    view[order] = img.reshape(-1)[order]
+    row[0].imshow(img, cmap='gray_r', vmin=0, vmax=1)
+    row[1].imshow(np.full((h, w), 0.12), cmap='gray_r', vmin=0, vmax=1)
+    row[1].imshow(view.reshape(h, w), cmap='gray_r', vmin=0, vmax=1)
+    for t, (p, m) in enumerate(zip(order, mover)):
+      for ax in row[:2]:
+        ax.add_patch(plt.Rectangle((p % w - 0.5, p // w - 0.5), 1, 1, fill=False,
+                                   edgecolor=colors[m], lw=1.5))
+      row[1].text(p % w + (0.8 if t % 2 else -0.8), p // w - 0.9, str(t + 1), color=colors[m],
+                  fontsize=7, fontweight='bold', ha='left' if t % 2 else 'right')
+    z = trace['logits'][g][:, claims]                                  # [k + 1, 2]
+    two = np.exp(z - z.max(-1, keepdims=True))
+    two /= two.sum(-1, keepdims=True)
+    for side, role in ((0, 'honest'), (1, 'liar')):
+      row[2].plot(range(len(two)), two[:, side], 'o-', color=colors[side],
+                  label=f'{role}: "{names[claims[side]]}"' + (' (moves 1st)' if
+                                                              mover[0] == side else ''))
+    row[2].axhline(0.5, color='gray', lw=0.7, ls='--')
+    picked = claims[int(trace['winner'][g])]
+    row[0].set_title(f'true label {names[labels[idx[g]]]}', fontsize=9)
+    row[1].set_title(f'judge sees {len(order)} pixels, picks "{names[picked]}"', fontsize=9)
+    row[2].set_ylim(0, 1)
+    row[2].set_xlabel('pixels revealed', fontsize=8)
+    row[2].set_ylabel('judge: P(claim) of the two', fontsize=8)
+    row[2].legend(fontsize=7, loc='best')
+    for ax in row[:2]:
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.suptitle(f'pixel debate, k={trace["k"]}, {trace["strategy"]} debaters, liar: '
+               f'{_LIAR[trace["liar"]]}, seed {trace["seed"]}; boxes: revealed pixels '
+               '(numbers: move order)', fontsize=8)
+  fig.tight_layout(rect=(0, 0, 1, 0.98))
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=110)
+  os.replace(tmp, path)
+  plt.close(fig)
+  return path
