@@ -44,6 +44,7 @@ from w2s import options, partition, sharding, ssl_step, train  # noqa: E402
 from w2s.data import pipeline  # noqa: E402
 from w2s.data import splits as splits_lib  # noqa: E402
 from w2s.protocols import learners, semi_supervised  # noqa: E402
+from benchmarks.augment import timed  # noqa: E402  (compile s, median ms)
 
 PLAIN = 'supervised'  # the plain supervised step; any other name is an algorithm of w2s/ssl/
 
@@ -151,18 +152,6 @@ def time_block(run: dict, steps: int) -> None:
   run['state'] = state
 
 
-def timed(fn, *args, repeats: int) -> tuple[float, float]:
-  """(compile + first call seconds, median seconds of the next `repeats` calls)."""
-  t = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return first, statistics.median(times)
-
 
 def report_steps(runs: dict, batch: int) -> dict:
   out = {}
@@ -194,7 +183,8 @@ def report_views(name: str, run: dict, base, repeats: int) -> dict:
   print(f'  {"view":18s} {"ms/batch":>9s} {"x step":>7s} {"compile s":>10s}')
   out, total = {}, 0.0
   for i, (name, (fn, b)) in enumerate(views.items()):
-    first, s = timed(jax.jit(fn), jax.random.key(i), b, repeats=repeats)
+    first, ms = timed(jax.jit(fn), jax.random.key(i), b, repeats=repeats)
+    s = ms / 1e3
     out[name] = dict(compile_s=first, s=s, step_fraction=s / step_s)
     total += s
     print(f'  {name:18s} {1e3 * s:9.3f} {s / step_s:7.1%} {first:10.2f}')
