@@ -45,6 +45,7 @@ from w2s.data import pipeline  # noqa: E402
 from w2s.data import splits as splits_lib  # noqa: E402
 from w2s.protocols import learners, semi_supervised  # noqa: E402
 from benchmarks.augment import timed  # noqa: E402  (compile s, median ms)
+from benchmarks.sharding_throughput import time_block  # noqa: E402
 
 PLAIN = 'supervised'  # the plain supervised step; any other name is an algorithm of w2s/ssl/
 
@@ -139,18 +140,6 @@ def build(name: str, base, module, lab: dict, unl: dict, mesh) -> dict:
   rows = opts.batch_size * (1 + views * opts.unlabelled_ratio)
   return dict(step=compiled, state=state, batch=batch, compile_s=compile_s, times=[],
               flops=float((cost or {}).get('flops', float('nan'))), rows=rows, opts=opts)
-
-
-def time_block(run: dict, steps: int) -> None:
-  """Appends the mean step time of `steps` back-to-back steps to run['times']."""
-  state = run['state']
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, _ = run['step'](state, run['batch'])
-  jax.block_until_ready(state)
-  run['times'].append((time.perf_counter() - t) / steps)
-  run['state'] = state
-
 
 
 def report_steps(runs: dict, batch: int) -> dict:
