@@ -36,7 +36,13 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   """Trains len(seeds) members at once; returns (stacked state [K, ...], last metrics).
 
   Resume, fingerprint, held-out evaluation and selection work as in `train.fit`; with
-  `select='best'` each member keeps its own best parameters (by its own held-out loss)."""
+  `select='best'` each member keeps its own best parameters (by its own held-out loss).
+
+  `train_examples` may be a list of K example dicts, one per member, with the same ids and labels
+  in the same order but each member's own inputs (e.g. frozen features of a text with member k's
+  debate transcript appended); then `val_examples` (if any) holds every member's inputs stacked
+  on axis 1 ([N, K, ...], `stack_members`), and so must the examples given to `predict_ensemble`
+  with `per_member=True`."""
   opts = options.TrainOptions.coerce(cfg)
   if options.plain(opts.partition) != 'replicate' or opts.param_dtype != 'float32':
     raise UserError(f'{name}: an ensemble trains replicated float32 members in one vmapped step; '
@@ -45,8 +51,14 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
     raise UserError(f'{name}: an ensemble draws rows, not whole {train.group_key(opts)!r} groups '
                     f'(loss {opts.loss.name!r} or train.group_by); train one model (no ensemble)')
   k = len(seeds)
-  train_examples, extra = train.with_loss_state(train_examples, opts.loss.spec())
-  members = [bag(train_examples, s) if bagging else train_examples for s in seeds]
+  per_member = isinstance(train_examples, (list, tuple))
+  if per_member:
+    inputs = _check_members(train_examples, k, bagging, name)
+    members = [train.with_loss_state(m, opts.loss.spec())[0] for m in train_examples]
+    train_examples, extra = train.with_loss_state(train_examples[0], opts.loss.spec())
+  else:
+    train_examples, extra = train.with_loss_state(train_examples, opts.loss.spec())
+    members = [bag(train_examples, s) if bagging else train_examples for s in seeds]
   sharding.check_batch_size(opts.batch_size, mesh)
   steps = train.total_steps(opts, len(train_examples['id']))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
@@ -58,7 +70,7 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   tx, schedule = train._make_tx(opts, steps, module, sample)
   evaluator = train.make_evaluator(module, val_examples, opts, mesh=mesh, name=name,
                                    batch_size=eval_batch_size or opts.batch_size,
-                                   apply_fn=members_apply_fn(module))
+                                   apply_fn=members_apply_fn(module, per_member))
 
   # members share a pretrained backbone (host arrays, read once); their heads (random init,
   # unlike a single model's zero head) and adapters differ
@@ -96,7 +108,8 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   try:
     checkpoint.check_fingerprint(
         workdir, {**train.run_fingerprint(opts, train_examples, fingerprint),
-                  'members': {'seeds': list(seeds), 'bagging': bagging}},
+                  'members': {'seeds': list(seeds), 'bagging': bagging,
+                              **({'inputs': inputs} if per_member else {})}},
         has_checkpoints=ckpt.latest_step() is not None)
     state, _ = ckpt.restore(jax.eval_shape(init, rngs, pretrained))
     if state is None:
@@ -107,6 +120,33 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
   finally:
     ckpt.close()
   return train.selected_with_val(state, opts, last, evaluator)
+
+
+def _check_members(member_examples, k: int, bagging: bool, name: str) -> list[str]:
+  """Per-member examples: K of them, the same ids and labels; -> a digest of each one's inputs."""
+  import hashlib
+  if len(member_examples) != k:
+    raise UserError(f'{name}: {len(member_examples)} members\' examples for {k} seeds')
+  if bagging:
+    raise UserError(f'{name}: bagging draws rows of one set of inputs; per-member inputs already '
+                    'differ: drop ensemble.bagging')
+  first = member_examples[0]
+  digests = []
+  for m in member_examples:
+    if not (np.array_equal(m['id'], first['id']) and np.array_equal(m['label'], first['label'])):
+      raise UserError(f'{name}: the members\' examples must share ids and labels, in one order')
+    h = hashlib.sha256()
+    for key in sorted(set(m) - {'id', 'label'}):
+      h.update(key.encode() + np.ascontiguousarray(m[key]).tobytes())
+    digests.append(h.hexdigest()[:16])
+  return digests
+
+
+def stack_members(member_examples: list[dict]) -> dict:
+  """K example dicts (same ids) -> one, each input stacked on axis 1 ([N, K, ...])."""
+  first = member_examples[0]
+  return {key: (first[key] if key in ('id', 'label') else
+                np.stack([m[key] for m in member_examples], axis=1)) for key in first}
 
 
 def _stack_members(batches: tuple) -> dict:
@@ -121,10 +161,16 @@ def _stack_members(batches: tuple) -> dict:
   return out
 
 
-def members_apply_fn(module):
-  """`apply_fn(stacked_params, batch, ...) -> [B, K, C]` (the batch axis stays first)."""
+def members_apply_fn(module, per_member: bool = False):
+  """`apply_fn(stacked_params, batch, ...) -> [B, K, C]` (the batch axis stays first); with
+  `per_member` the batch's inputs are [B, K, ...] and member k reads its own [:, k]."""
   one = train.linen_apply_fn(module)
-  member_apply = jax.vmap(lambda p, b: one(p, b, train=False, rng=None), in_axes=(0, None))
+
+  def member_apply(params, batch):
+    if per_member:
+      inputs = {k: v for k, v in batch.items() if k not in ('label', 'mask', 'id')}
+      return jax.vmap(lambda p, b: one(p, b, train=False, rng=None), in_axes=(0, 1))(params, inputs)
+    return jax.vmap(lambda p, b: one(p, b, train=False, rng=None), in_axes=(0, None))(params, batch)
 
   def apply_fn(params, batch, *, train, rng):
     del train, rng
@@ -133,8 +179,9 @@ def members_apply_fn(module):
 
 
 def predict_ensemble(module, stacked_params, examples: dict, *, batch_size: int, mesh,
-                     name: str = 'ensemble predict') -> dict:
-  """{'id' [N], 'member_logits' [N, K, C]} for every example exactly once."""
+                     name: str = 'ensemble predict', per_member: bool = False) -> dict:
+  """{'id' [N], 'member_logits' [N, K, C]} for every example exactly once (`per_member`: the
+  examples' inputs are [N, K, ...], `stack_members`)."""
   pred = train.predict(module, stacked_params, examples, batch_size=batch_size, mesh=mesh,
-                       name=name, apply_fn=members_apply_fn(module))
+                       name=name, apply_fn=members_apply_fn(module, per_member))
   return {'id': pred['id'], 'member_logits': pred['logits']}

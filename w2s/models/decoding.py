@@ -28,7 +28,10 @@ def _left_align(ids, mask):
 
 
 def sample_logits(logits, rng, *, temperature, top_p, greedy: bool):
-  """Next tokens [B] from logits [B, V]: argmax, or a draw from the top-p nucleus of softmax(z/T)."""
+  """Next tokens [B] from logits [B, V]: argmax, or a draw from the top-p nucleus of softmax(z/T).
+
+  `rng`: one key for the batch, or a key per row ([B] keys: each row's draw depends only on its
+  own key, not on which other rows share the batch)."""
   if greedy:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits.astype(jnp.float32) / temperature
@@ -37,7 +40,22 @@ def sample_logits(logits, rng, *, temperature, top_p, greedy: bool):
   keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p  # the most likely token is always kept
   cutoff = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1, keepdims=True)
   logits = jnp.where(logits >= cutoff, logits, -jnp.inf)
+  if _per_row(rng):
+    return jax.vmap(lambda k, z: jax.random.categorical(k, z))(rng, logits).astype(jnp.int32)
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def _per_row(rng) -> bool:
+  """Whether `rng` is a key per row: [B] typed keys, or [B, 2] raw uint32 ones."""
+  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  return rng.ndim == (1 if typed else 2)
+
+
+def _fold_in(rng, i):
+  """fold_in for one key or a key per row."""
+  if _per_row(rng):
+    return jax.vmap(lambda k: jax.random.fold_in(k, i))(rng)
+  return jax.random.fold_in(rng, i)
 
 
 def init_cache(model, batch_size: int, num_slots: int, dtype) -> list[dict]:
@@ -61,7 +79,7 @@ def _generate(model, params, input_ids, attention_mask, rng, temperature, top_p,
   logits, cache = model.apply(variables, ids, key_mask, positions=classifier.default_positions(mask),
                               cache=cache, cache_index=0, method='lm')
   sample = functools.partial(sample_logits, temperature=temperature, top_p=top_p, greedy=greedy)
-  first = sample(logits[:, -1], jax.random.fold_in(rng, 0))
+  first = sample(logits[:, -1], _fold_in(rng, 0))
   tokens = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(first)
   valid = jnp.zeros((b, n), jnp.int32).at[:, 0].set(1)
   done = first == eos_id if eos_id is not None else jnp.zeros((b,), bool)
@@ -76,7 +94,7 @@ def _generate(model, params, input_ids, attention_mask, rng, temperature, top_p,
     logits, cache = model.apply(variables, prev[:, None], key_mask,
                                 positions=(lengths + i - 1)[:, None], cache=cache,
                                 cache_index=t + i - 1, method='lm')
-    tok = sample(logits[:, -1], jax.random.fold_in(rng, i))
+    tok = sample(logits[:, -1], _fold_in(rng, i))
     tokens = tokens.at[:, i].set(jnp.where(done, pad_id, tok))
     valid = valid.at[:, i].set((~done).astype(jnp.int32))
     if eos_id is not None:
@@ -99,7 +117,8 @@ def generate(model, params, input_ids, attention_mask, *, max_new_tokens: int,
     max_new_tokens: N.
     temperature: 0 for greedy decoding; > 0 samples from softmax(logits / temperature).
     top_p: nucleus mass kept when sampling (1.0 = the whole distribution).
-    rng: key for sampling (required when temperature > 0).
+    rng: key for sampling (required when temperature > 0), or [B] keys, one per row: a row's
+      tokens then do not depend on the other rows of the batch (debate transcripts).
     eos_id: a row stops after emitting it; the loop stops when every row has.
     pad_id: fills the slots after a row's eos.
 
