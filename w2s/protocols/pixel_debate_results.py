@@ -1,12 +1,14 @@
 """Pixel-debate results over seeds (mean and bootstrap 95% CI of every per-seed number), the
 printed tables, and `debate_games.png` (a few digits, the pixels each side revealed, and the
-judge's belief after each move)."""
+judge's belief after each move); `load_games` reads a finished run's games back to draw others
+(colabs/pixel_debate.ipynb)."""
 import math
 import os
 
 import numpy as np
 
 from w2s import scores
+from w2s.errors import UserError
 
 # Irving, Christiano & Amodei (2018), Sec. 3, full MNIST, MCTS debaters, precommit: k -> (judge
 # from k random pixels, judge after debate), in %
@@ -80,18 +82,51 @@ def table(results: dict) -> str:
           f'{w2s_table(results)}')
 
 
-def plot_games(trace: dict, path: str, *, num: int = 4, names=None) -> str:
-  """One row per game (the first image of each of the first `num` true labels): the digit with
-  each side's reveals numbered in move order, the judge's view, and the judge's belief between
-  the two claims (its softmax restricted to them) after each move."""
+def load_games(results: dict, workdir: str, *, k: int | None = None, strategy: str | None = None,
+               liar: str | None = None, seed: int | None = None) -> dict:
+  """The trace `plot_games` draws, read back from a finished run (its `results`, and the workdir
+  it ran in): one seed's debates on test (a `debate_k*` stage's outputs) with that seed's test
+  images [N, H, W] and labels [N]. Defaults: the largest k, the first strategy, liar and seed."""
+  from ml_collections import ConfigDict
+  from w2s import options
+  from w2s.data import featurize, splits as splits_lib
+  from w2s.protocols import pixel_debate  # imports this module
+
+  r = pixel_debate.resolve(ConfigDict(results['config']))
+  k = max(results['pixels']) if k is None else k
+  strategy, liar = strategy or results['strategies'][0], liar or results['liars'][0]
+  seed = results['seeds'][0] if seed is None else seed
+  if seed not in results['seeds']:
+    raise UserError(f'seed {seed} is not one of the run\'s seeds {results["seeds"]}')
+  kind = f'debate_k{k}_{strategy}_{liar}'
+  stages = results['per_seed'][results['seeds'].index(seed)]['stages']
+  if kind not in stages:
+    raise UserError(f'the run has no stage {kind}; it has {sorted(stages)}')
+  with np.load(os.path.join(r.shared_dir or workdir, stages[kind], 'outputs.npz')) as f:
+    games = dict(f)
+  dataset = options.build(r.dataset, 'dataset')
+  test = splits_lib.weak_to_strong(dataset, seed=seed, **r.splits).splits['test']
+  return dict(games, images=featurize.featurize(dataset, test)['x'][..., 0],
+              labels=np.asarray(test['label']), k=k, strategy=strategy, liar=liar, seed=seed)
+
+
+def plot_games(trace: dict, path: str, *, num: int = 4, names=None, games=None) -> str:
+  """One row per game: the digit with each side's reveals numbered in move order, the judge's
+  view, and the judge's belief between the two claims (its softmax restricted to them) after
+  each move. `games`: indices into the trace's games; default the first image of each of the
+  first `num` true labels."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   idx, labels = np.asarray(trace['index']), np.asarray(trace['labels'])
-  first_game = {}
-  for g, i in enumerate(idx.tolist()):   # one game per true label ('all': the first lie of each)
-    first_game.setdefault(int(labels[i]), g)
-  games = list(first_game.values())[:num]
+  if games is None:
+    first_game = {}
+    for g, i in enumerate(idx.tolist()):   # one game per true label ('all': the first lie of each)
+      first_game.setdefault(int(labels[i]), g)
+    games = list(first_game.values())[:num]
+  games = [int(g) for g in games]
+  if not games:
+    raise UserError('plot_games: no games to draw')
   h, w = trace['images'].shape[1:]
   names = names or [str(c) for c in range(trace['logits'].shape[-1])]
   fig, axes = plt.subplots(len(games), 3, figsize=(8.5, 2.5 * len(games)), squeeze=False)
@@ -108,8 +143,12 @@ def plot_games(trace: dict, path: str, *, num: int = 4, names=None) -> str:
       for ax in row[:2]:
         ax.add_patch(plt.Rectangle((p % w - 0.5, p // w - 0.5), 1, 1, fill=False,
                                    edgecolor=colors[m], lw=1.5))
-      row[1].text(p % w + (0.8 if t % 2 else -0.8), p // w - 0.9, str(t + 1), color=colors[m],
-                  fontsize=7, fontweight='bold', ha='left' if t % 2 else 'right')
+      # each move's number off its own diagonal, so neighbouring reveals' numbers do not merge
+      dx, dy = (-2.2, 2.2)[t % 2], (-2.2, 2.2)[(t // 2) % 2]
+      row[1].annotate(str(t + 1), (p % w, p // w), (p % w + dx, p // w + dy), color=colors[m],
+                      fontsize=7, fontweight='bold', ha='center', va='center',
+                      arrowprops=dict(arrowstyle='-', color=colors[m], lw=0.6, shrinkA=0,
+                                      shrinkB=2))
     z = trace['logits'][g][:, claims]                                  # [k + 1, 2]
     two = np.exp(z - z.max(-1, keepdims=True))
     two /= two.sum(-1, keepdims=True)
