@@ -71,7 +71,8 @@ def sciq_dir(tmp_path_factory):
 
 def _debater_section(path, **kw):
   return dict(dict(model=dict(name='llama' if 'gpt2' not in path else 'gpt2', pretrained=path),
-                   seeds=(0, 1), max_new_tokens=5, max_prompt_tokens=96, batch_size=8,
+                   seeds=(0, 1), max_new_tokens=5, max_prompt_tokens=128, batch_size=8,
+                   length_multiple=64,
                    temperature=1.0, top_p=0.95), **kw)
 
 
@@ -262,3 +263,20 @@ def test_config_errors_are_one_line(ckpts, sciq_dir, tmp_path):
   c.chain = ()
   with pytest.raises(UserError, match="'chain'"):
     text_debate.check(c)
+
+
+def test_the_config_file_resolves_against_real_files(ckpts, sciq_dir):
+  import importlib.util
+  from w2s.protocols import text_debate
+  spec = importlib.util.spec_from_file_location(
+      'w2s_debate', os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
+                                 'w2s_debate.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config(f'task=sciq,data={sciq_dir},debater={ckpts["qwen2"]},weak={ckpts["gpt2"]},'
+                     'runlocal,k=2')
+  opts, dataset = text_debate.check(c)
+  assert dataset.name == 'sciq' and opts.debate.seeds == (0, 1)
+  assert len(opts.debate.prompts['debate']) == 3 and opts.conditions == text_debate.CONDITIONS
+  with pytest.raises(UserError, match='debater=DIR'):
+    mod.get_config(f'task=sciq,data={sciq_dir},weak={ckpts["gpt2"]}')

@@ -181,6 +181,10 @@ class Debater:
     sharding.check_batch_size(opts.batch_size, mesh, 'debate.batch_size')
 
   def _eos_id(self) -> int | None:
+    """The end-of-turn token: `eos` (a token string; 'none': every turn runs to max_new_tokens),
+    else the first of EOS_CANDIDATES the tokenizer has."""
+    if self.opts.eos == 'none':
+      return None
     names = (self.opts.eos,) if self.opts.eos else EOS_CANDIDATES
     for name in names:
       i = self.tok.token_to_id(name)
