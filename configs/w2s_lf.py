@@ -3,6 +3,7 @@ supervisor, a frozen-MiniLM student.
 
     python -m w2s.main --config configs/w2s_lf.py --workdir runs/w2s_lf          # Dawid-Skene
     python -m w2s.main --config configs/w2s_lf.py:label_model=majority --workdir runs/w2s_lf_mv
+    python -m w2s.main --config configs/w2s_lf.py:abstain=model --workdir runs/w2s_lf_ds_abstain
     python -m w2s.main --config configs/w2s_lf.py:runlocal --workdir /tmp/w2s_lf_tiny
 
 Weak supervisor: the 18 keyword / lexicon / negation rules of
@@ -18,7 +19,8 @@ labels of the val slice. Compare label models by running this config once per `l
 with one `--config.shared_dir` (the ceiling and the feature cache are then computed once).
 
 Arguments: label_model=NAME (or a dotted path pkg.mod:fn), rules=SET (a labelling-function set:
-short name, dotted module path or path/to/file.py; default rotten_tomatoes), seeds=N,
+short name, dotted module path or path/to/file.py; default rotten_tomatoes), abstain=model
+(dawid_skene models each rule's abstentions per class instead of skipping them), seeds=N,
 losses=a+b, runlocal (tiny, for tests).
 """
 from w2s import config_args
@@ -27,10 +29,13 @@ from w2s.configs import w2s_offline
 
 def get_config(arg: str | None = None):
   a = config_args.parse(arg, label_model='dawid_skene', rules='rotten_tomatoes', seeds=5,
-                        losses='xent+logconf', runlocal=False)
+                        losses='xent+logconf', runlocal=False, abstain='')
   c = w2s_offline.get_config(f'seeds={a["seeds"]},losses={a["losses"]}' +
                              (',runlocal' if a['runlocal'] else ''))
   with c.unlocked():
-    c.weak = dict(labelling_functions=a['rules'], label_model=dict(name=a['label_model']))
+    label_model = dict(name=a['label_model'])
+    if a['abstain']:  # dawid_skene: 'model' gives every rule a P(abstain | class)
+      label_model['abstain'] = a['abstain']
+    c.weak = dict(labelling_functions=a['rules'], label_model=label_model)
     c.shared_dir = ''  # one stage directory for several label models: --config.shared_dir=DIR
   return c

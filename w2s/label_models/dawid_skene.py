@@ -3,12 +3,19 @@
 Dawid & Skene 1979, "Maximum Likelihood Estimation of Observer Error-Rates Using the EM
 Algorithm" (JRSS C 28(1)). Each source j has a confusion matrix pi_j[c, c'] = P(source j says c'
 | true class c, j does not abstain) and the classes a prior rho; sources are independent given
-the class, and abstentions carry no information (they are skipped, not modelled). EM:
+the class. Abstentions are skipped by default (`abstain='skip'`: they carry no information).
+With `abstain='model'` an abstention is one more output of every source, column C of a
+[C, C + 1] confusion matrix, pi_j[c, C] = P(j abstains | class c): a rule that only ever votes
+one class (most keyword rules) then says something when it is silent, and a row nobody votes on
+gets rho_c prod_j pi_j[c, C] instead of the prior. EM:
 
   E-step  T_ic  ∝ rho_c prod_{j: L_ij != -1} pi_j[c, L_ij]          (in log space, normalised
           by logsumexp, so many sources cannot underflow)
   M-step  pi_j[c, c'] = (a + sum_i T_ic 1[L_ij = c']) / (C a + sum_i T_ic 1[L_ij != -1])
           rho_c       = (a + sum_i T_ic) / (C a + n)
+
+(with `abstain='model'`, c' also ranges over the abstention and the M-step's denominator counts
+every row: C + 1 pseudo-counts and sum_i T_ic)
 
 with a small Dirichlet pseudo-count a (`smoothing`) per cell, so a class a source never reports
 keeps a finite log-probability: the MAP variant of the paper's maximum likelihood. T starts at the
@@ -46,13 +53,18 @@ def _e_step(pi, rho, onehot):
   return jnp.exp(log_joint - log_evidence[:, None]), jnp.mean(log_evidence)
 
 
-@functools.partial(jax.jit, static_argnames=('num_classes',))
-def fit(votes: jax.Array, *, num_classes: int, max_iters, tol, smoothing) -> dict:
+@functools.partial(jax.jit, static_argnames=('num_classes', 'model_abstain'))
+def fit(votes: jax.Array, *, num_classes: int, max_iters, tol, smoothing,
+        model_abstain: bool = False) -> dict:
   """EM on votes int32 [n, m] (already checked). Returns {'posteriors' [n, C], 'confusion'
-  [m, C, C], 'prior' [C], 'iterations', 'log_likelihood', 'converged'}."""
-  onehot = lm.one_hot_votes(votes, num_classes)
+  [m, C, C] ([m, C, C + 1] with `model_abstain`), 'prior' [C], 'iterations', 'log_likelihood',
+  'converged'}."""
+  votes_1h = lm.one_hot_votes(votes, num_classes)
   uniform = jnp.full((num_classes,), 1.0 / num_classes, jnp.float32)
-  t0 = majority.soft_majority(jnp.sum(onehot, axis=1), uniform, 'split')
+  t0 = majority.soft_majority(jnp.sum(votes_1h, axis=1), uniform, 'split')
+  onehot = votes_1h
+  if model_abstain:  # the abstention as output C of every source
+    onehot = jnp.concatenate([votes_1h, (votes < 0)[..., None].astype(jnp.float32)], axis=-1)
 
   def step(t):
     pi, rho = _m_step(t, onehot, smoothing)
@@ -75,7 +87,7 @@ def fit(votes: jax.Array, *, num_classes: int, max_iters, tol, smoothing) -> dic
 
 
 def aggregate(votes, *, num_classes: int, max_iters: int = 100, tol: float = 1e-6,
-              smoothing: float = 0.01) -> tuple[jax.Array, dict]:
+              smoothing: float = 0.01, abstain: str = 'skip') -> tuple[jax.Array, dict]:
   """Dawid-Skene posteriors of a vote matrix.
 
   Args:
@@ -84,10 +96,13 @@ def aggregate(votes, *, num_classes: int, max_iters: int = 100, tol: float = 1e-
     max_iters: at most this many EM iterations (>= 1).
     tol: stop once the mean per-row log-likelihood changes by at most this much.
     smoothing: Dirichlet pseudo-count a > 0 added to every confusion and prior cell.
+    abstain: 'skip' (an abstention says nothing) or 'model' (it is one more output of each
+      source, with its own probability per class).
 
   Returns:
     (posteriors [n, C] rows summing to 1, {'confusion': pi [m, C, C] (rows: true class, columns:
-     the source's vote), 'prior': rho [C], 'iterations': int, 'log_likelihood': mean per-row
+     the source's vote; with abstain='model' [m, C, C + 1], the last column P(abstain | class)),
+     'prior': rho [C], 'iterations': int, 'log_likelihood': mean per-row
      log p(L_i), 'converged': bool}).
   """
   where = 'label model dawid_skene'
@@ -97,8 +112,11 @@ def aggregate(votes, *, num_classes: int, max_iters: int = 100, tol: float = 1e-
     raise UserError(f'{where}: tol={tol!r} must be >= 0')
   if not smoothing > 0:
     raise UserError(f'{where}: smoothing={smoothing!r} must be > 0 (it keeps log pi finite)')
+  if abstain not in ('skip', 'model'):
+    raise UserError(f"{where}: abstain={abstain!r}: use 'skip' (abstentions say nothing) or "
+                    "'model' (P(abstain | class) per source)")
   votes = lm.check_votes(votes, num_classes, where)
   out = fit(votes, num_classes=num_classes, max_iters=max_iters, tol=jnp.float32(tol),
-            smoothing=jnp.float32(smoothing))
+            smoothing=jnp.float32(smoothing), model_abstain=abstain == 'model')
   posteriors = out.pop('posteriors')
   return posteriors, out
