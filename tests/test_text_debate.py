@@ -121,6 +121,26 @@ def test_transcripts_are_kept_by_id_and_independent_of_the_batch(family, ckpts, 
   assert list(other.get(_raw(3), lambda: debater)['turns'][:, 0]) != list(turns[:, 0])
 
 
+def test_a_sharded_debater_writes_the_same_transcripts(ckpts, tmp_path):
+  """partition='fsdp' over 8 devices (mesh data 1 x fsdp 8): the embedding and LM head split,
+  the same tokens as the replicated debater (layout never changes a result)."""
+  section = _debater_section(ckpts['llama'])
+  repl = text_lib.DebaterOptions.from_section(section)
+  fsdp = text_lib.DebaterOptions.from_section(dict(section, partition='fsdp'))
+  mesh = sharding.make_mesh(8, {'data': 1, 'fsdp': 8, 'tensor': 1})
+  d = text_lib.Debater(fsdp, mesh)
+  emb = [v for k, v in __import__('flax').traverse_util.flatten_dict(d.params).items()
+         if v.size * 4 >= 1 << 20]
+  assert emb and all(not v.sharding.is_fully_replicated for v in emb)
+  a = text_lib.TranscriptStore(str(tmp_path / 'a'), repl, 'debate', 0, {'name': 'toy'}).get(
+      _raw(4), lambda: text_lib.Debater(repl, sharding.make_mesh()))
+  b = text_lib.TranscriptStore(str(tmp_path / 'b'), fsdp, 'debate', 0, {'name': 'toy'}).get(
+      _raw(4), lambda: d)
+  np.testing.assert_array_equal(a['turns'], b['turns'])
+  with pytest.raises(UserError, match='debate.partition'):
+    text_lib.DebaterOptions.from_section(dict(section, partition='zero'))
+
+
 def test_consultancy_is_one_argument(ckpts, tmp_path):
   opts = text_lib.DebaterOptions.from_section(_debater_section(ckpts['qwen2']))
   store = text_lib.TranscriptStore(str(tmp_path), opts, 'consultancy', 0, {'name': 'toy'})

@@ -15,7 +15,10 @@ the debate seed, the example id and the turn), so a transcript does not depend o
 examples share its batch (up to float rounding of the batched matmuls). Prompts longer than
 `max_prompt_tokens` keep their first and last halves (the question and the instruction). Batches
 are length-sorted, padded to a multiple of `length_multiple` tokens (few compilations) and split
-over the data axis of the mesh; a progress line gives examples/s, tokens/s and the ETA.
+over the data axis of the mesh; a progress line gives prompts/s, tokens/s and the ETA. The
+debater's params are replicated, or split over the mesh's 'fsdp' / 'tensor' axes by
+`partition` (the `w2s.partition` rules of a stage's `train.partition`: a Qwen2-7B debater on
+several accelerators), each tensor read from the checkpoint straight into its shards.
 
 `TranscriptStore` keeps transcripts by example id under `<root>/transcripts/<mode>-seed<s>-<key>/`
 in parts written atomically (`part-00000.npz`, ...), keyed by the debater (model spec and
@@ -63,7 +66,7 @@ DEFAULT_PROMPTS = {
 FIELDS = ('question', 'side', 'opponent_side', 'transcript')
 EOS_CANDIDATES = ('<|endoftext|>', '<|im_end|>', '<|end_of_text|>', '<|eot_id|>', '</s>', '[SEP]')
 KEYS = ('model', 'tokenizer', 'prompts', 'seeds', 'max_prompt_tokens', 'max_new_tokens',
-        'temperature', 'top_p', 'batch_size', 'length_multiple', 'chunk', 'eos')
+        'temperature', 'top_p', 'batch_size', 'length_multiple', 'chunk', 'eos', 'partition')
 
 
 def speaker(mode: str, turn: int) -> str:
@@ -85,6 +88,7 @@ class DebaterOptions:
   length_multiple: int = 16
   chunk: int = 256
   eos: str | None = None
+  partition: Any = 'replicate'   # the debater's params over the mesh (`w2s.partition` rules)
 
   @classmethod
   def from_section(cls, section, where: str = 'debate') -> 'DebaterOptions':
@@ -119,7 +123,10 @@ class DebaterOptions:
           raise UserError(f'{where}.prompts.{mode}[{i}] lacks {{question}}: the debater would not '
                           'see the example')
     seeds = options.seeds_of(s.get('seeds', (0, 1, 2, 3)))
-    opts = cls(model=model, tokenizer=tok, prompts=prompts, seeds=seeds,
+    from w2s import partition as partition_lib
+    part = s.get('partition', 'replicate')
+    partition_lib.check(part, f'{where}.partition')
+    opts = cls(model=model, tokenizer=tok, prompts=prompts, seeds=seeds, partition=part,
                **{k: s[k] for k in ('eos',) if k in s})
     ints = {k: options.positive(s.get(k, getattr(opts, k)), f'{where}.{k}')
             for k in ('max_prompt_tokens', 'max_new_tokens', 'batch_size', 'length_multiple',
@@ -169,8 +176,15 @@ class Debater:
     hp = {k: v for k, v in opts.model.hparams.items() if k != 'lm_head'}
     self.model = opts.model.entry()(num_classes=2, lm_head=True, **hp)
     sample = {'input_ids': np.zeros((1, 8), np.int32), 'attention_mask': np.ones((1, 8), np.int32)}
-    params = hf_import.init_params(self.model, jax.random.PRNGKey(0), sample)
-    self.params = jax.device_put(params, sharding.replicated(mesh))
+    from w2s import partition as partition_lib
+    rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(0)}
+    abstract = jax.eval_shape(lambda: self.model.init(rngs, sample, train=False))['params']
+    # replicated, or split over 'fsdp' / 'tensor' (a debater too large for one device): each
+    # tensor read from the checkpoint straight into its shards
+    shards = partition_lib.shardings(abstract, mesh, opts.partition,
+                                     getattr(self.model, 'partition_rules', None))
+    self.params = hf_import.init_params(self.model, jax.random.PRNGKey(0), sample,
+                                        targets=partition_lib.with_shardings(abstract, shards))
     self.tok = text_lib.load_tokenizer(opts.tokenizer)
     self.pad_id = text_lib.pad_token(self.tok)[0]
     self.eos_id = self._eos_id()
