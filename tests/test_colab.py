@@ -25,22 +25,29 @@ def _kernel_env(workdir):
   return env
 
 
-@pytest.mark.slow
-def test_notebook_runs_and_recovers_part_of_the_gap(tmp_path):
-  nb = nbformat.read(NOTEBOOK, as_version=4)
+def _execute(path, tmp_path, workdir):
+  """Runs the notebook at `path` (committed with its outputs cleared) with its workdir under
+  tmp_path; -> (the executed notebook, all it printed). tmp_path/executed.ipynb keeps what it
+  showed, for a failing CI run."""
+  nb = nbformat.read(path, as_version=4)
   assert all(not c.get('outputs') for c in nb.cells if c.cell_type == 'code'), 'commit it cleared'
-  workdir = tmp_path / 'run'
   client = nbclient.NotebookClient(
       nb, timeout=600, kernel_name='python3', allow_errors=False,
       resources={'metadata': {'path': str(tmp_path)}})  # the kernel's cwd
   try:
     client.execute(env=_kernel_env(workdir))
-  finally:  # what the notebook showed, for a failing CI run
+  finally:
     nbformat.write(nb, str(tmp_path / 'executed.ipynb'))
-
   text = ''.join(o.text for c in nb.cells if c.cell_type == 'code'
                  for o in c.outputs if o.output_type == 'stream')
   assert 'pip install' not in text  # the checkout path installs nothing
+  return nb, text
+
+
+@pytest.mark.slow
+def test_notebook_runs_and_recovers_part_of_the_gap(tmp_path):
+  workdir = tmp_path / 'run'
+  nb, text = _execute(NOTEBOOK, tmp_path, workdir)
   assert 'weak-to-strong results over 2 seeds' in text
   images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
             if 'image/png' in o.get('data', {})]
@@ -76,20 +83,8 @@ SELF_TRAINING = os.path.join(os.path.dirname(__file__), os.pardir, 'colabs', 'se
 def test_self_training_notebook_runs_rounds_and_plots_them(tmp_path):
   """colabs/self_training.ipynb: rounds of pseudo-labels on MNIST-5k, their table and plot, and a
   second policy that reuses round 0."""
-  nb = nbformat.read(SELF_TRAINING, as_version=4)
-  assert all(not c.get('outputs') for c in nb.cells if c.cell_type == 'code'), 'commit it cleared'
   root = tmp_path / 'run'
-  client = nbclient.NotebookClient(
-      nb, timeout=600, kernel_name='python3', allow_errors=False,
-      resources={'metadata': {'path': str(tmp_path)}})
-  try:
-    client.execute(env=_kernel_env(root))
-  finally:
-    nbformat.write(nb, str(tmp_path / 'executed.ipynb'))
-
-  text = ''.join(o.text for c in nb.cells if c.cell_type == 'code'
-                 for o in c.outputs if o.output_type == 'stream')
-  assert 'pip install' not in text
+  nb, text = _execute(SELF_TRAINING, tmp_path, root)
   assert 'self-training over 2 seeds' in text and 'gain of the last round' in text
   rows = [l.split()[0] for l in text.splitlines() if l[:1].isdigit() and '[' in l]
   assert {'0', '1', '2'} <= set(rows), rows  # the per-round table: round 0 (supervised), 1, 2
@@ -129,20 +124,8 @@ def test_pixel_debate_notebook_shows_debate_helping_the_judge(tmp_path):
   """colabs/pixel_debate.ipynb: one seed, k = 4, the study's per-seed settings; the judge from
   random pixels vs after debate, pictures of games, the students, and a rerun that trains
   nothing."""
-  nb = nbformat.read(PIXEL_DEBATE, as_version=4)
-  assert all(not c.get('outputs') for c in nb.cells if c.cell_type == 'code'), 'commit it cleared'
   root = tmp_path / 'run'
-  client = nbclient.NotebookClient(
-      nb, timeout=600, kernel_name='python3', allow_errors=False,
-      resources={'metadata': {'path': str(tmp_path)}})
-  try:
-    client.execute(env=_kernel_env(root))
-  finally:
-    nbformat.write(nb, str(tmp_path / 'executed.ipynb'))
-
-  text = ''.join(o.text for c in nb.cells if c.cell_type == 'code'
-                 for o in c.outputs if o.output_type == 'stream')
-  assert 'pip install' not in text
+  nb, text = _execute(PIXEL_DEBATE, tmp_path, root)
   printed = {}
   for line in text.splitlines():  # 'judge from 4 random pixels: 43.2%', 'judge after debate ...'
     if line.startswith('judge ') and '%' in line:

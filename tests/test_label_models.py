@@ -135,6 +135,17 @@ RHO = np.array([0.5, 0.3, 0.2])
 COVERAGE = np.array([0.8, 0.9, 0.7, 0.8, 0.9])
 
 
+def _draw(pis, y, rng):
+  """Each source's output per row from its rows pis[j][true class] (an output past the last
+  class, if the rows have one, is an abstention: -1)."""
+  votes = np.empty((len(y), len(pis)), np.int64)
+  c = pis.shape[1]
+  for j, pi in enumerate(pis):
+    out = (np.cumsum(pi[y], axis=1) > rng.random(len(y))[:, None]).argmax(1)
+    votes[:, j] = np.where(out >= c, -1, out)
+  return votes
+
+
 @pytest.fixture(scope='module')
 def synthetic():
   """n = 4000 votes of the 5 sources above (each abstaining at random), the last 100 rows
@@ -142,10 +153,8 @@ def synthetic():
   n = 4000
   rng = np.random.default_rng(0)
   y = rng.choice(3, size=n, p=RHO)
-  votes = np.empty((n, 5), np.int64)
-  for j in range(5):
-    said = (np.cumsum(PIS[j][y], axis=1) > rng.random(n)[:, None]).argmax(1)
-    votes[:, j] = np.where(rng.random(n) < COVERAGE[j], said, -1)
+  votes = _draw(PIS, y, rng)
+  votes = np.where(rng.random((5, n)).T < COVERAGE, votes, -1)
   votes[-100:] = -1
   return votes, y
 
@@ -181,10 +190,7 @@ def test_dawid_skene_with_modelled_abstentions_recovers_them_and_beats_skipping(
   n = 6000
   rng = np.random.default_rng(0)
   y = rng.choice(2, size=n, p=RHO_ABSTAIN)
-  votes = np.empty((n, 4), np.int64)
-  for j in range(4):
-    out = (np.cumsum(PI_ABSTAIN[j][y], axis=1) > rng.random(n)[:, None]).argmax(1)
-    votes[:, j] = np.where(out == 2, -1, out)
+  votes = _draw(PI_ABSTAIN, y, rng)
   post, diag = _aggregate('dawid_skene', votes, num_classes=2, abstain='model')
   assert diag['confusion'].shape == (4, 2, 3)
   np.testing.assert_allclose(diag['confusion'], PI_ABSTAIN, atol=0.05)  # 0.029 measured
