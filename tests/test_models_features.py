@@ -191,3 +191,76 @@ def test_chunks_share_one_jitted_forward(tmp_path, monkeypatch):
                         chunk_rows=4)
   assert len(built) == 1  # not one jit (and its compilations) per chunk
   np.testing.assert_allclose(got, make(model)(params, {'x': x}), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_size_changes_features_only_by_float_rounding(tiny):
+  """The cache is keyed by content, not batch size: any batch (so any padding) gives the same
+  features up to float rounding, and the backend's default batch is one of them."""
+  model, params, tok = tiny
+  inputs = features.tokenize(_texts(70, seed=3), tok, max_length=64)
+  forward = features.default_forward(model)
+  got = {b: features.extract(model, params, inputs, batch_size=b, forward=forward)
+         for b in (1, 8, 32, 256)}
+  got[None] = features.extract(model, params, inputs, forward=forward)  # the default
+  pads = {b: {batch['input_ids'].shape[1] for _, batch in features._batches(inputs, b, 16)}
+          for b in (1, 256)}
+  assert len(pads[1]) > 1 and pads[256] == {max(pads[1])}  # rows really padded differently
+  for b, feats in got.items():
+    np.testing.assert_allclose(feats, got[1], rtol=1e-5, atol=1e-5 * np.abs(got[1]).max(),
+                               err_msg=f'batch {b}')
+
+
+def test_default_batch_size_follows_the_backend():
+  assert features.default_batch_size('cpu') == features.CPU_BATCH_SIZE < 256
+  assert features.default_batch_size('gpu') == features.default_batch_size('tpu') == 256
+  assert features.default_batch_size('gpu', accelerator=512) == 512
+  assert features.default_batch_size() == features.CPU_BATCH_SIZE  # the tests run on a CPU
+  shapes = []
+  features.extract(None, None, {'x': np.ones((features.CPU_BATCH_SIZE + 3, 2), np.float32)},
+                   forward=lambda p, b: shapes.append(b['x'].shape) or b['x'], log_every_s=1e9)
+  assert shapes == [(features.CPU_BATCH_SIZE, 2)] * 2
+
+
+def _toy_text_dataset(n=24):
+  from w2s.data import base
+  texts = _texts(n, seed=4)
+  split = lambda lo, hi: {'id': np.arange(lo, hi), 'label': np.arange(lo, hi) % 2,
+                          'text': texts[lo:hi]}
+  return base.check(base.Dataset('toy_text', 2, ['a', 'b'], 'text',
+                                 {'train': split(0, n - 8), 'test': split(n - 8, n)}))
+
+
+@pytest.mark.parametrize('section, want', [({}, 'default'), ({'feature_batch_size': 8}, 8)])
+def test_frozen_learner_extracts_at_the_chosen_batch(tmp_path, monkeypatch, section, want):
+  from w2s.protocols import learners
+  seen = []
+  extract = features.extract
+  monkeypatch.setattr(features, 'extract',
+                      lambda *a, **kw: seen.append(kw['batch_size']) or extract(*a, **kw))
+  role = dict(model=dict(name='bert', size='tiny'), frozen=True, loss=dict(name='xent'),
+              train=dict(optimizer=dict(name='adam', learning_rate=1e-3), batch_size=8),
+              **section)
+  opts = learners.RoleOptions.from_section(
+      'strong', role, tokenizer=dict(tokenizer='minilm', max_length=32))
+  assert 'feature_batch_size' not in opts.spec()  # no stage key changes with it
+  ds = _toy_text_dataset()
+  learner = learners.make(opts, dataset=ds, eval_batch_size=64, cache_dir=str(tmp_path))
+  raw = ds.splits['test']
+  x = learner.examples(raw, learners.soft_labels(raw, 2))['x']
+  assert x.shape == (8, 64)
+  assert seen == [features.CPU_BATCH_SIZE if want == 'default' else want]  # one pass, all rows
+
+
+@pytest.mark.parametrize('section, match', [
+    (dict(frozen=True, feature_batch_size=0), 'feature_batch_size=0 must be > 0'),
+    (dict(frozen=True, feature_batch_size='big'), 'must be a number'),
+    (dict(feature_batch_size=32), 'only read with frozen=True'),
+    (dict(frozen=True, feature_batchsize=32), "did you mean 'feature_batch_size'"),
+])
+def test_feature_batch_size_is_checked(section, match):
+  from w2s.protocols import learners
+  role = dict(model=dict(name='bert', size='tiny'), loss=dict(name='xent'),
+              train=dict(optimizer=dict(name='adam', learning_rate=1e-3), batch_size=8), **section)
+  with pytest.raises(UserError, match=match):
+    learners.RoleOptions.from_section('strong', role,
+                                      tokenizer=dict(tokenizer='minilm', max_length=32))

@@ -42,6 +42,13 @@ from w2s.models import hf_import
 # the same chunks (same files, same number of forward calls).
 CHUNK_ROWS = 1024
 MAX_CHUNKS = 64
+# Rows per extraction forward on a CPU. MiniLM on the main job's batches of Rotten Tomatoes
+# (benchmarks/extract_batch.py, 2-core CPU): 16, 32 and 128 ran alike (~100 ex/s) and 256 1.8x
+# slower. A chunk of CHUNK_ROWS is sorted and cut into batches on its own, so a big batch spans
+# more lengths and pads more (1.86 padded tokens per real one at 256, 1.40 at 32), and its MLP
+# activations ([B, T, 1536] float32: 50 MB at 256 x 32 tokens) outgrow the 32 MB L3. 32: among
+# the fastest, with room in the caches for whatever else runs.
+CPU_BATCH_SIZE = 32
 
 
 @dataclasses.dataclass
@@ -56,6 +63,15 @@ class _Extraction:
 
 _CURRENT: contextvars.ContextVar[_Extraction | None] = contextvars.ContextVar(
     'w2s_feature_extraction', default=None)
+
+
+def default_batch_size(backend: str | None = None, *, accelerator: int = 256) -> int:
+  """Rows per extraction forward on `backend` (default: JAX's default backend) when the caller
+  does not choose: `CPU_BATCH_SIZE` on a CPU, `accelerator` (a large batch, which a GPU / TPU
+  needs to be busy) elsewhere. The batch size changes no feature beyond float rounding: every
+  row is masked to its own tokens, whatever it is padded to."""
+  backend = backend or jax.default_backend()
+  return CPU_BATCH_SIZE if backend == 'cpu' else accelerator
 
 
 def default_forward(model) -> Callable:
@@ -83,7 +99,7 @@ def _batches(inputs: dict[str, np.ndarray], batch_size: int, pad_multiple: int):
     yield rows, batch
 
 
-def extract(model, params, inputs: dict[str, np.ndarray], *, batch_size: int = 64,
+def extract(model, params, inputs: dict[str, np.ndarray], *, batch_size: int | None = None,
             pad_multiple: int = 16, forward: Callable | None = None, desc: str = 'features',
             log_every_s: float = 5.0) -> np.ndarray:
   """Pooled features [N, D] float32 of `inputs`, in their order (no cache).
@@ -91,11 +107,13 @@ def extract(model, params, inputs: dict[str, np.ndarray], *, batch_size: int = 6
   Args:
     model, params: a w2s model (with a `features` method) and its params.
     inputs: {'input_ids', 'attention_mask'} int [N, T] (right-padded) or {'x'} [N, ...].
+    batch_size: rows per forward call; default `default_batch_size()` (the backend's).
     forward: (params, batch) -> [B, D]; default `default_forward(model)`.
     desc: name on the progress line (`metrics.Progress` adds the brackets; brackets in `desc`
       are dropped). Inside `cached`, one line counts over all of its chunks.
   """
   n = len(next(iter(inputs.values())))
+  batch_size = batch_size or default_batch_size()
   name = ' '.join(re.sub(r'[\[\]]', ' ', desc).split()) or 'features'
   run = _CURRENT.get()
   if run is None:
@@ -259,7 +277,8 @@ def _index(ids: np.ndarray) -> dict[int, int]:
 
 
 def text_features(model, params, texts, ids, *, cache_dir: str | None, dataset: str, split: str,
-                  max_length: int = 128, tokenizer_dir: str | None = None, batch_size: int = 64,
+                  max_length: int = 128, tokenizer_dir: str | None = None,
+                  batch_size: int | None = None,
                   forward: Callable | None = None, log_every_s: float = 5.0) -> np.ndarray:
   """Frozen features [N, D] of texts (object [N]) with example ids [N], cached on disk.
 

@@ -10,8 +10,12 @@ resolved against their entry points), and the learner is built from those. Two k
   only the head trains, on 'x' = features.
 
 Optional keys: `ensemble=dict(size=K, bagging=False)` (K members in one vmapped step),
-`tokenizer=dict(tokenizer=..., max_length=..., truncation=...)` (this role's own), and
-`input=dict(name=<view>, ...)` (what this role sees of each example; `w2s/views/`).
+`tokenizer=dict(tokenizer=..., max_length=..., truncation=...)` (this role's own),
+`input=dict(name=<view>, ...)` (what this role sees of each example; `w2s/views/`) and, with
+frozen=True, `feature_batch_size=B` (rows per forward of the feature extraction; by default the
+backend's choice, `w2s.models.features.default_batch_size`: a small batch on a CPU, the config's
+`eval_batch_size` on a GPU / TPU; it changes no feature beyond float rounding, so it is in
+neither the stage key nor the feature cache's).
 """
 import dataclasses
 from typing import Any, Callable, Mapping
@@ -28,7 +32,8 @@ from w2s.errors import UserError
 from w2s.protocols import stages as stages_lib
 
 PREFETCH_ALL_MAX = 100_000  # frozen features of datasets up to this size are extracted in one go
-ROLE_KEYS = ('model', 'loss', 'train', 'frozen', 'head', 'ensemble', 'tokenizer', 'input')
+ROLE_KEYS = ('model', 'loss', 'train', 'frozen', 'head', 'ensemble', 'tokenizer', 'input',
+             'feature_batch_size')
 TOKENIZER_KEYS = ('tokenizer', 'max_length', 'truncation')
 ENSEMBLE_KEYS = ('size', 'bagging')
 
@@ -46,6 +51,7 @@ class RoleOptions:
   bagging: bool = False
   tokenizer: Mapping[str, Any] | None = None
   view: options.Plugin | None = None
+  feature_batch_size: int | None = None   # frozen only; None: the backend's default
 
   @classmethod
   def from_section(cls, role: str, section, *, tokenizer=None, needs_loss: bool = True,
@@ -61,9 +67,13 @@ class RoleOptions:
     frozen = s.get('frozen', False)
     if not isinstance(frozen, bool):
       raise UserError(f'{role}.frozen={frozen!r} must be True or False')
-    if 'head' in s and not frozen:
-      raise UserError(f'{role}.head is only read with frozen=True (a linear probe); remove it or '
-                      'set frozen=True')
+    for key in ('head', 'feature_batch_size'):
+      if key in s and not frozen:
+        raise UserError(f'{role}.{key} is only read with frozen=True (a linear probe); remove it '
+                        'or set frozen=True')
+    feature_batch = s.get('feature_batch_size')
+    if feature_batch is not None:
+      feature_batch = options.positive(feature_batch, f'{role}.feature_batch_size')
     ens = s.get('ensemble') or {}
     options.check_keys(ens, ENSEMBLE_KEYS, f'{role}.ensemble')
     size = options.positive(ens.get('size', 1), f'{role}.ensemble.size')
@@ -82,10 +92,12 @@ class RoleOptions:
         head=options.plugin('models', s.get('head', dict(name='mlp', size='linear')),
                             f'{role}.head') if frozen else None,
         ensemble_size=size, bagging=bool(ens.get('bagging', False)), tokenizer=tok,
-        view=options.plugin('views', view, f'{role}.input') if view else None)
+        view=options.plugin('views', view, f'{role}.input') if view else None,
+        feature_batch_size=feature_batch)
 
   def spec(self) -> dict:
-    """The plain section (stage keys hash this)."""
+    """The plain section (stage keys hash this; `feature_batch_size` changes no result and is
+    left out)."""
     out = {'model': self.model.spec(), 'train': options.plain(self.train), 'frozen': self.frozen}
     if self.loss is not None:
       out['loss'] = self.loss.spec()
@@ -167,13 +179,15 @@ def make(opts: RoleOptions, *, dataset, eval_batch_size: int, cache_dir: str) ->
   key = dict(features_lib.model_key(model, backbone_params), dataset=dataset.name, split='all',
              inputs=stages_lib.key(opts.tokenizer, opts.view.spec() if opts.view else None))
 
+  batch_size = opts.feature_batch_size or features_lib.default_batch_size(
+      accelerator=eval_batch_size)
   every = base.concat(list(dataset.splits.values()))
   warm_up = base.num_rows(every) <= PREFETCH_ALL_MAX
 
   def features_of(source):
     def compute(rows):  # rows of `source` the cache lacks
       inputs = tokens({k: v[rows] for k, v in source.items()})
-      return features_lib.extract(model, backbone_params, inputs, batch_size=eval_batch_size,
+      return features_lib.extract(model, backbone_params, inputs, batch_size=batch_size,
                                   desc=f'{opts.role} features {dataset.name}')
     return features_lib.cached(source['id'], cache_dir=cache_dir, key=key, compute=compute)
 
