@@ -2,7 +2,8 @@
 
     python benchmarks/vs_torch.py [--only step,extract,decode] [--models minilm,gpt2]
         [--batch 32] [--seq 64|128] [--blocks 5] [--steps 3] [--dropout 0.0] [--rt 0]
-        [--threads N] [--torch_adam default|foreach|fused] [--bf16] [--device cpu|cuda] [--smoke]
+        [--threads N] [--torch_adam default|foreach|fused] [--malloc glibc|tuned] [--bf16]
+        [--device cpu|cuda] [--smoke]
 
 Models, with the same weights on both sides:
   minilm  all-MiniLM-L6-v2 as shipped with w2s: `bert` with pretrained='minilm' vs transformers
@@ -32,6 +33,11 @@ start the process with XLA_FLAGS='--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1'). On a loaded machine torch's OpenMP threads suffer far more than
 XLA's pool: compare at --threads 1 too. The load average is printed at the start and end, LOADED
 when the 1-minute figure exceeds the cores.
+--malloc tuned sets glibc's malloc for the whole process (both sides) as `host_malloc.enable()`:
+one arena, no mmap chunks, no trimming, so XLA's per-call temp buffer (713 MB for the minilm step)
+and torch's large tensors reuse heap pages instead of being mapped, faulted in and unmapped on
+every call; the default 'glibc' leaves glibc's defaults. Minor page faults and system CPU seconds
+per call are printed with each side's figures.
 """
 import argparse
 import bz2
@@ -43,6 +49,7 @@ import datetime
 import functools
 import io
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -50,6 +57,7 @@ import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # host_malloc, when loaded by path
 
 import flax  # noqa: E402
 import jax  # noqa: E402
@@ -58,6 +66,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+import host_malloc  # noqa: E402
 from w2s import assets, optim, registry, train  # noqa: E402
 from w2s.models import decoding, features, hf_import  # noqa: E402
 
@@ -87,6 +96,8 @@ def parse(argv=None):
   ap.add_argument('--threads', type=int, default=os.cpu_count() or 1, help='torch intra-op threads')
   ap.add_argument('--torch_adam', default='default', choices=sorted(ADAM),
                   help="torch.optim.Adam's implementation (default: what the release runs)")
+  ap.add_argument('--malloc', default='glibc', choices=('glibc', 'tuned'),
+                  help="glibc's defaults, or host_malloc.enable() for the whole process")
   ap.add_argument('--bf16', action='store_true', help='bf16 compute both sides (autocast / dtype)')
   ap.add_argument('--device', default='cpu', help="torch's device (cpu, cuda); JAX its default")
   ap.add_argument('--tf32', action='store_true',
@@ -218,6 +229,8 @@ class Side:
   compile_s: float = float('nan')   # JAX compilation (excluded)
   warm_s: float = float('nan')      # the first call(s) after it, untimed
   rates: list = dataclasses.field(default_factory=list)
+  faults: list = dataclasses.field(default_factory=list)   # minor page faults per call
+  sys_s: list = dataclasses.field(default_factory=list)    # system CPU seconds per call
 
   def warm(self, calls: int = 1):
     t = time.perf_counter()
@@ -226,12 +239,15 @@ class Side:
     self.warm_s = time.perf_counter() - t
 
   def block(self, calls: int):
-    t = time.perf_counter()
+    r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     out = None
     for _ in range(calls):
       out = self.call()
     self.sync(out)
     self.rates.append(calls * self.items / (time.perf_counter() - t))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    self.faults.append((r1.ru_minflt - r0.ru_minflt) / calls)
+    self.sys_s.append((r1.ru_stime - r0.ru_stime) / calls)
 
 
 def _compiled(fn, *example):
@@ -376,7 +392,9 @@ def run(key: str, sides: list[Side], args, unit: str, calls: int) -> dict:
       s.block(calls)
   med = {s.label: statistics.median(s.rates) for s in sides}
   out = dict(med, unit=unit, compile_s=sides[0].compile_s,
-             warm_s={s.label: s.warm_s for s in sides}, rates={s.label: s.rates for s in sides})
+             warm_s={s.label: s.warm_s for s in sides}, rates={s.label: s.rates for s in sides},
+             faults={s.label: statistics.median(s.faults) for s in sides},
+             sys_s={s.label: statistics.median(s.sys_s) for s in sides})
   for s in sides[1:]:
     out['ratio' if s.label == 'torch' else f'ratio_{s.label}'] = med['ours'] / med[s.label]
   print(f'{key}')
@@ -385,7 +403,8 @@ def run(key: str, sides: list[Side], args, unit: str, calls: int) -> dict:
     ratio = '' if s.label == 'ours' else f'   ours/{s.label} {med["ours"] / med[s.label]:.2f}'
     spread = f'[{min(s.rates):.1f}..{max(s.rates):.1f}]'
     print(f'  {s.label:14s} {med[s.label]:10.1f} {unit} {spread:>20s}  ({extra}warm-up '
-          f'{s.warm_s:.1f} s){ratio}', flush=True)
+          f'{s.warm_s:.1f} s; per call {statistics.median(s.faults):.0f} faults, sys '
+          f'{statistics.median(s.sys_s):.3f} s){ratio}', flush=True)
   return out
 
 
@@ -400,7 +419,7 @@ def header(args, load0) -> None:
         f'load {load0[0]:.2f} on {cores} cores')
   precision = 'bf16' if args.bf16 else 'fp32' + (' (TF32 matmuls)' if args.tf32 else '')
   print(f'{precision}, dropout {args.dropout}, Adam lr {args.lr} (torch '
-        f'{args.torch_adam}); step/extract [{args.batch}, {args.seq}], decode [{args.decode_batch}'
+        f'{args.torch_adam}); malloc {args.malloc}; step/extract [{args.batch}, {args.seq}], decode [{args.decode_batch}'
         f', {args.prompt}] + {args.new} new; {args.blocks} blocks x {args.steps} calls; layers '
         f'{args.layers or "full"}', flush=True)
   if dev.platform == 'cpu' and args.threads != cores:
@@ -410,6 +429,8 @@ def header(args, load0) -> None:
 def main(argv=None) -> dict:
   """Runs the comparison; {'<model>/<workload>': figures, '_': agreement, load, settings}."""
   args = parse(argv)
+  if args.malloc == 'tuned' and not host_malloc.enable():  # before JAX's and torch's threads
+    print('note: --malloc tuned needs glibc; running with the default allocator')
   torch.set_num_threads(args.threads)
   if jax.default_backend() != 'cpu':  # JAX's GPU default is TF32, torch's full fp32: make them one
     jax.config.update('jax_default_matmul_precision', 'tensorfloat32' if args.tf32 else 'highest')
