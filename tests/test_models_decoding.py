@@ -93,6 +93,28 @@ def test_top_p_truncates_the_tail():
   np.testing.assert_allclose(freq[:2], [0.625, 0.375], atol=0.04)  # renormalised 0.5 : 0.3
 
 
+@pytest.mark.parametrize('top_p', [0.05, 0.5, 0.9, 0.95, 0.999])
+def test_nucleus_by_bisection_equals_the_sorted_nucleus(top_p):
+  """The bisected cutoff keeps exactly the tokens a sort and cumulative sum keep (the smallest
+  top set whose mass reaches top_p, the crossing token included), on peaked and flat rows."""
+  rs = np.random.RandomState(0)
+  logits = np.concatenate([rs.randn(16, 3000) * 4, rs.randn(16, 3000) * 0.05]).astype(np.float32)
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+  cutoff = np.asarray(decoding.nucleus_cutoff(jax.nn.softmax(logits, axis=-1), top_p))
+  exact = 0
+  for row, c in zip(probs, cutoff):
+    order = np.argsort(-row)
+    cum = np.cumsum(row[order])
+    k = int(np.searchsorted(cum, top_p)) + 1  # the first prefix reaching top_p (float64)
+    kept = set(np.flatnonzero(row >= c))
+    n = len(kept)
+    assert kept == set(order[:n]), top_p  # a top prefix ...
+    if n != k:  # ... the smallest reaching top_p, up to float32 rounding of the mass
+      assert abs(cum[min(n, k) - 1] - top_p) < 1e-5, (top_p, n, k, cum[min(n, k) - 1])
+    exact += n == k
+  assert exact >= len(probs) - 2, exact
+
+
 def test_decoding_rejects_encoders_and_too_long_prompts():
   model, params, ids, mask = _model(gpt2, 'tiny')
   with pytest.raises(UserError, match='learned positions'):

@@ -27,19 +27,50 @@ def _left_align(ids, mask):
   return jnp.take_along_axis(ids, src, axis=1), jnp.take_along_axis(mask, src, axis=1)
 
 
-def sample_logits(logits, rng, *, temperature, top_p, greedy: bool):
+def sample_logits(logits, rng, *, temperature, top_p, greedy: bool, nucleus: bool = True):
   """Next tokens [B] from logits [B, V]: argmax, or a draw from the top-p nucleus of softmax(z/T).
 
   `rng`: one key for the batch, or a key per row ([B] keys: each row's draw depends only on its
-  own key, not on which other rows share the batch)."""
+  own key, not on which other rows share the batch). `nucleus` False (top_p = 1: the whole
+  distribution) skips the nucleus.
+
+  The nucleus is the smallest set of most likely tokens whose mass reaches top_p (the token that
+  crosses it included). Its least likely member's probability p_k is the largest c with
+  mass(p >= c) >= top_p, found by bisection (`NUCLEUS_BISECTIONS` halvings of [0, max p]: exact
+  up to a 2^-40 fraction of the top probability) instead of sorting the vocabulary, which on a
+  CPU took most of a GPT-2-small decoding step (40 of ~95 ms at batch 8, V = 30,522)."""
   if greedy:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits.astype(jnp.float32) / temperature
-  ordered = jnp.sort(logits, axis=-1)[:, ::-1]
-  probs = jax.nn.softmax(ordered, axis=-1)
-  keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p  # the most likely token is always kept
-  cutoff = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1, keepdims=True)
-  logits = jnp.where(logits >= cutoff, logits, -jnp.inf)
+  if not nucleus:
+    return _categorical(rng, logits)
+  probs = jax.nn.softmax(logits, axis=-1)
+  cutoff = nucleus_cutoff(probs, top_p)
+  logits = jnp.where(probs >= cutoff[:, None], logits, -jnp.inf)
+  return _categorical(rng, logits)
+
+
+NUCLEUS_BISECTIONS = 40
+
+
+def nucleus_cutoff(probs, top_p):
+  """[B] the probability of the least likely token of each row's top-p nucleus (see
+  `sample_logits`): invariant mass(p >= lo) >= top_p, and mass(p >= hi) < top_p unless hi is
+  the top probability itself (then it is the cutoff: the most likely token is always kept)."""
+  mass = lambda c: jnp.sum(jnp.where(probs >= c[:, None], probs, 0.0), axis=-1)
+  top = jnp.max(probs, axis=-1)
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    ok = mass(mid) >= top_p
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  lo, _ = jax.lax.fori_loop(0, NUCLEUS_BISECTIONS, halve, (jnp.zeros_like(top), top))
+  return jnp.where(mass(top) >= top_p, top, lo)
+
+
+def _categorical(rng, logits):
   if _per_row(rng):
     return jax.vmap(lambda k, z: jax.random.categorical(k, z))(rng, logits).astype(jnp.int32)
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
@@ -66,9 +97,9 @@ def init_cache(model, batch_size: int, num_slots: int, dtype) -> list[dict]:
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'greedy', 'eos_id',
-                                             'pad_id'))
+                                             'pad_id', 'nucleus'))
 def _generate(model, params, input_ids, attention_mask, rng, temperature, top_p, *,
-              max_new_tokens, greedy, eos_id, pad_id):
+              max_new_tokens, greedy, eos_id, pad_id, nucleus=True):
   b, t = input_ids.shape
   n = max_new_tokens
   variables = {'params': params}
@@ -78,7 +109,8 @@ def _generate(model, params, input_ids, attention_mask, rng, temperature, top_p,
   cache = init_cache(model, b, t + n, model.backbone.dtype)
   logits, cache = model.apply(variables, ids, key_mask, positions=classifier.default_positions(mask),
                               cache=cache, cache_index=0, method='lm')
-  sample = functools.partial(sample_logits, temperature=temperature, top_p=top_p, greedy=greedy)
+  sample = functools.partial(sample_logits, temperature=temperature, top_p=top_p, greedy=greedy,
+                             nucleus=nucleus)
   first = sample(logits[:, -1], _fold_in(rng, 0))
   tokens = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(first)
   valid = jnp.zeros((b, n), jnp.int32).at[:, 0].set(1)
@@ -139,5 +171,5 @@ def generate(model, params, input_ids, attention_mask, *, max_new_tokens: int,
                             jnp.asarray(attention_mask, jnp.int32), rng,
                             jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
                             max_new_tokens=max_new_tokens, greedy=greedy, eos_id=eos_id,
-                            pad_id=pad_id)
+                            pad_id=pad_id, nucleus=top_p < 1.0)
   return {'tokens': tokens, 'mask': valid}
