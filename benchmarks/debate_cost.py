@@ -190,7 +190,7 @@ def main(argv=None) -> dict:
     print(f'  rerun (every transcript and stage reused): {split_line(warm)}; generated '
           f'{warm["transcripts"]["generated_examples"]}')
   load1 = os.getloadavg()
-  loaded = load0[0] > cores / 2 or load1[0] > cores + 0.5
+  loaded = load0[0] > cores or load1[0] > cores + 0.5  # the run itself holds up to `cores`
   print(f'load average start {load0[0]:.2f} end {load1[0]:.2f} on {cores} cores'
         + ('  LOADED: figures are unreliable' if loaded else ''))
   return dict(rates=rates, cold=cold, warm=warm, load=(load0, load1), loaded=loaded)
