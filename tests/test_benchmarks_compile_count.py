@@ -18,8 +18,12 @@ def _load():
 def test_compile_count_tiny_main_job(monkeypatch, capsys):
   # the jobs run on one CPU device as the CLI does, not on the tests' 8 fake ones; every compile
   # is written to the cache (JAX's time threshold would make the warm counts depend on speed)
-  monkeypatch.setenv('XLA_FLAGS', re.sub(r'--xla_force_host_platform_device_count=\d+', '',
-                                         os.environ.get('XLA_FLAGS', '')))
+  flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '',
+                 os.environ.get('XLA_FLAGS', '')).strip()
+  if flags:
+    monkeypatch.setenv('XLA_FLAGS', flags)
+  else:  # an XLA_FLAGS of blanks is read as a file name
+    monkeypatch.delenv('XLA_FLAGS', raising=False)
   monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   bench = _load()
   out = bench.main(['--config', 'configs/w2s_offline.py:runlocal,losses=xent', '--seeds', '1',
