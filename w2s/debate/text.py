@@ -220,13 +220,15 @@ class Debater:
       out.append(ids or [self.pad_id])
     return out
 
-  def generate(self, prompts: list[str], keys: np.ndarray, progress=None,
-               done: int = 0) -> tuple[list[str], int]:
-    """Continuations of `prompts` (one key per prompt, [N] typed keys) and the new-token count."""
+  def generate(self, prompts: list[str], keys: np.ndarray,
+               meter: 'Meter | None' = None) -> tuple[list[str], int]:
+    """Continuations of `prompts` (one key per prompt, [N] typed keys) and the new-token count;
+    `meter` hears of every batch."""
     o = self.opts
     encoded = self._encode(prompts)
     order = np.argsort([-len(e) for e in encoded], kind='stable')
     texts: list[str] = [''] * len(prompts)
+    key_data = np.asarray(jax.random.key_data(keys))
     new_tokens = 0
     b, procs, p = o.batch_size, jax.process_count(), jax.process_index()
     for start in range(0, len(order), b):
@@ -238,36 +240,44 @@ class Debater:
         ids[j, :len(encoded[r])] = encoded[r]
         mask[j, :len(encoded[r])] = 1
       mask[len(rows):, 0] = 1  # filler rows (a fixed batch shape): one token, output dropped
-      row_keys = jax.random.wrap_key_data(np.concatenate(
-          [np.asarray(jax.random.key_data(keys[rows]))] +
-          [np.asarray(jax.random.key_data(keys[rows[:1]]))] * (b - len(rows))))
-      local = slice(p * b // procs, (p + 1) * b // procs)
+      filled = np.concatenate([rows, np.repeat(rows[:1], b - len(rows))])
+      local = slice(p * b // procs, (p + 1) * b // procs)  # this process's share of the rows
       batch = sharding.host_batch_to_global(
-          {'input_ids': ids[local], 'attention_mask': mask[local]}, self.mesh)
-      key_batch = jax.device_put(row_keys, sharding.data_sharded(self.mesh)) if procs == 1 else \
-          jax.random.wrap_key_data(sharding.host_batch_to_global(
-              {'k': np.asarray(jax.random.key_data(row_keys))[local]}, self.mesh)['k'])
+          {'input_ids': ids[local], 'attention_mask': mask[local],
+           'keys': key_data[filled][local]}, self.mesh)
       out = decoding.generate(self.model, self.params, batch['input_ids'], batch['attention_mask'],
                               max_new_tokens=o.max_new_tokens, temperature=o.temperature,
-                              top_p=o.top_p, rng=key_batch, eos_id=self.eos_id,
+                              top_p=o.top_p, rng=jax.random.wrap_key_data(batch['keys']),
+                              eos_id=self.eos_id,
                               pad_id=self.pad_id)
       out = sharding.to_host(out)
-      seqs = []
-      for j in range(len(rows)):
-        n = int(out['mask'][j].sum())
-        new_tokens += n
-        seqs.append([int(x) for x in out['tokens'][j, :n] if int(x) != self.eos_id])
+      counts = out['mask'][:len(rows)].sum(axis=1)
+      seqs = [[int(x) for x in out['tokens'][j, :n] if int(x) != self.eos_id]
+              for j, n in enumerate(counts)]
       for r, s in zip(rows, self.tok.decode_batch(seqs, skip_special_tokens=True)):
         texts[r] = ' '.join(s.split())  # one paragraph per turn
-      if progress is not None:
-        elapsed = max(time.perf_counter() - progress.t0, 1e-9)
-        progress.tokens = getattr(progress, 'tokens', 0) + sum(len(q) for q in seqs)
-        progress.update(done + start + len(rows), extra=f'{progress.tokens / elapsed:.1f} tok/s')
+      new_tokens += int(counts.sum())
+      if meter is not None:
+        meter.add(len(rows), int(counts.sum()))
     return texts, new_tokens
 
 
-def transcripts(debater: Debater, raw: Mapping, mode: str, seed: int, progress=None,
-                done: int = 0) -> dict[str, np.ndarray]:
+class Meter:
+  """The progress line of a generation: prompts done of `total`, and new tokens/s since it began."""
+
+  def __init__(self, name: str, total: int):
+    self.progress = metrics.Progress(name, total, unit='prompt')
+    self.t0, self.prompts, self.tokens = time.perf_counter(), 0, 0
+
+  def add(self, prompts: int, tokens: int) -> None:
+    self.prompts += prompts
+    self.tokens += tokens
+    rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+    self.progress.update(self.prompts, extra=f'{rate:.1f} tok/s')
+
+
+def transcripts(debater: Debater, raw: Mapping, mode: str, seed: int,
+                meter: Meter | None = None) -> dict[str, np.ndarray]:
   """Runs every turn of `mode` for the examples of `raw`: {'id', 'transcript' str, 'side' (the
   first speaker's), 'turns' str [N, turns], 'new_tokens' (the count generated)}."""
   ids = np.asarray(raw['id'], np.int64)
@@ -287,7 +297,7 @@ def transcripts(debater: Debater, raw: Mapping, mode: str, seed: int, progress=N
     turn_key = jax.random.fold_in(base, t)
     keys = jax.vmap(lambda a, b: jax.random.fold_in(jax.random.fold_in(turn_key, a), b))(
         jnp.asarray((ids & 0xFFFFFFFF).astype(np.uint32)), jnp.asarray((ids >> 32).astype(np.uint32)))
-    texts, k = debater.generate(prompts, keys, progress, done + t * n)
+    texts, k = debater.generate(prompts, keys, meter)
     tokens += k
     for i in range(n):
       turns[i, t] = texts[i]
@@ -340,14 +350,13 @@ class TranscriptStore:
                    **self.opts.spec(self.mode)}, f, indent=2, default=str)
       turns = len(self.opts.prompts[self.mode])
       total = len(missing) * turns
-      progress = metrics.Progress(f'transcripts {self.mode} seed {self.seed}', total, unit='prompt')
-      progress.t0 = time.perf_counter()  # the tokens/s of the progress line count from here
+      meter = Meter(f'transcripts {self.mode} seed {self.seed}', total)
       t0, parts = time.perf_counter(), []
       for start in range(0, len(missing), self.opts.chunk):
         preemption.check(f'transcripts {self.mode} seed {self.seed}', 'finished parts are saved')
         rows = missing[start:start + self.opts.chunk]
         sub = {k: np.asarray(v)[rows] for k, v in raw.items()}
-        part = transcripts(debater, sub, self.mode, self.seed, progress, start * turns)
+        part = transcripts(debater, sub, self.mode, self.seed, meter)
         self.new_tokens += int(part.pop('new_tokens'))
         parts.append(part)
         if jax.process_index() == 0:

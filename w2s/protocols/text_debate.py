@@ -38,7 +38,7 @@ import time
 import jax
 import numpy as np
 
-from w2s import ensemble, options, preemption, scores, selection, sharding, train
+from w2s import ensemble, options, scores, sharding
 from w2s.data import base
 from w2s.data import splits as splits_lib
 from w2s.debate import text as text_lib
@@ -50,7 +50,7 @@ TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'stro
             'student_losses', 'student_order', 'debate', 'conditions', 'eval_batch_size',
             'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
 CONDITIONS = ('no_transcript', 'finetune_ensemble', 'consultancy', 'debate')
-TRANSCRIPT_MODES = {'consultancy': 'consultancy', 'debate': 'debate'}
+TRANSCRIPT_CONDITIONS = ('consultancy', 'debate')  # each is also its transcripts' mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +123,9 @@ def _vmapped_members(stage: Stage, learners_k: list, train_raw: list, labels, pr
   """K frozen-backbone members with their own inputs, in one vmapped `fit_ensemble`;
   `train_raw` / `predict_on` / `val`: member k's raw examples in list position k."""
   with stage.lock():
-    if stage.done():
-      print(f'[{stage.kind}] done earlier, skipped ({stage.dir})', flush=True)
-      return stage.outputs()
-    preemption.check(f'before stage {stage.kind}', 'the stages before it are saved')
+    done = wts.outputs_if_done(stage)
+    if done is not None:
+      return done
     head = learners_k[0].module
     train_ex = [lr.examples(r, labels) for lr, r in zip(learners_k, train_raw)]
     val_ex = None
@@ -146,12 +145,7 @@ def _vmapped_members(stage: Stage, learners_k: list, train_raw: list, labels, pr
       members = wts._softmax(pred['member_logits'])
       outputs.update({f'{split}_member_probs': members, f'{split}_probs': members.mean(axis=1),
                       f'{split}_id': pred['id']})
-    for key in ('val_loss', 'val_accuracy'):
-      if key in last:
-        outputs[key] = np.float32(last[key])
-    stage.finish(outputs, {'train_metrics': last, 'steps': int(np.max(state.step)),
-                           **selection.summary(state)})
-    return outputs
+    return wts.finish_stage(stage, outputs, state, last)
 
 
 class _Clock:
@@ -189,8 +183,8 @@ def run(*, config, workdir: str) -> dict:
     return debater[0]
 
   stores = {(mode, d): text_lib.TranscriptStore(root, opts.debate, mode, d, o.dataset.spec())
-            for c in opts.conditions if c in TRANSCRIPT_MODES
-            for mode in (TRANSCRIPT_MODES[c],) for d in opts.debate.seeds}
+            for mode in opts.conditions if mode in TRANSCRIPT_CONDITIONS
+            for d in opts.debate.seeds}
   per_seed, generated = [], 0
   for seed in o.seeds:
     topt = learners.train_options(o.weak.train, 'weak.train', loss=o.weak.loss, seed=seed,
@@ -218,40 +212,38 @@ def run(*, config, workdir: str) -> dict:
                                     learners.soft_labels(a, C), on, opts=topt, val=gt(val),
                                     **fit_kw)
         weak_keys[cond] = st.key
-      elif cond in TRANSCRIPT_MODES:
-        mode = TRANSCRIPT_MODES[cond]
-        tables, member_learners, keys = [], [], []
+      elif cond in TRANSCRIPT_CONDITIONS:
+        members, member_learners, keys = [], [], []  # per debate seed: its splits, judge, key
         for d in opts.debate.seeds:
-          store = stores[(mode, d)]
+          store = stores[(cond, d)]
           before = store.generated
           table = clock.time('transcripts', store.get, every, get_debater)
           generated += store.generated - before
-          aug = lambda raw, table=table: None if raw is None else text_lib.with_transcript(raw,
-                                                                                           table)
-          derived = _derived(dataset, f'{dataset.name}+{mode}-seed{d}-{store.key}',
-                             {'train': aug(base.concat([x for x in (a, b, val) if x is not None])),
-                              'test': aug(test)})
+          # every split with this seed's transcripts appended, once
+          m = {s: text_lib.with_transcript(r, table) for s, r in (('weak_train', a), *on.items())}
+          derived = _derived(dataset, f'{dataset.name}+{cond}-seed{d}-{store.key}', {
+              'train': base.concat([m[s] for s in ('weak_train', 'strong_train', 'val') if s in m]),
+              'test': m['test']})
           member_learners.append(learners.make(o.weak, dataset=derived, **common))
-          tables.append(aug)
+          members.append(m)
           keys.append(store.key)
         if o.weak.frozen and K > 1:
           st = Stage(root, f'weak_{cond}', base_key, o.weak.spec(), keys, seed=seed)
           weak_out[cond] = clock.time(
-              'weak models', _vmapped_members, st, member_learners, [t(a) for t in tables],
-              learners.soft_labels(a, C), {s: [t(r) for t in tables] for s, r in on.items()},
-              topt=topt, val=None if val is None else ([t(val) for t in tables], gt(val)[1]),
-              **fit_kw)
+              'weak models', _vmapped_members, st, member_learners,
+              [m['weak_train'] for m in members], learners.soft_labels(a, C),
+              {s: [m[s] for m in members] for s in on}, topt=topt,
+              val=None if val is None else ([m['val'] for m in members], gt(val)[1]), **fit_kw)
           weak_keys[cond] = st.key
         else:
-          members = []
-          for d, lr, t, key in zip(opts.debate.seeds, member_learners, tables, keys):
+          outs = []
+          for d, lr, m, key in zip(opts.debate.seeds, member_learners, members, keys):
             st = Stage(root, f'weak_{cond}_d{d}', base_key, o.weak.spec(), key, seed=seed)
-            aug_on = {s: t(r) for s, r in on.items()}
-            members.append(clock.time('weak models', wts.train_and_predict, st, lr, t(a),
-                                      learners.soft_labels(a, C), aug_on, opts=topt,
-                                      val=gt(t(val)) if val is not None else None, **fit_kw))
+            outs.append(clock.time('weak models', wts.train_and_predict, st, lr, m['weak_train'],
+                                   learners.soft_labels(a, C), {s: m[s] for s in on}, opts=topt,
+                                   val=gt(m.get('val')), **fit_kw))
             weak_keys.setdefault(cond, []).append(st.key)
-          weak_out[cond] = _stacked_outputs(members, on)
+          weak_out[cond] = _stacked_outputs(outs, on)
 
     ceiling_stage = Stage(root, 'ceiling', base_key, o.strong.spec(), seed=seed)
     ceiling_out = clock.time(
@@ -307,6 +299,6 @@ def run(*, config, workdir: str) -> dict:
     results_lib.plot(results, workdir)
     print(results_lib.table(results).replace('weak-to-strong results',
                                              'text-debate weak-to-strong results'), flush=True)
-    print(f'[text_debate] wall seconds: ' + ', '.join(f'{k} {v:.1f}' for k, v in
+    print('[text_debate] wall seconds: ' + ', '.join(f'{k} {v:.1f}' for k, v in
                                                       clock.seconds.items()), flush=True)
   return results

@@ -202,10 +202,9 @@ def train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict
 
 def _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, *, opts, mesh,
                                 eval_batch_size, num_classes, extras, val, unlabelled) -> dict:
-  if stage.done():
-    print(f'[{stage.kind}] done earlier, skipped ({stage.dir})', flush=True)
-    return stage.outputs()
-  preemption.check(f'before stage {stage.kind}', 'the stages before it are saved')
+  done = outputs_if_done(stage)
+  if done is not None:
+    return done
   ro = learner.opts
   train_ex = learner.examples(train_raw, labels, extras)
   val_ex = learner.examples(*val) if (val is not None and opts.eval_every) else None
@@ -237,7 +236,23 @@ def _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, *
                            mesh=mesh, name=name)
       outputs[f'{split}_probs'] = _softmax(pred['logits'])
     outputs[f'{split}_id'] = pred['id']
-  for key in ('val_loss', 'val_accuracy'):  # what selection saw (the stage's own label source)
+  return finish_stage(stage, outputs, state, last)
+
+
+def outputs_if_done(stage: Stage) -> dict | None:
+  """A finished stage's outputs (it is skipped), else None after the preemption check that
+  precedes training it."""
+  if stage.done():
+    print(f'[{stage.kind}] done earlier, skipped ({stage.dir})', flush=True)
+    return stage.outputs()
+  preemption.check(f'before stage {stage.kind}', 'the stages before it are saved')
+  return None
+
+
+def finish_stage(stage: Stage, outputs: dict, state, last: dict) -> dict:
+  """Records a trained stage: its outputs plus what selection saw (held-out loss and accuracy
+  against the stage's own label source), its metrics, steps and selection summary."""
+  for key in ('val_loss', 'val_accuracy'):
     if key in last:
       outputs[key] = np.float32(last[key])
   stage.finish(outputs, {'train_metrics': last, 'steps': int(np.max(state.step)),
