@@ -24,14 +24,15 @@ setup(
         'orbax-checkpoint>=0.11',
         'tensorflow-datasets>=4.9.7',
         'array_record>=0.5',
-        'grain>=0.2.10',
         'ml_collections>=1.0',
+        'PyYAML>=6.0',  # --dry_run prints the resolved config as YAML
         'chex>=0.1.88',
         'absl-py>=2.1',
         'numpy>=1.26',
         'tokenizers>=0.19',
         'safetensors>=0.4',
         'scikit-learn>=1.4',
+        'scipy>=1.11',  # seed intervals (scipy.stats.ttest_1samp)
         'matplotlib>=3.8',
         'tensorboardX>=2.6',
         'pillow>=10.0',

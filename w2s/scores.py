@@ -9,12 +9,14 @@ logits), `labels` [N] int class ids or [N, C] one-hot / soft labels (argmax).
   Generalization", arXiv:2312.09390), NaN with a reason when undefined;
 * agreement and accuracy_by_weak_correctness: how much of the supervisor the
   student imitates (Burns et al. 2023, Sec. 5.1);
-* summarize_seeds: mean and a seeded percentile-bootstrap CI over seeds
-  (Efron & Tibshirani 1993).
+* summarize_seeds / paired_difference: mean over seeds and its Student-t interval (scipy's), none
+  below MIN_SEEDS_FOR_INTERVAL values; fmt_summary prints either form.
 """
+import warnings
 from typing import NamedTuple
 
 import numpy as np
+from scipy import stats as sp_stats
 
 ECE_BINS = 15
 
@@ -172,36 +174,79 @@ def accuracy_by_weak_correctness(student_probs, weak_probs, labels) -> dict[str,
   }
 
 
+# A t-interval from 2 seeds has 1 degree of freedom (12.7 x the standard error wide), a bootstrap
+# of 2 values is their [min, max]: below 3 values a summary carries the values, no interval.
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
 class SeedSummary(NamedTuple):
-  """Mean over seeds and its bootstrap confidence interval [lo, hi]."""
+  """Mean over seeds and its confidence interval [lo, hi] (NaN when n < MIN_SEEDS_FOR_INTERVAL)."""
   mean: float
   lo: float
   hi: float
   n: int  # finite values used
   n_nan: int  # values dropped as NaN (e.g. undefined PGR)
+  values: tuple = ()  # the finite values, in seed order
+  interval: str = 't'  # how [lo, hi] was computed: 't' (Student-t of the mean) or 'none'
 
 
-def summarize_seeds(values, *, level: float = 0.95, num_resamples: int = 10_000,
-                    seed: int = 0) -> SeedSummary:
-  """Mean and percentile-bootstrap CI of the mean over seeds.
+def summarize_seeds(values, *, level: float = 0.95) -> SeedSummary:
+  """Mean and Student-t confidence interval of the mean over seeds.
+
+  Seeds are few (3-10) and their means roughly normal, the case the t-interval is for; a
+  percentile bootstrap of so few values covers well under its nominal level (at 2 values it is
+  [min, max]). The interval is scipy's `ttest_1samp(...).confidence_interval`.
 
   Args:
     values: [S] one number per seed; NaN entries (undefined PGR) are dropped and
       counted in n_nan.
     level: confidence level of the interval.
-    num_resamples: bootstrap resamples.
-    seed: seed of the resampling (the CI is reproducible).
 
   Returns:
-    SeedSummary; lo = hi = mean for one value, all NaN for none.
+    SeedSummary; lo = hi = NaN (interval 'none') below MIN_SEEDS_FOR_INTERVAL finite values, all
+    NaN for none.
   """
   values = np.asarray(values, np.float64).ravel()
   finite = values[~np.isnan(values)]
   n, n_nan = len(finite), len(values) - len(finite)
+  vals = tuple(float(v) for v in finite)
   if n == 0:
-    return SeedSummary(float('nan'), float('nan'), float('nan'), 0, n_nan)
+    return SeedSummary(float('nan'), float('nan'), float('nan'), 0, n_nan, (), 'none')
   mean = float(finite.mean())
-  rng = np.random.default_rng(seed)
-  means = finite[rng.integers(0, n, size=(num_resamples, n))].mean(axis=1)
-  lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-  return SeedSummary(mean, float(lo), float(hi), n, n_nan)
+  if n < MIN_SEEDS_FOR_INTERVAL:
+    return SeedSummary(mean, float('nan'), float('nan'), n, n_nan, vals, 'none')
+  if np.ptp(finite) == 0:  # identical values: a zero-width interval (scipy warns and may give NaN)
+    return SeedSummary(mean, mean, mean, n, n_nan, vals, 't')
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)  # near-identical values: precision warning
+    ci = sp_stats.ttest_1samp(finite, 0.0).confidence_interval(level)
+  return SeedSummary(mean, float(ci.low), float(ci.high), n, n_nan, vals, 't')
+
+
+def paired_difference(a, b, *, level: float = 0.95) -> SeedSummary:
+  """a - b per seed (two methods run on the same seeds), summarised like `summarize_seeds`.
+
+  The paired interval removes the seed-to-seed variation both methods share (same splits, same
+  weak labels), so it is the one to quote for "method a beats method b". Seeds where either value
+  is NaN are dropped.
+  """
+  a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+  if a.shape != b.shape:
+    raise ValueError(f'paired_difference needs one value per seed on both sides, got {a.shape} '
+                     f'and {b.shape}')
+  return summarize_seeds(a - b, level=level)
+
+
+def fmt_summary(s, scale: float = 1.0, digits: int = 2) -> str:
+  """'72.35 [71.90, 72.80]', or '69.50, 70.10 (n=2: no interval)', or 'undefined' (no value).
+
+  s: a SeedSummary or its dict (as stored in results.json)."""
+  s = s._asdict() if hasattr(s, '_asdict') else s
+  if not s.get('n') or np.isnan(s['mean']):
+    return 'undefined'
+  if s.get('lo') is None or np.isnan(s['lo']):
+    values = s.get('values') or [s['mean']]
+    return (', '.join(f'{scale * v:.{digits}f}' for v in values)
+            + f' (n={s["n"]}: no interval)')
+  return (f'{scale * s["mean"]:.{digits}f} [{scale * s["lo"]:.{digits}f}, '
+          f'{scale * s["hi"]:.{digits}f}]')

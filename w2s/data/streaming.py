@@ -19,7 +19,7 @@ every host trim a global batch to its longest sequence without reading the other
   `streaming=True` gets a source per split without running the plug-in's `load`.
 * `WithRowIndex`: a source plus the dense 'index' [n] that stateful losses (elr) key on.
 
-`grain` (a declared dependency) is not needed: the order is ours, and per-row random access of
+`grain` is not needed (and not a dependency): the order is ours, and per-row random access of
 array_record is all the pipeline asks of the reader.
 """
 import abc

@@ -7,8 +7,8 @@ labels [C]; each example also carries int 'bag_id' and 'bag_size' columns. One m
 the `model` role's loss on those rows: `easyllp` (Busa-Fekete et al. 2023, instance level on a
 debiased soft label), `proportion` (DLLP's bag-level KL(alpha_b || mean prediction); the trainer
 then batches whole bags, `train.batch_groups`) or `xent` on alpha (the naive baseline: every
-member is told its bag's proportion). Results: test accuracy and ECE with bootstrap 95% CIs over
-seeds, plus the accuracy on the training examples' hidden labels (how much of the instance labels
+member is told its bag's proportion). Results: test accuracy and ECE with Student-t 95%
+intervals over seeds (none below 3), plus the accuracy on the training examples' hidden labels (how much of the instance labels
 the model recovers; never used to train or select).
 
 The class prior p that easyllp needs is given exactly by the bags: the share of class c among
@@ -33,7 +33,7 @@ from w2s import options, scores, sharding, train
 from w2s.data import base
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import learners
+from w2s.protocols import learners, results as results_lib
 from w2s.protocols.stages import Stage, join_by_id
 from w2s.protocols.weak_to_strong import train_and_predict
 
@@ -170,7 +170,7 @@ def run(*, config, workdir: str) -> dict:
              'config': config.to_dict()}
   if jax.process_index() == 0:
     s = summary['acc']
-    print(f'[llp] bags of {r["size"]}, {r["role"].loss.name}, over {len(per_seed)} seeds: test '
-          f'accuracy {100 * s["mean"]:.2f}% [{100 * s["lo"]:.2f}, {100 * s["hi"]:.2f}]',
-          flush=True)
+    print(f'[llp] {results_lib.smoke_note(results["config"])}bags of {r["size"]}, '
+          f'{r["role"].loss.name}, test accuracy % ({results_lib.interval_note(len(per_seed))}): '
+          f'{scores.fmt_summary(s, 100)}', flush=True)
   return results

@@ -1,5 +1,5 @@
-"""Scores per seed, summaries over seeds (mean and bootstrap 95% CI), the printed table and plots."""
-import math
+"""Scores per seed, summaries over seeds (mean and Student-t 95% interval; paired differences
+between student losses, which share seeds), the printed table and plots."""
 import os
 
 import numpy as np
@@ -9,6 +9,9 @@ from w2s import scores
 # per-seed, per-student-loss numbers that get a mean and CI over seeds
 METRICS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr', 'agreement', 'acc_weak_wrong',
            'acc_weak_right', 'auroc_student', 'ece_student')
+# metrics whose loss-vs-loss paired difference is reported
+PAIRED_METRICS = ('acc_student', 'pgr')
+SMOKE = 'SMOKE TEST (runlocal: tiny splits and models, not a result) - '  # title prefix
 
 
 def score_seed(weak_probs, student_probs, ceiling_probs, labels) -> dict:
@@ -36,7 +39,12 @@ def seed_line(record: dict, losses: list[str]) -> str:
 
 
 def summarize(per_seed: list[dict], losses: list[str], config: dict) -> dict:
-  """{'per_seed': ..., 'summary': {loss: {metric: {mean, lo, hi, n, n_nan}}}, 'config': ...}."""
+  """{'per_seed', 'summary': {loss: {metric: {mean, lo, hi, n, n_nan, values, interval}}},
+  'paired': {'b - a': {metric: ...}}, 'seeds', 'config'}.
+
+  'paired' holds, for every student loss b after the first (a), the per-seed difference b - a of
+  student accuracy and PGR: the students share seeds, splits and weak labels, so this is the
+  interval to quote when saying one loss beats another."""
   summary = {}
   for name in losses:
     summary[name] = {}
@@ -46,39 +54,55 @@ def summarize(per_seed: list[dict], losses: list[str], config: dict) -> dict:
     undefined = [r[name]['pgr_undefined'] for r in per_seed if r[name]['pgr_undefined']]
     if undefined:
       summary[name]['pgr_undefined'] = undefined
-  return {'per_seed': per_seed, 'summary': summary, 'seeds': [r['seed'] for r in per_seed],
-          'config': config}
+  paired = {f'{b} - {losses[0]}': {m: scores.paired_difference(
+      [r[b][m] for r in per_seed], [r[losses[0]][m] for r in per_seed])._asdict()
+      for m in PAIRED_METRICS} for b in losses[1:]}
+  return {'per_seed': per_seed, 'summary': summary, 'paired': paired,
+          'seeds': [r['seed'] for r in per_seed], 'config': config}
 
 
-def _fmt(s: dict, pct: bool = True) -> str:
-  if s['n'] == 0 or math.isnan(s['mean']):
-    return 'undefined'
-  k = 100.0 if pct else 1.0
-  return f'{k * s["mean"]:.2f} [{k * s["lo"]:.2f}, {k * s["hi"]:.2f}]'
+def smoke_note(config) -> str:
+  """'SMOKE TEST (runlocal) - ' for a config made by a `runlocal` preset, else ''."""
+  return SMOKE if (config or {}).get('smoke') else ''
+
+
+def interval_note(n_seeds: int) -> str:
+  """How the printed intervals were made, or that there are none."""
+  if n_seeds < scores.MIN_SEEDS_FOR_INTERVAL:
+    return f'n={n_seeds} seeds: no interval, the values per seed'
+  return f'{n_seeds} seeds, mean [95% t-interval]'
 
 
 def table(results: dict) -> str:
-  """A readable table: accuracy (%) and PGR, mean [95% CI] over seeds, one row per student loss."""
-  rows = [('loss', 'weak acc', 'student acc', 'ceiling acc', 'PGR', 'agreement', 'acc | weak wrong')]
+  """A readable table: accuracy (%) and PGR, mean [95% t-interval] over seeds, one row per student
+  loss, then the paired differences between losses."""
+  fmt = scores.fmt_summary
+  rows = [('loss', 'weak acc', 'student acc', 'ceiling acc', 'PGR', 'agreement',
+           'acc | weak wrong')]
   notes = []
   n_seeds = len(results['seeds'])
   for name, s in results['summary'].items():  # the config's student order
-    pgr = _fmt(s['pgr'], pct=False)
+    pgr = fmt(s['pgr'])
     if s['pgr'].get('n_nan'):
       pgr += f' ({s["pgr"]["n"]} of {n_seeds} seeds)'
       notes += [f'{name}, seed {r["seed"]}: PGR undefined: {r[name]["pgr_undefined"]}'
                 for r in results['per_seed'] if r[name].get('pgr_undefined')]
-    rows.append((name, _fmt(s['acc_weak']), _fmt(s['acc_student']), _fmt(s['acc_ceiling']),
-                 pgr, _fmt(s['agreement']), _fmt(s['acc_weak_wrong'])))
+    rows.append((name, fmt(s['acc_weak'], 100), fmt(s['acc_student'], 100),
+                 fmt(s['acc_ceiling'], 100), pgr, fmt(s['agreement'], 100),
+                 fmt(s['acc_weak_wrong'], 100)))
+  for pair, d in results.get('paired', {}).items():
+    notes.append(f'paired difference {pair} (same seeds): student acc '
+                 f'{fmt(d["acc_student"], 100)} points, PGR {fmt(d["pgr"])}')
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
-  return (f'weak-to-strong results over {n_seeds} seeds (test set; mean [95% bootstrap CI]):\n'
-          + '\n'.join(lines + notes))
+  return (f'{smoke_note(results.get("config"))}weak-to-strong results, test set, '
+          f'{interval_note(n_seeds)}:\n' + '\n'.join(lines + notes))
 
 
 def plot(results: dict, workdir: str) -> list[str]:
-  """accuracy.png (weak / students / ceiling) and pgr.png (PGR per loss), with 95% CIs."""
+  """accuracy.png (weak / students / ceiling) and pgr.png (PGR per loss), with 95% t-intervals
+  (none below 3 seeds) and each seed's value."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -90,28 +114,36 @@ def plot(results: dict, workdir: str) -> list[str]:
   paths = []
   fig, ax = plt.subplots(figsize=(1.6 * len(names) + 1, 3.6))
   _bars(ax, names, stats, 100.0, ['#999999'] + ['#4477aa'] * len(losses) + ['#228833'])
-  lo = min(s['lo'] for s in stats if s['n']) * 100
-  hi = max(s['hi'] for s in stats if s['n']) * 100
+  span = [v for s in stats if s['n'] for v in (s['lo'], s['hi'], *s.get('values', [s['mean']]))]
+  lo, hi = 100 * np.nanmin(span), 100 * np.nanmax(span)
   ax.set_ylim(max(0, lo - 5), min(100, hi + 3))
   ax.set_ylabel('test accuracy (%)')
-  ax.set_title(f'weak-to-strong, {len(results["seeds"])} seeds, 95% CI')
+  note = smoke_note(results.get('config')) + interval_note(len(results['seeds']))
+  ax.set_title(f'weak-to-strong test accuracy\n{note}', fontsize=9)
   paths.append(_save(fig, os.path.join(workdir, 'accuracy.png')))
   fig, ax = plt.subplots(figsize=(1.4 * len(losses) + 1.5, 3.4))
   _bars(ax, losses, [summ[n]['pgr'] for n in losses], 1.0, ['#4477aa'] * len(losses))
   ax.axhline(0, color='black', lw=0.8)
   ax.axhline(1, color='#228833', lw=0.8, ls='--')
   ax.set_ylabel('PGR')
-  ax.set_title('performance gap recovered, 95% CI')
+  ax.set_title(f'performance gap recovered\n{note}', fontsize=9)
   paths.append(_save(fig, os.path.join(workdir, 'pgr.png')))
   return paths
 
 
 def _bars(ax, names, stats, k, colors):
+  """Bars at the means, t-interval error bars where there is an interval, and each seed's value
+  as a dot (so 1-2 seeds show as what they are)."""
   x = np.arange(len(names))
   means = np.array([k * s['mean'] if s['n'] else np.nan for s in stats])
-  err = np.array([[k * (s['mean'] - s['lo']), k * (s['hi'] - s['mean'])] if s['n'] else [0, 0]
-                  for s in stats]).T
-  ax.bar(x, np.nan_to_num(means), yerr=err, color=colors, capsize=4)
+  ax.bar(x, np.nan_to_num(means), color=colors)
+  for xi, s in zip(x, stats):
+    if s['n'] and not np.isnan(s['lo']):
+      err = [[k * (s['mean'] - s['lo'])], [k * (s['hi'] - s['mean'])]]
+      ax.errorbar([xi], [k * s['mean']], yerr=err, color='black', capsize=4)
+    vals = [k * v for v in s.get('values', [])]
+    ax.plot(np.full(len(vals), xi) + np.linspace(-0.15, 0.15, len(vals)), vals, 'o', ms=3,
+            color='black', alpha=0.6)
   ax.set_xticks(x, names)
 
 

@@ -1,10 +1,11 @@
 """Self-training results over seeds: per-round test accuracy and pseudo-label quality (mean and
-bootstrap 95% CI), the printed table and `rounds.png`."""
+Student-t 95% interval, none below 3 seeds), the printed table and `rounds.png`."""
 import os
 
 import numpy as np
 
 from w2s import scores
+from w2s.protocols import results as results_lib
 
 ROUND_METRICS = ('acc', 'ece')
 PSEUDO_METRICS = ('accuracy', 'coverage', 'utilisation')
@@ -14,7 +15,8 @@ def summarize(per_seed: list[dict], config: dict) -> dict:
   """{'per_seed', 'summary': {'supervised', 'final', 'gain', 'rounds': [...]}, 'seeds', 'config'}.
 
   'supervised' is round 0 (the teacher on the labelled set only), 'final' the last round, 'gain'
-  final - supervised per seed (its CI says whether self-training helped)."""
+  final - supervised per seed (a paired difference: its interval says whether self-training
+  helped)."""
   n_rounds = len(per_seed[0]['rounds'])
   rounds = []
   for r in range(n_rounds):
@@ -27,16 +29,14 @@ def summarize(per_seed: list[dict], config: dict) -> dict:
     rounds.append(entry)
   acc = lambda r: [s['rounds'][r]['acc'] for s in per_seed]
   summary = {'supervised': rounds[0]['acc'], 'final': rounds[-1]['acc'],
-             'gain': scores.summarize_seeds(np.subtract(acc(-1), acc(0)))._asdict(),
+             'gain': scores.paired_difference(acc(-1), acc(0))._asdict(),
              'rounds': rounds}
   return {'per_seed': per_seed, 'summary': summary, 'seeds': [s['seed'] for s in per_seed],
           'config': config}
 
 
-def _fmt(s: dict, k: float = 100.0) -> str:
-  if s['n'] == 0 or np.isnan(s['mean']):
-    return 'undefined'
-  return f'{k * s["mean"]:.2f} [{k * s["lo"]:.2f}, {k * s["hi"]:.2f}]'
+def _fmt(s: dict) -> str:
+  return scores.fmt_summary(s, 100.0)
 
 
 def table(results: dict) -> str:
@@ -50,9 +50,10 @@ def table(results: dict) -> str:
   lines = ['  '.join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
   gain = results['summary']['gain']
-  return (f'self-training over {len(results["seeds"])} seeds (test set; mean [95% bootstrap '
-          f'CI]):\n' + '\n'.join(lines) +
-          f'\ngain of the last round over supervised-only: {_fmt(gain)} points')
+  return (f'{results_lib.smoke_note(results.get("config"))}self-training, test set, '
+          f'{results_lib.interval_note(len(results["seeds"]))}:\n' + '\n'.join(lines) +
+          f'\ngain of the last round over supervised-only (paired, same seeds): {_fmt(gain)} '
+          'points')
 
 
 def plot(results: dict, workdir: str) -> str:
@@ -74,7 +75,8 @@ def plot(results: dict, workdir: str) -> str:
     ax.set_xlabel('round')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  fig.suptitle(f'self-training, {len(results["seeds"])} seeds, 95% CI', fontsize=10)
+  fig.suptitle(f'{results_lib.smoke_note(results.get("config"))}self-training, '
+               f'{results_lib.interval_note(len(results["seeds"]))}', fontsize=10)
   fig.tight_layout()
   path = os.path.join(workdir, 'rounds.png')
   fig.savefig(path + '.tmp.png', dpi=110)
@@ -91,5 +93,8 @@ def _band(ax, rounds, get, label, color):
   mean = np.array([100 * s['mean'] for s in stats])
   ax.plot(xs, mean, marker='o', color=color, label=label)
   ax.fill_between(xs, [100 * s['lo'] for s in stats], [100 * s['hi'] for s in stats],
-                  color=color, alpha=0.2)
+                  color=color, alpha=0.2)  # NaN (no band) below 3 seeds
+  for x, s in zip(xs, stats):  # each seed's value
+    ax.plot([x] * len(s.get('values', [])), [100 * v for v in s.get('values', [])], '.',
+            color=color, alpha=0.5)
   ax.set_xticks(xs)
