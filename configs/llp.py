@@ -29,10 +29,11 @@ from ml_collections import ConfigDict
 from w2s import config_args, sweep
 
 LOSSES = ('easyllp', 'proportion', 'xent')
+ARGS = dict(bag=8, loss='easyllp', steps=0, seeds=3, runlocal=False)  # arguments and defaults
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, bag=8, loss='easyllp', steps=0, seeds=3, runlocal=False)
+  a = config_args.parse(arg, **ARGS)
   if a['loss'] not in LOSSES and ':' not in a['loss']:
     from w2s.errors import UserError
     raise UserError(f'loss={a["loss"]!r}; use one of {", ".join(LOSSES)} (or pkg.mod:loss)')
@@ -47,12 +48,12 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.eval_batch_size = 256
   c.log_every = 100
   c.checkpoint_every = 600
-  c.keep_checkpoints = 1
+  c.keep_checkpoints = 2  # the newest can be damaged (a kill mid-write); the run falls back
   c.mesh = dict(num_devices=0)
   c.shared_dir = ''
-  if a['runlocal']:
+  if a['runlocal']:  # presets: an argument the user wrote (seeds=, steps=) wins over them
     c.bags.max_train, c.bags.max_test = 256, 256
-    c.seeds = tuple(range(min(a['seeds'], 2)))
+    c.seeds = tuple(range(a.preset('seeds', 2)))
     c.model.train.batch_size = 32
     c.model.train.num_steps = a['steps'] or 16
     c.log_every = 8

@@ -36,9 +36,13 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     raise UserError(f'config argument {what}={text!r} must be ints joined by "+", e.g. 4+6') from e
 
 
+# arguments and defaults
+ARGS = dict(pixels='4+6', strategy='greedy', liars='runner_up+all', seeds=5, steps=3000,
+            runlocal=False)
+
+
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, pixels='4+6', strategy='greedy', liars='runner_up+all', seeds=5,
-                        steps=3000, runlocal=False)
+  a = config_args.parse(arg, **ARGS)
   c = ConfigDict()
   c.protocol = dict(name='pixel_debate')
   c.dataset = dict(name='mnist_5k')
@@ -61,13 +65,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.eval_batch_size = 256
   c.log_every = 100
   c.checkpoint_every = 1000
-  c.keep_checkpoints = 1
+  c.keep_checkpoints = 2  # the newest can be damaged (a kill mid-write); the run falls back
   c.mesh = dict(num_devices=0)
   c.shared_dir = ''  # stages live here instead of the workdir: runs that share them (strategies)
-  if a['runlocal']:
+  if a['runlocal']:  # presets: an argument the user wrote (pixels=, steps=) wins over them
     c.splits = dict(weak_fraction=0.5, max_weak=96, max_strong=64, max_test=48)
-    c.pixels = _ints(a['pixels'], 'pixels') if arg and 'pixels=' in arg else (3,)
-    c.judge.train.num_steps = 30 if 'steps=' not in (arg or '') else a['steps']
+    c.pixels = _ints(a.preset('pixels', '3'), 'pixels')
+    c.judge.train.num_steps = a.preset('steps', 30)
     c.judge.train.batch_size = 32
     c.strong.train.num_steps = 12
     c.strong.train.batch_size = 32

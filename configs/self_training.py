@@ -49,6 +49,8 @@ DATASETS = {'mnist': dict(name='mnist_5k'), 'rt': dict(name='rotten_tomatoes'),
             'stl10': dict(name='stl10', unlabelled=True),
             'imdb': dict(name='imdb_reviews', unlabelled=True)}
 TEXT = ('rt', 'imdb')  # frozen MiniLM features + a linear head
+ARGS = dict(task='mnist', labels=0, rounds=3, select='threshold', tau=0.95, soft=False,
+            noisy=False, seeds=5, steps=600, runlocal=False)  # arguments and defaults
 
 
 def _train(lr: float, steps: int, batch: int, augment=None) -> dict:
@@ -82,8 +84,7 @@ def _roles(a: dict, batch: int) -> tuple[dict, dict]:
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, task='mnist', labels=0, rounds=3, select='threshold', tau=0.95,
-                        soft=False, noisy=False, seeds=5, steps=600, runlocal=False)
+  a = config_args.parse(arg, **ARGS)
   from w2s.errors import UserError
   if a['task'] not in TASKS:
     raise UserError(f'task={a["task"]!r}; use one of {", ".join(TASKS)}')
@@ -115,22 +116,22 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.eval_batch_size = 256
   c.log_every = 100
   c.checkpoint_every = 500
-  c.keep_checkpoints = 1
+  c.keep_checkpoints = 2  # the newest can be damaged (a kill mid-write); the run falls back
   c.mesh = dict(num_devices=0)
   c.shared_dir = ''  # set by w2s.sweep: points share their stages (the same round 0)
-  if a['runlocal']:
+  if a['runlocal']:  # presets: an argument the user wrote (seeds=, tau=, ...) wins over them
     c.labels.max_unlabelled, c.labels.max_test = 512, 256
-    c.seeds = tuple(range(min(a['seeds'], 2)))
-    c.rounds = min(a['rounds'], 2)
+    c.seeds = tuple(range(a.preset('seeds', 2)))
+    c.rounds = a.preset('rounds', 2)
     for role in (c.teacher, c.student):
-      role.train.num_steps = 60
+      role.train.num_steps = a.preset('steps', 60)
       if a['task'] in TEXT:
         role.model = dict(name='bert', size='tiny')
     if a['task'] == 'imdb':
       c.tokenizer.max_length = 64
     c.log_every = 10
     if c.pseudo.select.name in ('threshold', 'agreement'):
-      c.pseudo.select.tau = 0.5  # 60 steps make an unconfident teacher
+      c.pseudo.select.tau = a.preset('tau', 0.5)  # 60 steps make an unconfident teacher
   return c
 
 

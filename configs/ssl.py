@@ -88,6 +88,8 @@ TASKS = {  # task -> dataset, classes, benchmark label counts (the first is the 
 # UDA's IMDb settings (train_large_ft_uda_tpu.sh): uda_softmax_temp 0.85, no confidence threshold
 UDA_TEXT = dict(name='uda', T=0.85, beta=0.0, tsa='linear')
 MASK_ID, VOCAB = 103, 30522  # [MASK] and the vocabulary size of MiniLM's (BERT's) tokenizer
+ARGS = dict(algo='', labels=0, task='mnist', extra=False, steps=0, seeds=5,
+            runlocal=False)  # arguments and defaults
 
 
 def _views(task: str) -> tuple[dict | None, dict]:
@@ -136,8 +138,7 @@ def _checked(a: dict) -> tuple[dict, str, int]:
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, algo='', labels=0, task='mnist', extra=False, steps=0, seeds=5,
-                        runlocal=False)
+  a = config_args.parse(arg, **ARGS)
   t, algo, labels = _checked(a)
   weak, strong = _views(a['task'])
   ssl = dict(UDA_TEXT) if algo == 'uda' and a['task'] == 'imdb' else dict(name=algo)
@@ -158,7 +159,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.eval_batch_size = 256
   c.log_every = 100
   c.checkpoint_every = 500
-  c.keep_checkpoints = 1
+  c.keep_checkpoints = 2  # the newest can be damaged (a kill mid-write); the run falls back
   c.mesh = dict(num_devices=0)
   c.shared_dir = ''
   if a['runlocal']:
@@ -166,10 +167,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
   return c
 
 
-def _runlocal(c: ConfigDict, a: dict) -> None:
-  """Seconds on a CPU: capped U and test, 20 steps, mu 2, small random-init models."""
+def _runlocal(c: ConfigDict, a: config_args.Args) -> None:
+  """Seconds on a CPU: capped U and test, 20 steps, mu 2, small random-init models (an argument
+  the user wrote, seeds= or steps=, wins over these presets)."""
   c.labels.max_unlabelled, c.labels.max_test = 512, 256
-  c.seeds = tuple(range(min(a['seeds'], 2)))
+  c.seeds = tuple(range(a.preset('seeds', 2)))
   c.model.train.num_steps = a['steps'] or 20
   c.model.train.unlabelled_ratio = 2
   if c.model.train.ema_decay:

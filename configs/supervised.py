@@ -16,10 +16,12 @@ from ml_collections import ConfigDict
 from w2s import config_args
 
 
+ARGS = dict(dataset='digits', model='mlp', loss='xent', runlocal=False, partition='replicate',
+            fsdp=1, tensor=1, shard_min_bytes=-1, param_dtype='float32')  # arguments, defaults
+
+
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, dataset='digits', model='mlp', loss='xent', runlocal=False,
-                        partition='replicate', fsdp=1, tensor=1, shard_min_bytes=-1,
-                        param_dtype='float32')
+  a = config_args.parse(arg, **ARGS)
   c = ConfigDict()
   c.seed = 0
   c.protocol = dict(name='supervised')

@@ -44,9 +44,12 @@ def _train(lr, epochs, batch_size=32, eval_every=50):
               select='best', patience=0)
 
 
+ARGS = dict(task='sciq', data='', debater='', weak='', strong='', seeds=3, k=4, turns=3,
+            new_tokens=128, frozen=False, runlocal=False)  # arguments and defaults
+
+
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, task='sciq', data='', debater='', weak='', strong='', seeds=3, k=4,
-                        turns=3, new_tokens=128, frozen=False, runlocal=False)
+  a = config_args.parse(arg, **ARGS)
   if a['task'] not in TASKS:
     raise UserError(f'task={a["task"]!r}: choose from {sorted(TASKS)}')
   for key in ('data', 'debater', 'weak'):
@@ -82,10 +85,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.mesh = dict(num_devices=0)
-  if a['runlocal']:
+  if a['runlocal']:  # presets: an argument the user wrote (seeds=, new_tokens=) wins over them
     c.splits.update(max_weak=64, max_strong=64, max_val=32, max_test=64)
-    c.seeds = (0,)
-    c.debate.max_new_tokens = min(a['new_tokens'], 16)
+    c.seeds = tuple(range(a.preset('seeds', 1)))
+    c.debate.max_new_tokens = a.preset('new_tokens', 16)
     c.debate.batch_size = 8
     for role in (c.weak, c.strong):
       role.train.num_epochs = 1.0

@@ -27,11 +27,14 @@ from w2s import config_args
 from w2s.configs import w2s_offline
 
 
+ARGS = dict(label_model='dawid_skene', rules='rotten_tomatoes', seeds=5, losses='xent+logconf',
+            runlocal=False, abstain='')  # arguments and defaults (seeds, losses: w2s_offline's)
+
+
 def get_config(arg: str | None = None):
-  a = config_args.parse(arg, label_model='dawid_skene', rules='rotten_tomatoes', seeds=5,
-                        losses='xent+logconf', runlocal=False, abstain='')
-  c = w2s_offline.get_config(f'seeds={a["seeds"]},losses={a["losses"]}' +
-                             (',runlocal' if a['runlocal'] else ''))
+  a = config_args.parse(arg, **ARGS)
+  # only what the user wrote goes on, so w2s_offline's runlocal presets yield to it alone
+  c = w2s_offline.get_config(a.forward('seeds', 'losses', 'runlocal'))
   with c.unlocked():
     label_model = dict(name=a['label_model'])
     if a['abstain']:  # dawid_skene: 'model' gives every rule a P(abstain | class)

@@ -43,9 +43,12 @@ def _train(lr, epochs, batch_size=32, warmup=0.0, eval_every=50):
               eval_every=eval_every, select='best', patience=0)
 
 
+ARGS = dict(seeds=5, losses='xent+logconf', runlocal=False, finetune=False, ensemble=1, lora=0,
+            lora_lr=5e-4)  # arguments and defaults
+
+
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(arg, seeds=5, losses='xent+logconf', runlocal=False, finetune=False,
-                        ensemble=1, lora=0, lora_lr=5e-4)
+  a = config_args.parse(arg, **ARGS)
   c = ConfigDict()
   c.protocol = dict(name='weak_to_strong')
   c.dataset = dict(name='rotten_tomatoes')
@@ -87,13 +90,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.mesh = dict(num_devices=0)
-  if a['runlocal']:
+  if a['runlocal']:  # presets: an argument the user wrote (seeds=) wins over them
     c.splits.max_weak, c.splits.max_strong, c.splits.max_test = 128, 256, 256
     c.splits.max_val = 128
     c.weak.train.num_epochs = 2.0
     c.strong.train.num_epochs = 2.0
     if not (a['finetune'] or a['lora']):
       c.strong.model = dict(name='bert', size='tiny')
-    c.seeds = tuple(range(min(a['seeds'], 2)))
+    c.seeds = tuple(range(a.preset('seeds', 2)))
     c.log_every = 5
   return c

@@ -31,8 +31,10 @@ Arguments:
                ('float32' | 'bfloat16'; default per model), mode (candidate sampling of sciq,
                cosmos_qa, anthropic_hh; default the release's 'sample'), linear_probe (frozen
                backbone, cached features, zero-initialised linear head), runlocal (tiny random
-               models, 64 examples per part, a seconds-long run for tests and Colab; it ignores
-               the checkpoints and tokenizes with tokenizer= or the bundled MiniLM one).
+               models of the named families, 64 examples per part, one seed, 64 tokens: a
+               seconds-long run for tests and Colab; seeds=, n_docs=, n_test_docs=, max_length=
+               and dtype= still win when written; it ignores the checkpoints (weak_ckpt,
+               strong_ckpt, ckpt_arch) and tokenizes with tokenizer= or the bundled MiniLM one).
 
 Reference hyperparameters of the release: batch 32, 2 epochs (`gt_epochs`, also used for the
 transfer), Adam, `cosine_anneal` (torch CosineAnnealingLR over all steps, no warmup, to 0), dropout
@@ -85,6 +87,11 @@ TASKS = {
 }
 RELEASE_MAX_CTX = 1024     # train_simple.py `max_ctx`, the same for every task
 RUNLOCAL_VOCAB = 152064    # tiny models take the ids of any GPT-2, Qwen or BERT tokenizer
+ARGS = dict(  # arguments and defaults
+    task='sciq', data='', weak='gpt2', strong='gpt2-xl', weak_ckpt='', strong_ckpt='',
+    tokenizer='', loss='xent+logconf', seeds=3, n_docs=20000, n_test_docs=10000,
+    max_length=RELEASE_MAX_CTX, epochs=2.0, accum=1, dtype='', mode='', linear_probe=False,
+    ckpt_arch=False, runlocal=False, fsdp=False, tensor=1, lora=0, lora_lr=5e-4)
 
 
 def _train(lr: float, epochs: float, accum: int) -> dict:
@@ -99,11 +106,13 @@ def _lookup(role: str, name: str) -> Model:
   return MODELS[name]
 
 
-def _role(m: Model, a: dict, ckpt: str) -> dict:
+def _role(m: Model, a: config_args.Args, ckpt: str) -> dict:
   """The `weak` / `strong` section: fine-tuned, or a frozen backbone under a linear head."""
   dtype = a['dtype'] or ('bfloat16' if m.big else 'float32')
   if a['runlocal']:
     model = dict(name=m.family, size=TINY[m.family], vocab_size=RUNLOCAL_VOCAB, dropout=0.0)
+    if 'dtype' in a.given:  # the tiny stand-ins run in the dtype the user asked for
+      model['dtype'] = dtype
   else:
     model = dict(name=m.family, size=m.size, pretrained=ckpt, dropout=0.0, dtype=dtype,
                  remat=m.big and not a['linear_probe'])
@@ -153,11 +162,7 @@ def _losses(names: str) -> dict:
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-  a = config_args.parse(
-      arg, task='sciq', data='', weak='gpt2', strong='gpt2-xl', weak_ckpt='', strong_ckpt='',
-      tokenizer='', loss='xent+logconf', seeds=3, n_docs=20000, n_test_docs=10000,
-      max_length=RELEASE_MAX_CTX, epochs=2.0, accum=1, dtype='', mode='', linear_probe=False,
-      ckpt_arch=False, runlocal=False, fsdp=False, tensor=1, lora=0, lora_lr=5e-4)
+  a = config_args.parse(arg, **ARGS)
   weak, strong = _lookup('weak', a['weak']), _lookup('strong', a['strong'])
   if not a['runlocal']:
     for role in ('weak', 'strong'):
@@ -192,15 +197,20 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.eval_batch_size = 32  # the release's GPT-2 eval batch (it used 2 for gpt2-xl and Qwen)
   c.log_every = 50
   c.checkpoint_every = 500
-  c.keep_checkpoints = 1  # a gpt2-xl checkpoint with Adam state is ~18 GB
+  # two: a damaged newest checkpoint (a kill mid-write) leaves the one before to resume from. A
+  # gpt2-xl checkpoint with Adam state is ~18 GB; short of disk, --config.keep_checkpoints=1
+  # halves that, but then a damaged checkpoint means deleting the stage and training it again
+  c.keep_checkpoints = 2
   c.mesh = dict(num_devices=0)
   if a['tensor'] > 1 and not a['fsdp']:
     raise UserError('tensor= splits parameters within FSDP; pass fsdp too (fsdp,tensor=2)')
   if a['fsdp']:  # the batch still splits over every device (data x fsdp)
     c.mesh.shape = dict(data=1, fsdp=-1, tensor=a['tensor'])
-  if a['runlocal']:
-    c.splits.max_weak, c.splits.max_strong, c.splits.max_test = 64, 64, 64
-    c.tokenizer.max_length = min(a['max_length'], 64)
-    c.seeds = (0,)
+  if a['runlocal']:  # presets: an argument the user wrote (seeds=, n_docs=, ...) wins over them
+    n_docs = a.preset('n_docs', 128)
+    c.splits.max_weak, c.splits.max_strong = n_docs // 2, n_docs - n_docs // 2
+    c.splits.max_test = a.preset('n_test_docs', 64) or no_cap()
+    c.tokenizer.max_length = a.preset('max_length', 64)
+    c.seeds = tuple(range(a.preset('seeds', 1)))
     c.log_every = 1
   return c

@@ -30,18 +30,20 @@ WEAK_LABELS = (250, 500, 1000, 2000)
 STRONG_LAYERS = (1, 2, 3, 4, 5, 6)
 
 
+ARGS = dict(seeds=5, losses='xent+logconf', runlocal=False)  # arguments (w2s_offline's defaults)
+
+
 def _args(arg):
-  return config_args.parse(arg, seeds=5, losses='xent+logconf', runlocal=False)
+  return config_args.parse(arg, **ARGS)
 
 
 def get_config(arg: str | None = None):
   a = _args(arg)
-  c = w2s_offline.get_config(f'seeds={a["seeds"]},losses={a["losses"]}' +
-                             (',runlocal' if a['runlocal'] else ''))
+  # only what the user wrote goes on, so w2s_offline's runlocal presets (2 seeds) yield to it alone
+  c = w2s_offline.get_config(a.forward('seeds', 'losses', 'runlocal'))
   with c.unlocked():
     if a['runlocal']:
       c.strong.model = dict(name='bert', size='tiny', num_layers=2)
-      c.seeds = tuple(range(min(a['seeds'], 2)))
     else:
       c.strong.model = dict(name='bert', pretrained='minilm', layers=6)
     c.shared_dir = ''  # set by w2s.sweep: every point's stages in one directory

@@ -400,3 +400,130 @@ def test_ssl_catalog_bad_arguments_fail_with_one_line(file, arg, message):
   with pytest.raises(UserError, match=message) as e:
     _module(file).get_config(arg)
   assert '\n' not in str(e.value)
+
+
+# --- presets never overwrite what the user wrote (issue 19) ------------------------------------
+# file -> (arguments every build needs, {argument: (the argument string with a non-default value,
+# the config paths it sets)}). `runlocal,<that>` must set those paths as the full config does and
+# differently from plain `runlocal`. Every argument of a config's ARGS is listed (a new one fails
+# test_runlocal_table_covers_every_argument until it is added here).
+_BASE = {'w2s_debate.py': 'data=/d,debater=/q,weak=/g',
+         'w2s_release.py': 'data=/d,weak_ckpt=/w,strong_ckpt=/s'}
+# runlocal replaces the checkpoints with tiny random models by design (w2s_release's docstring)
+_RUNLOCAL_IGNORES = {'w2s_release.py': {'weak_ckpt', 'strong_ckpt', 'ckpt_arch'}}
+_RUNLOCAL_CASES = {
+    'llp.py': {'bag': ('bag=32', ['bags.size']), 'loss': ('loss=proportion', ['model.loss']),
+               'steps': ('steps=50', ['model.train.num_steps']), 'seeds': ('seeds=4', ['seeds'])},
+    'pixel_debate.py': {'pixels': ('pixels=5', ['pixels']),
+                        'strategy': ('strategy=lookahead', ['debate.strategies']),
+                        'liars': ('liars=all', ['debate.liars']), 'seeds': ('seeds=3', ['seeds']),
+                        'steps': ('steps=100', ['judge.train.num_steps'])},
+    'self_training.py': {
+        'task': ('task=rt', ['dataset']), 'labels': ('labels=100', ['labels.per_class']),
+        'rounds': ('rounds=4', ['rounds']), 'select': ('select=curriculum', ['pseudo.select']),
+        'tau': ('tau=0.9', ['pseudo.select.tau']), 'soft': ('soft', ['pseudo.labels']),
+        'noisy': ('noisy', ['student.train.augment', 'student.model.dropout']),
+        'seeds': ('seeds=3', ['seeds']),
+        'steps': ('steps=100', ['teacher.train.num_steps', 'student.train.num_steps'])},
+    'ssl.py': {'algo': ('algo=mean_teacher', ['model.train.ssl']),
+               'labels': ('labels=250', ['labels.per_class']), 'task': ('task=svhn', ['dataset']),
+               'extra': ('task=svhn,extra', ['dataset.extra']),
+               'steps': ('steps=100', ['model.train.num_steps']), 'seeds': ('seeds=3', ['seeds'])},
+    'supervised.py': {'dataset': ('dataset=mnist_5k', ['dataset']), 'model': ('model=cnn', ['model']),
+                      'loss': ('loss=gce', ['loss']), 'partition': ('partition=fsdp', ['partition']),
+                      'fsdp': ('fsdp=-1', ['mesh.shape.fsdp']),
+                      'tensor': ('tensor=2', ['mesh.shape.tensor']),
+                      'shard_min_bytes': ('shard_min_bytes=1024', ['partition.min_bytes']),
+                      'param_dtype': ('param_dtype=bfloat16', ['param_dtype'])},
+    'w2s_debate.py': {'task': ('task=boolq', ['dataset']), 'data': ('data=/e', ['dataset.path']),
+                      'debater': ('debater=/q2', ['debate.model.pretrained']),
+                      'weak': ('weak=/g2', ['weak.model.pretrained']),
+                      'strong': ('strong=/s', ['strong.model.pretrained']),
+                      'seeds': ('seeds=2', ['seeds']), 'k': ('k=2', ['debate.seeds']),
+                      'turns': ('turns=2', ['debate.prompts.debate']),
+                      'new_tokens': ('new_tokens=32', ['debate.max_new_tokens']),
+                      'frozen': ('frozen', ['weak.frozen'])},
+    'w2s_lf.py': {'label_model': ('label_model=majority', ['weak.label_model.name']),
+                  'rules': ('rules=mypkg.rules', ['weak.labelling_functions']),
+                  'seeds': ('seeds=3', ['seeds']), 'losses': ('losses=xent', ['student_losses']),
+                  'abstain': ('abstain=model', ['weak.label_model.abstain'])},
+    'w2s_offline.py': {'seeds': ('seeds=3', ['seeds']),
+                       'losses': ('losses=xent', ['student_losses', 'student_order']),
+                       'finetune': ('finetune', ['strong.frozen', 'strong.model']),
+                       'ensemble': ('ensemble=3', ['weak.ensemble.size']),
+                       'lora': ('lora=4', ['strong.model.lora']),
+                       'lora_lr': ('lora=4,lora_lr=0.002', ['strong.train.optimizer'])},
+    'w2s_scaling.py': {'seeds': ('seeds=3', ['seeds']),
+                       'losses': ('losses=xent', ['student_losses', 'student_order'])},
+    'w2s_release.py': {
+        'task': ('task=amazon_polarity', ['dataset']), 'data': ('data=/e', ['dataset.path']),
+        'weak': ('weak=qwen2-0.5b', ['weak.model.name']),
+        'strong': ('strong=qwen2-0.5b', ['strong.model.name']),
+        'tokenizer': ('tokenizer=/t', ['tokenizer.tokenizer']),
+        'loss': ('loss=xent', ['student_losses', 'student_order']),
+        'seeds': ('seeds=2', ['seeds']),
+        'n_docs': ('n_docs=200', ['splits.max_weak', 'splits.max_strong']),
+        'n_test_docs': ('n_test_docs=100', ['splits.max_test']),
+        'max_length': ('max_length=128', ['tokenizer.max_length']),
+        'epochs': ('epochs=3', ['weak.train.num_epochs', 'strong.train.num_epochs']),
+        'accum': ('accum=2', ['weak.train.accum_steps', 'strong.train.accum_steps']),
+        'dtype': ('dtype=bfloat16', ['weak.model.dtype']), 'mode': ('mode=all', ['dataset.mode']),
+        'linear_probe': ('linear_probe', ['strong.frozen', 'strong.head']),
+        'fsdp': ('fsdp', ['strong.train.partition', 'mesh']),
+        'tensor': ('fsdp,tensor=2', ['strong.train.partition', 'mesh.shape.tensor']),
+        'lora': ('lora=8', ['strong.model.lora']),
+        'lora_lr': ('lora=8,lora_lr=0.002', ['strong.train.optimizer'])},
+}
+_MISSING = object()
+
+
+def _at(c, path):
+  """The plain value at a dotted path of a config (_MISSING where it has no such key)."""
+  from w2s import options
+  value = options.plain(c)
+  for key in path.split('.'):
+    if not isinstance(value, dict) or key not in value:
+      return _MISSING
+    value = value[key]
+  return value
+
+
+def _build(file, *args):
+  return _module(file).get_config(','.join(a for a in (_BASE.get(file, ''),) + args if a))
+
+
+@pytest.mark.parametrize('file', CONFIG_FILES)
+def test_runlocal_table_covers_every_argument(file):
+  args = set(_module(file).ARGS) - {'runlocal'} - _RUNLOCAL_IGNORES.get(file, set())
+  assert args == set(_RUNLOCAL_CASES[file]), f'{file}: list its arguments in _RUNLOCAL_CASES'
+
+
+@pytest.mark.parametrize('file, key', [(f, k) for f in CONFIG_FILES for k in _RUNLOCAL_CASES[f]])
+def test_runlocal_keeps_every_argument_the_user_wrote(file, key):
+  """`runlocal,tau=0.9` runs with tau 0.9: runlocal's presets fill in only what the arguments
+  leave open."""
+  arg, paths = _RUNLOCAL_CASES[file][key]
+  full, local, preset = _build(file, arg), _build(file, 'runlocal', arg), _build(file, 'runlocal')
+  for path in paths:
+    assert _at(full, path) is not _MISSING, (file, arg, path)
+    assert _at(local, path) == _at(full, path), (file, arg, path, _at(local, path))
+    assert _at(local, path) != _at(preset, path), (file, arg, path, 'the argument changed nothing')
+
+
+def test_configs_built_on_w2s_offline_pass_on_only_what_the_user_wrote():
+  lf = _module('w2s_lf.py')
+  assert len(lf.get_config('runlocal').seeds) == 2  # w2s_offline's runlocal preset
+  assert len(lf.get_config('runlocal,seeds=5').seeds) == 5  # 5 is the default, but written
+  assert len(lf.get_config('runlocal=false').seeds) == 5
+  scaling = _module('w2s_scaling.py')
+  assert len(scaling.get_config('runlocal,seeds=4').seeds) == 4
+
+
+@pytest.mark.parametrize('file', CONFIG_FILES)
+def test_every_config_keeps_a_fallback_checkpoint(file):
+  """keep_checkpoints >= 2: a damaged newest checkpoint leaves an older one to resume from
+  (with 1, the run stops until the user deletes the directory)."""
+  mod, args = _documented_args(file)
+  for arg in args:
+    c = mod.get_config(arg or None)
+    assert c.keep_checkpoints >= 2, (file, arg, c.keep_checkpoints)
