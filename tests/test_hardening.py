@@ -460,3 +460,54 @@ def test_disk_full_is_one_line_and_keeps_earlier_results(tmp_path):
   assert len(errors) == 1 and errors[0].startswith('error: disk full'), out.stderr[-3000:]
   assert 'Traceback' not in out.stderr
   assert json.loads((wd / 'results.json').read_text()) == {'earlier': True}
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. a damaged stage record (done.json) is one line, like a damaged outputs.npz
+
+LLP = os.path.join(REPO, 'configs', 'llp.py')
+
+
+def _damage(path, how):
+  if how == 'emptied':
+    open(path, 'w').close()
+  else:  # truncated
+    text = open(path).read()
+    open(path, 'w').write(text[:len(text) // 2])
+
+
+@pytest.mark.parametrize('name', ['done.json', 'outputs.npz'])
+@pytest.mark.parametrize('how', ['emptied', 'truncated'])
+def test_damaged_stage_file_is_a_user_error_naming_it(tmp_path, name, how):
+  import numpy as np
+  from w2s.errors import UserError
+  from w2s.protocols.stages import Stage
+  stage = Stage(str(tmp_path), 'llp', {'bags': 8}, seed=0)
+  stage.finish({'test_probs': np.full((4, 3), 1 / 3, np.float32)}, {'train_metrics': {'loss': 1.0}})
+  assert stage.record()['train_metrics'] == {'loss': 1.0} and stage.done()
+  path = os.path.join(stage.dir, name)
+  if name == 'outputs.npz':
+    with open(path, 'r+b') as f:
+      f.truncate(0 if how == 'emptied' else os.path.getsize(path) // 2)
+  else:
+    _damage(path, how)
+  read = stage.record if name == 'done.json' else stage.outputs
+  with pytest.raises(UserError) as e:
+    read()
+  line = str(e.value)
+  assert '\n' not in line and f'{path} is unreadable' in line and f'delete {stage.dir}' in line
+
+
+@pytest.mark.parametrize('how', ['emptied', 'truncated'])
+def test_damaged_done_json_of_a_finished_stage_is_one_line_and_keeps_everything(tmp_path, how):
+  wd = tmp_path / 'llp'
+  args = (f'--config={LLP}:runlocal,seeds=1,steps=8', f'--workdir={wd}')
+  first = _cli(*args)
+  assert first.returncode == 0, first.stderr[-3000:]
+  [done] = glob.glob(str(wd / 'stages' / 'llp-*' / 'done.json'))
+  _damage(done, how)
+  kept = lambda: {k: v for k, v in _files(wd).items() if not k.endswith('.lock')}
+  before = kept()
+  out = _cli(*args)
+  _one_error(out, f'{done} is unreadable', f'delete {os.path.dirname(done)}')
+  assert kept() == before  # nothing rewritten: results.json, outputs.npz, the damaged record

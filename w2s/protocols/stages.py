@@ -59,8 +59,16 @@ class Stage:
     return os.path.exists(os.path.join(self.dir, 'done.json'))
 
   def record(self) -> dict:
-    with open(os.path.join(self.dir, 'done.json')) as f:
-      return json.load(f)
+    """done.json as written by `finish`; a damaged one is a UserError, like a damaged output."""
+    path = os.path.join(self.dir, 'done.json')
+    try:
+      with open(path) as f:
+        record = json.load(f)
+    except (OSError, ValueError) as e:  # an emptied or truncated file: JSONDecodeError
+      raise self._unreadable(path, e) from e
+    if not isinstance(record, dict):
+      raise self._unreadable(path, f'a JSON {type(record).__name__}, not the stage record')
+    return record
 
   def outputs(self) -> dict[str, np.ndarray]:
     path = os.path.join(self.dir, 'outputs.npz')
@@ -68,8 +76,12 @@ class Stage:
       with np.load(path) as f:
         return dict(f)
     except Exception as e:  # pylint: disable=broad-except  # BadZipFile, EOFError, OSError, ...
-      raise UserError(f'stage output {path} is unreadable ({e}); delete {self.dir} to recompute '
-                      'that stage') from e
+      raise self._unreadable(path, e) from e
+
+  def _unreadable(self, path: str, why) -> UserError:
+    why = ' '.join(str(why).split()) or type(why).__name__
+    return UserError(f'stage output {path} is unreadable ({why}); delete {self.dir} to recompute '
+                     'that stage')
 
   def finish(self, outputs: dict[str, np.ndarray], record: dict) -> None:
     """Writes outputs.npz then done.json (process 0; both atomic)."""
