@@ -107,9 +107,21 @@ def test_check_fingerprint_refuses_a_different_config_and_keeps_the_record(tmp_p
   os.remove(path)  # checkpoints of unknown origin (e.g. an older w2s) are not trusted either
   with pytest.raises(UserError, match='no record of their config'):
     checkpoint.check_fingerprint(wd, other, has_checkpoints=True)
-  open(path, 'w').write('{not json')
-  with pytest.raises(UserError, match='different config'):
-    checkpoint.check_fingerprint(wd, other, has_checkpoints=True)
+
+
+@pytest.mark.parametrize('damaged', ['', '{"train": {"lr": 0.1,', '[]'],
+                         ids=['emptied', 'truncated', 'not a dict'])
+def test_check_fingerprint_says_a_damaged_record_is_unreadable_and_keeps_it(tmp_path, damaged):
+  wd = str(tmp_path)
+  path = checkpoint.fingerprint_path(wd)
+  open(path, 'w').write(damaged)
+  with pytest.raises(UserError) as e:
+    checkpoint.check_fingerprint(wd, {'train': {'lr': 0.1}}, has_checkpoints=True)
+  line = str(e.value)
+  assert '\n' not in line and line.startswith(f'{path} is unreadable'), line
+  assert 'damaged' in line and f'delete {wd} to retrain' in line, line
+  assert 'different config' not in line and '<absent>' not in line, line
+  assert open(path).read() == damaged
 
 
 def test_result_key_ignores_only_run_level_settings():
@@ -135,12 +147,12 @@ def _env():
   return env
 
 
-def _run(workdir):
+def _run(workdir, *overrides):
   """configs/supervised.py runlocal for 60 steps, checkpoints at 20, 40, 60, all three kept."""
   cmd = [sys.executable, '-m', 'w2s.main',
          f'--config={os.path.join(REPO, "configs", "supervised.py")}:runlocal',
          f'--workdir={workdir}', '--config.num_steps=60', '--config.checkpoint_every=20',
-         '--config.keep_checkpoints=3']
+         '--config.keep_checkpoints=3', *overrides]
   return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -155,6 +167,22 @@ def _params(step_dir):
 
 def _warnings(out):
   return [l for l in (out.stdout + out.stderr).splitlines() if l.startswith('warning:')]
+
+
+def test_emptied_fingerprint_is_one_line_exit_2_and_nothing_is_rewritten(tmp_path):
+  wd = tmp_path / 'run'
+  first = _run(wd, '--config.num_steps=20')
+  assert first.returncode == 0, first.stderr[-3000:]
+  fingerprint = wd / 'fingerprint.json'
+  _empty(fingerprint)
+  before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in wd.rglob('*') if p.is_file()}
+  out = _run(wd, '--config.num_steps=20')
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert len(lines) == 1 and lines[0].startswith(f'error: {fingerprint} is unreadable'), lines
+  assert 'damaged' in lines[0] and '<absent>' not in lines[0], lines[0]
+  after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in wd.rglob('*') if p.is_file()}
+  assert after == before
 
 
 def test_damaged_latest_checkpoint_falls_back_and_resumes_to_the_same_params(tmp_path):

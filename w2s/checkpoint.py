@@ -122,18 +122,13 @@ def check_fingerprint(workdir: str, fingerprint: dict, has_checkpoints: bool) ->
 
   `fingerprint` holds everything that can change the run's result (not log_every and the like).
   A workdir with checkpoints and a different (or no) recorded fingerprint is a UserError naming
-  the first keys that differ; otherwise the fingerprint is (re)written, atomically.
+  the first keys that differ, and a damaged record (emptied, truncated) a UserError saying so;
+  otherwise the fingerprint is (re)written, atomically.
   """
   path = fingerprint_path(workdir)
   fp = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
   if has_checkpoints:
-    try:
-      with open(path) as f:
-        old = json.load(f)
-    except FileNotFoundError:
-      old = None
-    except (OSError, ValueError):
-      old = {'unreadable': True}
+    old = _recorded_fingerprint(path, workdir)
     if old != fp:
       diff = _diff(old, fp) if old is not None else 'no record of their config'
       raise UserError(f'{workdir} holds checkpoints of a different config ({diff}); use a fresh '
@@ -144,6 +139,24 @@ def check_fingerprint(workdir: str, fingerprint: dict, has_checkpoints: bool) ->
     with open(tmp, 'w') as f:
       json.dump(fp, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def _recorded_fingerprint(path: str, workdir: str) -> dict | None:
+  """The config recorded beside the checkpoints; None when there is no record."""
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:  # emptied or truncated: JSONDecodeError
+    why = ' '.join(str(e).split()) or type(e).__name__
+  else:
+    if isinstance(old, dict):
+      return old
+    why = f'a JSON {type(old).__name__}, not a config record'
+  raise UserError(f'{path} is unreadable ({why}): the record of which config made the checkpoints '
+                  f'in {workdir} is damaged, so they cannot be resumed safely; restore that file '
+                  f'from a backup, or delete {workdir} to retrain')
 
 
 def _diff(old: dict, new: dict, prefix: str = '') -> str:
