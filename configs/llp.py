@@ -52,6 +52,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.mesh = dict(num_devices=0)
   c.shared_dir = ''
   if a['runlocal']:  # presets: an argument the user wrote (seeds=, steps=) wins over them
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
     c.bags.max_train, c.bags.max_test = 256, 256
     c.seeds = tuple(range(a.preset('seeds', 2)))
     c.model.train.batch_size = 32

@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.mesh = dict(num_devices=0)
   c.shared_dir = ''  # stages live here instead of the workdir: runs that share them (strategies)
   if a['runlocal']:  # presets: an argument the user wrote (pixels=, steps=) wins over them
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
     c.splits = dict(weak_fraction=0.5, max_weak=96, max_strong=64, max_test=48)
     c.pixels = _ints(a.preset('pixels', '3'), 'pixels')
     c.judge.train.num_steps = a.preset('steps', 30)

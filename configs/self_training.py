@@ -120,6 +120,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.mesh = dict(num_devices=0)
   c.shared_dir = ''  # set by w2s.sweep: points share their stages (the same round 0)
   if a['runlocal']:  # presets: an argument the user wrote (seeds=, tau=, ...) wins over them
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
     c.labels.max_unlabelled, c.labels.max_test = 512, 256
     c.seeds = tuple(range(a.preset('seeds', 2)))
     c.rounds = a.preset('rounds', 2)

@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.param_dtype = a['param_dtype']
   c.streaming = False  # True: read training rows off the TFDS records (packaged, catalog)
   if a['runlocal']:
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
     c.num_epochs = 0.0
     c.num_steps = 40
     c.log_every = 10

@@ -86,6 +86,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.keep_checkpoints = 2
   c.mesh = dict(num_devices=0)
   if a['runlocal']:  # presets: an argument the user wrote (seeds=, new_tokens=) wins over them
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
     c.splits.update(max_weak=64, max_strong=64, max_val=32, max_test=64)
     c.seeds = tuple(range(a.preset('seeds', 1)))
     c.debate.max_new_tokens = a.preset('new_tokens', 16)

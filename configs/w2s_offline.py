@@ -91,6 +91,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.keep_checkpoints = 2
   c.mesh = dict(num_devices=0)
   if a['runlocal']:  # presets: an argument the user wrote (seeds=) wins over them
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
     c.splits.max_weak, c.splits.max_strong, c.splits.max_test = 128, 256, 256
     c.splits.max_val = 128
     c.weak.train.num_epochs = 2.0

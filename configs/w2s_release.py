@@ -207,6 +207,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   if a['fsdp']:  # the batch still splits over every device (data x fsdp)
     c.mesh.shape = dict(data=1, fsdp=-1, tensor=a['tensor'])
   if a['runlocal']:  # presets: an argument the user wrote (seeds=, n_docs=, ...) wins over them
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
     n_docs = a.preset('n_docs', 128)
     c.splits.max_weak, c.splits.max_strong = n_docs // 2, n_docs - n_docs // 2
     c.splits.max_test = a.preset('n_test_docs', 64) or no_cap()

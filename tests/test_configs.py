@@ -225,7 +225,8 @@ def test_release_runlocal_linear_probe_end_to_end(tmp_path, sciq_files, capsys):
   stages = sorted(s.split('-')[0] for s in os.listdir(workdir / 'stages'))
   assert stages == ['ceiling', 'student_logconf', 'student_xent', 'weak']
   assert os.listdir(workdir / 'features')  # frozen backbone features were cached
-  assert 'weak-to-strong results over 1 seeds' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'SMOKE TEST (runlocal' in out and 'weak-to-strong results, test set, n=1 seed: no' in out
 
 
 def _hf_gpt2(root, tokenizer_dir, layers, seed):

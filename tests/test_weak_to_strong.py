@@ -41,7 +41,10 @@ def test_tiny_run_writes_results_and_rerun_skips_every_stage(tmp_path, capsys):
     if defined:
       expected = (r['acc_student'] - r['acc_weak']) / (r['acc_ceiling'] - r['acc_weak'])
       assert r['pgr'] == pytest.approx(expected)
-  assert 'weak-to-strong results over 2 seeds' in out.out
+  assert 'SMOKE TEST (runlocal' in out.out  # a runlocal table says what it is
+  assert 'weak-to-strong results, test set, n=2 seeds: no interval' in out.out
+  assert saved['paired']['logconf - xent']['pgr']['n'] + saved['paired']['logconf - xent'][
+      'pgr']['n_nan'] == 2  # the paired difference of the two students, per seed
   # one weak ensemble + ceiling + three students per seed
   stages = os.listdir(tmp_path / 'stages')
   assert len(stages) == 2 * 5 and all(os.path.exists(tmp_path / 'stages' / s / 'done.json')

@@ -38,7 +38,7 @@ from w2s.protocols.stages import Stage, join_by_id
 from w2s.protocols.weak_to_strong import train_and_predict
 
 TOP_KEYS = ('protocol', 'dataset', 'bags', 'tokenizer', 'seeds', 'model', 'eval_batch_size',
-            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke')
 BAG_KEYS = ('size', 'max_train', 'max_test')
 BAG_SALT = 0xBA65  # bags are drawn independently of the max_train subset (same seed)
 

@@ -69,7 +69,7 @@ def smoke_note(config) -> str:
 def interval_note(n_seeds: int) -> str:
   """How the printed intervals were made, or that there are none."""
   if n_seeds < scores.MIN_SEEDS_FOR_INTERVAL:
-    return f'n={n_seeds} seeds: no interval, the values per seed'
+    return f'n={n_seeds} seed{"s" * (n_seeds != 1)}: no interval, the values per seed'
   return f'{n_seeds} seeds, mean [95% t-interval]'
 
 

@@ -29,7 +29,7 @@ from w2s.data import tfds_io
 from w2s.errors import UserError
 
 KEYS = ('protocol', 'seed', 'dataset', 'model', 'tokenizer', 'input', 'loss', 'eval_batch_size',
-        'mesh', 'streaming', *options.TRAIN_DEFAULTS, *options.RUN_ONLY)
+        'mesh', 'streaming', 'smoke', *options.TRAIN_DEFAULTS, *options.RUN_ONLY)
 
 
 def check(config):

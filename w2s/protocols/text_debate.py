@@ -27,8 +27,8 @@ Per seed (the split seed), after the weak-to-strong split of train into A, B and
   labels, selected (with `train.eval_every`) on the same labels of val, never on test.
 
 Results per condition and loss: test accuracy of the student, PGR against the no-transcript weak
-model and the ceiling, the condition's own weak accuracy ('acc_weak_own'), mean and bootstrap 95%
-CI over seeds; and the wall time of each part (transcripts, weak models, ceiling, students).
+model and the ceiling, the condition's own weak accuracy ('acc_weak_own'), mean and Student-t 95%
+interval over seeds (none below 3), paired differences against the first condition; and the wall time of each part (transcripts, weak models, ceiling, students).
 K = len(debate.seeds).
 """
 import dataclasses
@@ -48,7 +48,7 @@ from w2s.protocols.stages import Stage, join_by_id
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
             'student_losses', 'student_order', 'debate', 'conditions', 'eval_batch_size',
-            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke')
 CONDITIONS = ('no_transcript', 'finetune_ensemble', 'consultancy', 'debate')
 TRANSCRIPT_CONDITIONS = ('consultancy', 'debate')  # each is also its transcripts' mode
 

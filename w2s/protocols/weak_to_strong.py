@@ -30,7 +30,7 @@ from w2s.protocols.stages import Stage, join_by_id
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
             'student_losses', 'student_order', 'chain', 'relabel_rounds', 'eval_batch_size',
-            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke')
 STUDENT_KEYS = ('train',)
 
 
