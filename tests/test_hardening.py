@@ -447,17 +447,41 @@ def test_help_lists_config_and_workdir():
   assert '--config' in out.stdout and '--workdir' in out.stdout
 
 
+def _small_disk(mount_dir) -> list[str] | None:
+  """A command prefix that runs the rest on a 64 KiB tmpfs mounted at `mount_dir` (an unprivileged
+  user + mount namespace), or None where the kernel or container does not allow it."""
+  prefix = ['unshare', '-rm', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs "$0" && exec "$@"',
+            str(mount_dir)]
+  try:
+    probe = subprocess.run(prefix + ['true'], capture_output=True, timeout=30)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  return prefix if probe.returncode == 0 else None
+
+
 @pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
-def test_disk_full_is_one_line_and_keeps_earlier_results(tmp_path):
-  """Writes that fail with ENOSPC (metrics.jsonl on /dev/full) end in one error line, exit 2."""
+@pytest.mark.parametrize('where', ['metrics.jsonl', 'checkpoints'])
+def test_disk_full_is_one_line_and_keeps_earlier_results(tmp_path, where):
+  """Writes that fail with ENOSPC end in one error line, exit 2, and nothing else on stderr:
+  metrics.jsonl on /dev/full, or checkpoints on a full filesystem (orbax's async writer threads
+  then fail, each of which used to log its traceback: some 300 lines before the error)."""
   wd = tmp_path / 'run'
   wd.mkdir()
   (wd / 'results.json').write_text('{"earlier": true}')
-  os.symlink('/dev/full', wd / 'metrics.jsonl')
-  out = _cli(f'--config={SUPERVISED}:runlocal', f'--workdir={wd}')
+  cmd = _cmd(f'--config={SUPERVISED}:runlocal', f'--workdir={wd}')
+  if where == 'metrics.jsonl':
+    os.symlink('/dev/full', wd / 'metrics.jsonl')
+  else:
+    (wd / 'checkpoints').mkdir()
+    prefix = _small_disk(wd / 'checkpoints')
+    if prefix is None:
+      pytest.skip('cannot mount a small tmpfs here (unshare -rm: no user namespaces)')
+    cmd = prefix + cmd
+  out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
   assert out.returncode == 2, out.stderr[-3000:]
-  errors = [l for l in out.stderr.splitlines() if not l.startswith('[')]  # not progress lines
-  assert len(errors) == 1 and errors[0].startswith('error: disk full'), out.stderr[-3000:]
+  lines = [l for l in out.stderr.splitlines() if not l.startswith('[')]  # not progress lines
+  assert len(lines) == 1 and lines[0].startswith('error: disk full'), (len(lines),
+                                                                      out.stderr[-3000:])
   assert 'Traceback' not in out.stderr
   assert json.loads((wd / 'results.json').read_text()) == {'earlier': True}
 

@@ -9,13 +9,16 @@ line saying so. Whether checkpoints belong to the current config is a separate q
 before restoring by the run's fingerprint (`check_fingerprint`).
 """
 import json
+import logging
 import os
 import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
-from w2s import preemption
+from w2s import errors, preemption
 from w2s.errors import UserError
 
 Preempted = preemption.Preempted  # raised after the state was saved on SIGTERM/SIGINT
@@ -47,6 +50,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=True))
     preemption.install()
+    _quiet_async_disk_full()
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -111,6 +115,53 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class _DiskFullRecords(logging.Filter):
+  """Drops orbax's error records of a write that failed for lack of space.
+
+  Each of orbax's async writer threads logs its failure with a traceback (a full disk gives some
+  300 lines), and the same error is raised again in the main thread at the next save or at
+  `close()`, where `w2s.main` reports it as one `error: disk full` line. Errors of any other
+  kind are left to print.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno < logging.ERROR or f'{os.sep}orbax{os.sep}' not in record.pathname:
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (errors.disk_full(exc) or errors.disk_full(record.getMessage()))
+
+
+def _closed_loop_callback(args) -> bool:
+  """An 'Event loop is closed' RuntimeError from a write that finished (e.g. failed: disk full)
+  after orbax's event loop had already stopped on an earlier failure: noise, never the cause."""
+  if not (isinstance(args.exc_value, RuntimeError)
+          and str(args.exc_value) == 'Event loop is closed'):
+    return False
+  tb = args.exc_traceback
+  while tb is not None:
+    if tb.tb_frame.f_code.co_name == 'call_soon_threadsafe':
+      return True
+    tb = tb.tb_next
+  return False
+
+
+_QUIET = []
+
+
+def _quiet_async_disk_full() -> None:
+  """Keeps a full disk to the one line `w2s.main` prints (idempotent; see `_DiskFullRecords`)."""
+  if _QUIET:
+    return
+  _QUIET.append(_DiskFullRecords())
+  absl_logging.get_absl_logger().addFilter(_QUIET[0])
+  previous = sys.unraisablehook
+
+  def hook(args):
+    if not _closed_loop_callback(args):
+      previous(args)
+  sys.unraisablehook = hook
 
 
 def fingerprint_path(workdir: str) -> str:

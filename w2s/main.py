@@ -4,7 +4,6 @@ Thin by design: it parses flags, optionally joins a multi-host run, and calls
 `w2s.train.train_and_evaluate(config, workdir)`, the same function a notebook calls. Bad input
 (`w2s.errors.UserError`) becomes one `error:` line on stderr and exit status 2.
 """
-import errno
 import sys
 
 from absl import app, flags
@@ -63,18 +62,13 @@ def main(argv):
     print(f'preempted: {e}', file=sys.stderr, flush=True)
     sys.exit(PREEMPTED_EXIT)
   except Exception as e:  # pylint: disable=broad-except  # ENOSPC, also wrapped by orbax/tensorstore
-    if not _disk_full(e):
+    from w2s.errors import disk_full
+    if not disk_full(e):
       raise
     print(f'error: disk full writing {getattr(e, "filename", None) or "the workdir"} (No space left '
           'on device); free space and rerun the same command (finished stages and checkpoints '
           'are kept)', file=sys.stderr, flush=True)
     sys.exit(2)
-
-
-def _disk_full(e: BaseException) -> bool:
-  if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-    return True
-  return 'No space left on device' in str(e)
 
 
 def _plugin_list() -> str:
