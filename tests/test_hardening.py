@@ -535,3 +535,91 @@ def test_damaged_done_json_of_a_finished_stage_is_one_line_and_keeps_everything(
   out = _cli(*args)
   _one_error(out, f'{done} is unreadable', f'delete {os.path.dirname(done)}')
   assert kept() == before  # nothing rewritten: results.json, outputs.npz, the damaged record
+
+
+# ------------------------------------------------------------------------------------------------
+# 9. a dotted plug-in path reaches plug-in code only
+
+SYSTEM_CONFIG = '''
+from configs import supervised
+
+
+def get_config(arg=None):
+  c = supervised.get_config('runlocal')
+  with c.unlocked():
+    c.dataset = dict(name='digits', command='true')  # a key os.system(command=...) would take
+  return c
+'''
+
+USER_PLUGINS = '''
+import os
+from json import dumps
+from os import system
+
+from custom_losses import scaled_xent as loss  # a module's entry point may come from elsewhere
+
+
+def my_loss(*, logits, labels, mask, step_frac, batch=None):
+  return loss(logits=logits, labels=labels, mask=mask, step_frac=step_frac)
+
+
+class MyModel:
+  pass
+
+
+not_code = 3
+'''
+
+
+@pytest.mark.parametrize('extra', [[], ['--dry_run']], ids=['run', 'dry_run'])
+def test_dotted_path_to_os_system_is_refused_and_nothing_runs(tmp_path, extra):
+  config = tmp_path / 'system_config.py'
+  config.write_text(SYSTEM_CONFIG)
+  marker = tmp_path / 'ran'
+  wd = tmp_path / 'wd'
+  out = _cli(f'--config={config}', *(extra or [f'--workdir={wd}']), '--config.dataset.name=os:system',
+             f'--config.dataset.command=touch {marker}')
+  _one_error(out, "'os:system'", 'standard library')
+  assert not marker.exists() and not (wd / 'stages').exists() and not (wd / 'checkpoints').exists()
+
+
+@pytest.fixture
+def user_plugins(tmp_path, monkeypatch):
+  (tmp_path / 'user_plugins.py').write_text(USER_PLUGINS)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.syspath_prepend(os.path.join(REPO, 'tests'))
+  yield 'user_plugins'
+  sys.modules.pop('user_plugins', None)
+
+
+@pytest.mark.parametrize('name,words', [
+    ('user_plugins:system', ["'user_plugins:system' is a builtin_function_or_method"]),
+    ('user_plugins:os', ["'user_plugins:os' is a module"]),
+    ('user_plugins:dumps', ["'user_plugins' imports 'dumps' from 'json'"]),
+    ('user_plugins:not_code', ["is a int, not a function or class"]),
+    ('subprocess:run', ['standard library']),
+    ('os.path:join', ['standard library']),
+    ('user_plugins:', ['not a dotted path']),
+    ('user_plugins:missing', ["has no attribute 'missing'"]),
+])
+def test_dotted_path_refuses_builtins_modules_and_imported_names(user_plugins, name, words):
+  from w2s import registry
+  from w2s.errors import UserError
+  with pytest.raises(UserError) as e:
+    registry.get('losses', name)
+  for w in words:
+    assert w in str(e.value), (w, str(e.value))
+  assert '\n' not in str(e.value)
+
+
+def test_dotted_path_reaches_a_users_own_functions_classes_and_entry_points(user_plugins):
+  import custom_losses
+  from w2s import options, registry
+  module = sys.modules.get('user_plugins') or __import__('user_plugins')
+  assert registry.get('losses', 'user_plugins:my_loss') is module.my_loss
+  assert registry.get('models', 'user_plugins:MyModel') is module.MyModel
+  # `loss` is imported from custom_losses, but it is the module's entry point for losses
+  assert registry.get('losses', 'user_plugins:loss') is custom_losses.scaled_xent
+  assert registry.get('losses', 'custom_losses:scaled_xent') is custom_losses.scaled_xent
+  p = options.plugin('losses', dict(name='custom_losses:scaled_xent', scale=2.0), 'loss')
+  assert p.entry() is custom_losses.scaled_xent and p.hparams == {'scale': 2.0}

@@ -4,7 +4,8 @@
     config.schedule = dict(name='cosine', warmup_frac=0.0)
 
 `name` is any optax optimizer (`optax.<name>`) or a dotted path `pkg.mod:fn` to a function with the
-same signature; the schedule is built from optax's schedules and passed as its learning rate.
+same signature, defined in `pkg.mod` (`registry.dotted`); the schedule is built from optax's schedules
+and passed as its learning rate.
 
 `with_master_weights` wraps any of them for low-precision (bfloat16) parameters.
 """
@@ -64,7 +65,7 @@ def make_optimizer(opt_spec, sched_spec, total_steps: int, where: str = 'config'
     raise UserError(f'{where}.optimizer.clip_norm={clip!r} must be a number > 0 (or absent)')
   schedule = make_schedule(sched_spec, peak_lr, total_steps, where)
   if ':' in name:
-    factory = registry.get('losses', name)  # dotted path: any importable callable
+    factory = registry.dotted(name, 'optimizer')  # a function of the user's own module
   else:
     factory = getattr(optax, name, None)
     if factory is None or not callable(factory):

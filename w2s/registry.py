@@ -6,13 +6,19 @@ A plug-in is addressed from a config section `dict(name=..., **hparams)`:
   `w2s.losses.logconf`, and the module's entry point (`loss`, `create`,
   `load`, `run`; see `ENTRY_POINTS`) is what gets called;
 * a dotted path `mypkg.my_losses:my_loss` reaches a researcher's own module
-  outside the package: the named attribute plays the entry point's role.
+  outside the package: the named attribute plays the entry point's role. It must
+  be a function (or class) defined in that module itself, or the module's entry
+  point of the kind (`mypkg.my_model:create`); builtins, modules, the standard
+  library and names a module imports from elsewhere (`os:system`) are refused, so
+  a name on the command line reaches plug-in code and nothing else.
 
 Unknown names fail with a `UserError` listing the known ones.
 """
 import functools
 import importlib
+import inspect
 import pkgutil
+import sys
 from typing import Any, Callable, Mapping
 
 from w2s.errors import UserError
@@ -66,16 +72,7 @@ def get(kind: str, name: str) -> Callable[..., Any]:
   """The entry point of plug-in `name` of `kind` (see module docstring)."""
   package, attr = _entry(kind)
   if ':' in name:
-    module_name, _, attr = name.partition(':')
-    try:
-      module = importlib.import_module(module_name)
-    except ImportError as e:
-      raise UserError(f'cannot import module {module_name!r} for {kind} plug-in {name!r}: {e}; '
-                      'check the dotted path and that the module is on PYTHONPATH') from e
-    if not hasattr(module, attr):
-      raise UserError(f'module {module_name!r} has no attribute {attr!r} (from {kind} plug-in '
-                      f'{name!r}); use "package.module:function"')
-    return getattr(module, attr)
+    return dotted(name, singular_name(kind), entry=attr)
   module = None
   if name.isidentifier():
     try:
@@ -88,6 +85,39 @@ def get(kind: str, name: str) -> Callable[..., Any]:
     raise UserError(f'unknown {singular} {name!r}; known: {", ".join(known(kind))} '
                     '(or a dotted path "pkg.module:function")')
   return getattr(module, attr)
+
+
+def dotted(name: str, what: str, entry: str | None = None) -> Callable[..., Any]:
+  """The function or class that `name` ("pkg.module:attr") names, for `what` (messages).
+
+  It must be defined in that module (`obj.__module__` is the module), or be its `entry` point;
+  anything else (a builtin, a module, a name imported from elsewhere, the standard library) is a
+  UserError, so that a config value cannot call arbitrary code.
+  """
+  module_name, _, attr = name.partition(':')
+  if not (module_name and all(p.isidentifier() for p in module_name.split('.'))
+          and attr.isidentifier()):
+    raise UserError(f'{what} {name!r} is not a dotted path; use "package.module:function"')
+  if module_name.partition('.')[0] in sys.stdlib_module_names:
+    raise UserError(f'{what} {name!r} names the standard library module {module_name!r}; a '
+                    'dotted path names a function of your own module ("mypkg.module:function")')
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise UserError(f'cannot import module {module_name!r} for {what} {name!r}: {e}; '
+                    'check the dotted path and that the module is on PYTHONPATH') from e
+  if not hasattr(module, attr):
+    raise UserError(f'module {module_name!r} has no attribute {attr!r} (from {what} '
+                    f'{name!r}); use "package.module:function"')
+  obj = getattr(module, attr)
+  if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+    raise UserError(f'{what} {name!r} is a {type(obj).__name__}, not a function or class '
+                    f'defined in {module_name!r}; name a function of your own module')
+  if getattr(obj, '__module__', None) != module.__name__ and attr != entry:
+    raise UserError(f'{what} {name!r}: {module_name!r} imports {attr!r} from '
+                    f'{obj.__module__!r}; name the module that defines it (or a function '
+                    f'defined in {module_name!r})')
+  return obj
 
 
 def split_spec(spec: Mapping[str, Any] | Any) -> tuple[str, dict[str, Any]]:
