@@ -416,7 +416,8 @@ OFFLINE_SEEDS = ('68.1/76.7/71.9/73.1, 68.4/76.1/72.4/74.9, 67.4/76.2/72.1/74.6,
 
 def w2s_offline():
   header('w2s_offline')
-  print('### The configuration as shipped (≈ from the bootstrap width, 5 seeds)\n')
+  print('### The configuration as shipped (≈ from the bootstrap width, 5 seeds; superseded by the '
+        'exact intervals of the main job rerun on 2026-12-07, on the page)\n')
   # = the (1,000 labels, 6 layers) point of w2s_scaling, whose report.csv has the full precision
   rows = {r['loss']: r for r in read_report_csv('w2s_scaling')
           if (r['splits.max_weak'], r['strong.model.layers']) == ('1000', '6')}
@@ -579,8 +580,8 @@ def w2s_lf():
 
 # ------------------------------------------------------------------------------ experiments README
 def overview():
-  header('experiments/README.md: its figures come from w2s_offline (shipped configuration, ≈) '
-         'and ssl (exact); see those sections')
+  header('experiments/README.md: its figures come from w2s_offline (shipped configuration: exact, '
+         'from the main job rerun of 2026-12-07) and ssl (exact); see those sections')
 
 
 PAGES = {'pixel_debate': pixel_debate, 'ssl': ssl, 'llp': llp, 'self_training': self_training,
