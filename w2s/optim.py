@@ -71,8 +71,7 @@ def make_optimizer(opt_spec, sched_spec, total_steps: int, where: str = 'config'
     if factory is None or not callable(factory):
       raise UserError(f'unknown optimizer {name!r}; use an optax optimizer name such as adam, adamw, '
                       'sgd, lion, adafactor (or "pkg.module:fn")')
-  from w2s import options
-  names, var_kw = options.accepted_kwargs(factory)
+  names, var_kw = registry.accepted_kwargs(factory)
   unknown = sorted(set(hp) - names) if not var_kw else []
   if unknown:
     raise UserError(f'{where}.optimizer {name!r} has no option {unknown[0]!r}; its options: '

@@ -12,12 +12,15 @@ stage trains.
 * `check_keys(section, allowed, where)`: the one check every section goes through.
 """
 import dataclasses
-import inspect
 import math
 from typing import Any, Iterable, Mapping
 
 from w2s import registry
 from w2s.errors import UserError
+# `plain` and `accepted_kwargs` live a floor down (optim and partition use them too); they are
+# re-exported here because every protocol reads its config through `options`.
+from w2s.plain_data import plain
+from w2s.registry import accepted_kwargs
 
 # Arguments the caller supplies to each kind's entry point (never config hyperparameters).
 CALLER_ARGS = {
@@ -70,17 +73,6 @@ def _maybe_plugin(kind: str, spec, where: str):
   return None if spec is None else plugin(kind, spec, where)
 
 
-def plain(x: Any) -> Any:
-  """ConfigDicts / FrozenConfigDicts / tuples -> plain dicts and lists (JSON-able)."""
-  if hasattr(x, 'to_dict'):
-    x = x.to_dict()
-  if isinstance(x, Mapping):
-    return {str(k): plain(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [plain(v) for v in x]
-  return x
-
-
 def check_keys(section: Mapping, allowed: Iterable[str], where: str) -> None:
   """UserError for the first key of `section` not in `allowed`, listing the valid ones."""
   allowed = list(allowed)
@@ -110,16 +102,6 @@ class Plugin:
 
   def entry(self):
     return registry.get(self.kind, self.name)
-
-
-def accepted_kwargs(fn) -> tuple[set[str], bool]:
-  """(keyword names `fn` takes, whether it takes **kwargs)."""
-  try:
-    params = inspect.signature(fn).parameters.values()
-  except (TypeError, ValueError):  # builtins without a signature
-    return set(), True
-  names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-  return names, any(p.kind == p.VAR_KEYWORD for p in params)
 
 
 def plugin(kind: str, spec, where: str) -> Plugin:
@@ -263,7 +245,7 @@ class TrainOptions:
     if opts.batch_size % opts.accum_steps:
       raise UserError(f'{where}.batch_size={opts.batch_size} is not divisible by accum_steps='
                       f'{opts.accum_steps}')
-    from w2s import optim, partition
+    from w2s import optim, partition  # here, not above: checking a config imports no jax
     if opts.param_dtype not in optim.PARAM_DTYPES:
       raise UserError(f'{where}.param_dtype={opts.param_dtype!r}; use one of '
                       f'{", ".join(optim.PARAM_DTYPES)}')

@@ -25,8 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from w2s import options
 from w2s.errors import UserError
+from w2s.plain_data import plain
 
 NAMED = ('replicate', 'fsdp', 'tp', 'fsdp+tp')
 MIN_BYTES = 1 << 20  # tensors below 1 MiB stay replicated under the automatic FSDP rule
@@ -91,14 +91,14 @@ def _parse(rules) -> tuple[str, list, int]:
 def check(rules, where: str = 'partition') -> None:
   """UserError (naming `where`) unless `rules` is a valid partition value."""
   try:
-    _parse(options.plain(rules))
+    _parse(plain(rules))
   except UserError as e:
     raise UserError(f'{where}: {e}') from e
 
 
 def specs(tree, mesh, rules='replicate', family_rules: Sequence | None = None):
   """A PartitionSpec for every leaf of `tree` (arrays or ShapeDtypeStructs), by `rules`."""
-  kind, explicit, min_bytes = _parse(options.plain(rules))
+  kind, explicit, min_bytes = _parse(plain(rules))
   if kind in ('tp', 'fsdp+tp'):
     if not family_rules:
       raise UserError(f'partition={kind!r} but this model has no tensor-parallel rules; use '

@@ -120,6 +120,16 @@ def dotted(name: str, what: str, entry: str | None = None) -> Callable[..., Any]
   return obj
 
 
+def accepted_kwargs(fn) -> tuple[set[str], bool]:
+  """(keyword names `fn` takes, whether it takes **kwargs): what an entry point's section may set."""
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):  # builtins without a signature
+    return set(), True
+  names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+  return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
 def split_spec(spec: Mapping[str, Any] | Any) -> tuple[str, dict[str, Any]]:
   """`dict(name=..., **hparams)` (or a ConfigDict) -> (name, hparams)."""
   spec = dict(spec.to_dict() if hasattr(spec, 'to_dict') else spec)

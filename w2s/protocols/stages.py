@@ -18,13 +18,13 @@ import re
 import jax
 import numpy as np
 
-from w2s import options
 from w2s.errors import UserError
+from w2s.plain_data import plain
 
 
 def key(*parts) -> str:
   """Stable 12-hex-digit hash of JSON-able config parts (ConfigDicts allowed)."""
-  text = json.dumps(options.plain(parts), sort_keys=True, default=str)
+  text = json.dumps(plain(parts), sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -37,7 +37,7 @@ class Stage:
     # a readable name (role, seed) then the hash; dotted loss paths lose their ':' and '/'
     name = re.sub(r'[^A-Za-z0-9_.-]', '_', kind) + ('' if seed is None else f'-seed{seed}')
     self.dir = os.path.join(workdir, 'stages', f'{name}-{self.key}')
-    self.spec = options.plain(parts)
+    self.spec = plain(parts)
 
   @contextlib.contextmanager
   def lock(self):
