@@ -1,8 +1,15 @@
 """Sweeps and reports: expansion, naming, one shared stage directory, --print / --dry_run, a
-rerun that finishes only what is missing, and the report's table and plots."""
+rerun that finishes only what is missing, and the report's table and plots; a bad sweep, a
+failing get_sweep or a damaged results.json is one error line that writes nothing, and SIGTERM /
+Ctrl-C stops a --workers sweep at a safe point (exit 143)."""
 import csv
+import hashlib
 import json
 import os
+import queue
+import shutil
+import signal
+import threading
 
 import pytest
 
@@ -109,26 +116,197 @@ def _run_notebook(sweep_dir, tmp_path):
   return text, images
 
 
-def test_workers_run_points_in_parallel_processes(tmp_path):
-  """--workers 2 on a tiny supervised sweep: each point in its own process, both finish."""
-  cfg = tmp_path / 'tiny_sweep.py'
-  cfg.write_text(
-      'from w2s import sweep\n'
-      'from w2s.configs import supervised\n'
-      'def get_config(arg=None):\n'
-      '  return supervised.get_config("runlocal")\n'
-      'def get_sweep(arg=None):\n'
-      '  return sweep.axis("seed", [0, 1])\n')
+# A tiny supervised sweep (40 steps of an MLP on digits per point): 'seed' over 0 and 1, or with
+# `:sweep=NAME` one of the sweeps below; `:slow` makes the second get_config call hang (a check
+# that takes long).
+TINY = """
+import time
+from w2s import config_args, sweep
+from w2s.configs import supervised
+
+SWEEPS = {
+    'key': [{'mesh.num_devicez': 0}],  # a key the config does not define
+    'hparam': sweep.axis('optimizer.learning_ratee', [0.1]),  # an option adam does not take
+    'value': sweep.axis('batch_size', [64, -4]),  # the first point is fine
+    'type': sweep.axis('seed', [2, 'three']),
+    'not_points': [['seed', 0]],
+}
+CALLS = []
+
+
+def _args(arg):
+  return config_args.parse(arg, sweep='seed', slow=False)
+
+
+def get_config(arg=None):
+  CALLS.append(arg)
+  if _args(arg)['slow'] and len(CALLS) == 2:
+    time.sleep(600)
+  return supervised.get_config('runlocal')
+
+
+def get_sweep(arg=None):
+  name = _args(arg)['sweep']
+  if name == 'raise':
+    return sweep.axis('seed', [0, 1])[2]['seed']
+  return sweep.axis('seed', [0, 1]) if name == 'seed' else SWEEPS[name]
+"""
+
+
+@pytest.fixture(scope='module')
+def tiny_sweep(tmp_path_factory):
+  """The TINY sweep config file."""
+  path = tmp_path_factory.mktemp('config') / 'tiny_sweep.py'
+  path.write_text(TINY)
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def finished_sweep(tiny_sweep, tmp_path_factory):
+  """A workdir where the TINY sweep ran to the end (read-only: copy it to change it)."""
+  workdir = str(tmp_path_factory.mktemp('finished'))
+  assert sweep.main(['--config', tiny_sweep, '--workdir', workdir]) == 0
+  return workdir
+
+
+def _sweep_cli(config, workdir, *flags, **popen):
+  """`python -m w2s.sweep` in a subprocess (on CPU), started; text stdout / stderr pipes, buffered
+  as in a user's shell (what the sweep does not flush comes late)."""
   import subprocess
   import sys
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  r = subprocess.run([sys.executable, '-m', 'w2s.sweep', f'--config={cfg}',
-                      f'--workdir={tmp_path / "sw"}', '--workers=2'], env=env,
-                     capture_output=True, text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
+  env.pop('PYTHONUNBUFFERED', None)
+  return subprocess.Popen([sys.executable, '-m', 'w2s.sweep', f'--config={config}',
+                           f'--workdir={workdir}', *flags], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _tree(root) -> dict:
+  """{path: sha256 of the file, or 'dir'} of everything under root (what a failing run may not
+  touch)."""
+  out = {}
+  for d, dirs, files in os.walk(root):
+    out.update({os.path.relpath(os.path.join(d, x), root): 'dir' for x in dirs})
+    for f in files:
+      with open(os.path.join(d, f), 'rb') as fh:
+        out[os.path.relpath(os.path.join(d, f), root)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
+
+
+@pytest.mark.parametrize('bad, says', [
+    ('key', "mesh has no 'num_devicez' (did you mean 'num_devices'?)"),
+    ('hparam', 'learning_ratee'),
+    ('value', 'batch_size'),
+    ('type', "key 'seed'"),
+])
+def test_a_bad_sweep_leaves_a_finished_one_as_it_was(tiny_sweep, finished_sweep, bad, says,
+                                                     capsys):
+  """Every point is checked before anything is written: sweep.json (the report's index) and
+  every point directory stay as the finished sweep left them."""
+  before = _tree(finished_sweep)
+  assert sweep.main(['--config', f'{tiny_sweep}:sweep={bad}', '--workdir', finished_sweep]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: sweep point ') and err.count('\n') == 1 and says in err, err
+  assert _tree(finished_sweep) == before
+
+
+def test_a_failing_get_sweep_is_one_line(tiny_sweep, tmp_path, capsys):
+  for name, says in (('raise', 'raised IndexError: list index out of range (line '),
+                     ('not_points', "returned the point ['seed', 0]")):
+    assert sweep.main(['--config', f'{tiny_sweep}:sweep={name}', '--workdir',
+                       str(tmp_path / 'w')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {tiny_sweep}: get_sweep(') and err.count('\n') == 1, err
+    assert says in err, err
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_a_damaged_results_json_is_one_line_and_never_overwritten(tiny_sweep, finished_sweep,
+                                                                  tmp_path, capsys):
+  """A truncated or emptied results.json stops the sweep (run and --dry_run) naming the file;
+  deleting it, as the line says, recomputes that point."""
+  workdir = tmp_path / 'w'
+  shutil.copytree(finished_sweep, workdir)
+  first, second = workdir / 'seed-0' / 'results.json', workdir / 'seed-1' / 'results.json'
+  first.write_text(first.read_text()[:100])
+  second.write_text('')
+  base = ['--config', tiny_sweep, '--workdir', str(workdir)]
+  before = _tree(workdir)
+  for damaged in (first, second):
+    for flags in (['--dry_run'], []):
+      assert sweep.main(base + flags) == 2
+      err = capsys.readouterr().err
+      assert err.startswith(f'error: sweep point {damaged.parent.name}: {damaged} is damaged')
+      assert err.count('\n') == 1 and 'delete it and rerun the sweep' in err, err
+      assert _tree(workdir) == before
+    os.remove(damaged)
+    before = _tree(workdir)
+  assert sweep.main(base) == 0
+  for seed, path in enumerate((first, second)):
+    assert json.load(open(path))['provenance']['config']['seed'] == seed
+
+
+def _lines(stream) -> queue.Queue:
+  """The lines of a subprocess's pipe, as they come (a reader thread)."""
+  q = queue.Queue()
+  def read():
+    for line in stream:
+      q.put(line)
+    q.put(None)
+  threading.Thread(target=read, daemon=True).start()
+  return q
+
+
+def _interrupt(config, workdir, send) -> list[str]:
+  """Starts `--workers 2` on `config`, calls send(its pid) once both points are training, and
+  returns its stderr lines; the sweep must exit 143 with nothing finished."""
+  proc = _sweep_cli(config, workdir, '--workers=2', start_new_session=True)
+  out, err = _lines(proc.stdout), _lines(proc.stderr)
+  started = set()
+  while len(started) < 2:  # both points are in train_and_evaluate (compiling: seconds)
+    line = out.get(timeout=120)
+    assert line is not None, 'the sweep ended before its points started'
+    if line.startswith('[sweep] seed-'):
+      started.add(line.split(':')[0])
+  send(proc.pid)
+  assert proc.wait(timeout=120) == 143
+  assert not any((workdir / f'seed-{s}' / 'results.json').exists() for s in (0, 1))
+  return list(iter(err.get, None))
+
+
+def test_workers_stop_at_sigterm_and_the_rerun_finishes(tiny_sweep, tmp_path):
+  """--workers 2: SIGTERM to the sweep (as a scheduler sends it) stops both point processes at a
+  safe point, one preempted: line, exit 143; the same command then runs each point in its own
+  process to the end."""
+  workdir = tmp_path / 'sw'
+  err = _interrupt(tiny_sweep, workdir, lambda pid: os.kill(pid, signal.SIGTERM))
+  assert err[-1].startswith('preempted: sweep: SIGTERM received; 2 running point(s) stopped at '
+                            'a safe point (seed-'), err
+  proc = _sweep_cli(tiny_sweep, workdir, '--workers=2')
+  _, text = proc.communicate(timeout=300)
+  assert proc.returncode == 0, text[-2000:]
   for seed in (0, 1):
-    saved = json.load(open(tmp_path / 'sw' / f'seed-{seed}' / 'results.json'))
+    saved = json.load(open(workdir / f'seed-{seed}' / 'results.json'))
     assert saved['provenance']['config']['seed'] == seed and 0 <= saved['accuracy'] <= 1
+
+
+def test_ctrl_c_to_a_workers_sweep_is_preempted_not_failed(tiny_sweep, tmp_path):
+  """SIGINT to the whole process group: the points exit 143 themselves; that is a preemption."""
+  err = _interrupt(tiny_sweep, tmp_path / 'sw', lambda pid: os.killpg(pid, signal.SIGINT))
+  assert err[-1].startswith('preempted: sweep: SIGINT received; 2 running point(s)'), err
+  assert not any(l.startswith('error:') for l in err), err
+
+
+def test_dry_run_prints_each_point_as_it_is_checked(tiny_sweep, tmp_path):
+  """The first point's line comes while the second point's check is still running."""
+  proc = _sweep_cli(f'{tiny_sweep}:slow', tmp_path / 'w', '--dry_run')
+  try:
+    first = _lines(proc.stdout).get(timeout=60)
+    assert first == 'seed-0  {"seed": 0}  to run\n' and proc.poll() is None
+  finally:
+    proc.kill()
+    proc.wait()
+  assert not os.path.exists(tmp_path / 'w')
 
 
 def test_stage_lock_makes_a_second_process_wait(tmp_path):

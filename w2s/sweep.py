@@ -18,9 +18,15 @@ need the same stage wait for it rather than train it twice.
 
     --print           one command per point (ready for a SLURM array or a TPU-VM loop); run one
                       point with --only=NAME or --index=K
-    --dry_run         the points and, for each, which stages are already done
+    --dry_run         each point checked and printed as it goes, with which stages are done
     --workers N       N points at a time, each in its own process; with --gpus 0,1,.. worker i
                       sees only GPU i (one point per device, like EleutherAI's GPU pool)
+
+Nothing is written to DIR before every point passed the check `python -m w2s.main --dry_run`
+runs (keys the config defines, values, plug-ins) and every results.json already there was read
+back under its point's config, so a bad sweep leaves a finished one (and its sweep.json, the index
+`w2s.report` reads) as it was. SIGTERM / Ctrl-C stops the sweep at a safe point, workers included
+(exit 143); rerunning the same command finishes what is missing.
 """
 import argparse
 import importlib.util
@@ -28,9 +34,11 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+import traceback
 from typing import Any, Iterable
 
 from w2s.errors import UserError
@@ -70,26 +78,60 @@ def _short(v) -> str:
 
 
 def load(spec: str):
-  """(config module, arg) of 'path/to/config.py[:arg]'."""
+  """(config module, arg) of 'path/to/config.py[:arg]'; a file that fails to import is one
+  UserError line naming it."""
   path, _, arg = spec.partition(':')
   if not os.path.isfile(path):
     raise UserError(f'--config {path} is not a file')
   mod_spec = importlib.util.spec_from_file_location(
       'w2s_sweep_config_' + re.sub(r'\W', '_', os.path.basename(path)), path)
   module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
+  try:
+    mod_spec.loader.exec_module(module)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # the config is user code
+    raise UserError(f'cannot load --config {path}: {_described(e, path)}') from e
   return module, (arg or None)
 
 
+def _described(e: BaseException, path: str) -> str:
+  """'KeyError: 'x' (line 57)': the exception in one line, at its last line in `path`."""
+  text = ' '.join(str(e).split())
+  lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+           if os.path.abspath(f.filename) == os.path.abspath(path)]
+  line = lines[-1] if lines else getattr(e, 'lineno', None)
+  return f'{type(e).__name__}{": " + text if text else ""}' + (f' (line {line})' if line else '')
+
+
+def _call(module, fn: str, arg):
+  """module.<fn>(arg): an exception in the config file's own code (a typo, a bad preset) becomes
+  one UserError line naming the file, the call and the exception."""
+  try:
+    return getattr(module, fn)(arg)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # the config is user code
+    raise UserError(f'{module.__file__}: {fn}({arg!r}) raised {_described(e, module.__file__)}; '
+                    'fix the config file') from e
+
+
 def points_of(module, arg) -> list[tuple[str, Point]]:
-  """The sweep's (name, overrides) list; UserError if the config defines no sweep or two points
-  share a name."""
+  """The sweep's (name, overrides) list; UserError if the config defines no sweep, get_sweep
+  fails or returns something other than {dotted key: value} points, or two points share a name."""
   if not hasattr(module, 'get_sweep'):
     raise UserError(f'{module.__file__} defines no get_sweep(arg); a sweep config returns a list '
                     'of {dotted key: value} points (see w2s/sweep.py)')
-  points = list(module.get_sweep(arg))
+  points = _call(module, 'get_sweep', arg)
+  if not isinstance(points, (list, tuple)):
+    raise UserError(f'{module.__file__}: get_sweep({arg!r}) returned {type(points).__name__}, '
+                    'not a list of {dotted key: value} points')
   if not points:
-    raise UserError('get_sweep returned no points')
+    raise UserError(f'{module.__file__}: get_sweep({arg!r}) returned no points')
+  for p in points:
+    if not isinstance(p, dict) or not all(isinstance(k, str) and k for k in p):
+      raise UserError(f'{module.__file__}: get_sweep({arg!r}) returned the point {p!r}; each '
+                      'point is a {dotted key: value} dict (build them with sweep.axis)')
   named = [(point_name(p), p) for p in points]
   names = [n for n, _ in named]
   dup = sorted({n for n in names if names.count(n) > 1})
@@ -99,41 +141,90 @@ def points_of(module, arg) -> list[tuple[str, Point]]:
 
 
 def configure(module, arg, point: Point, shared_dir: str):
-  """The point's config: get_config(arg) with the overrides, stages shared under shared_dir."""
-  config = module.get_config(arg)
+  """The point's config: get_config(arg) with the overrides, stages shared under shared_dir.
+  A key the config does not define is a UserError, except an option of a plug-in section
+  (`dict(name=..., **hparams)`), which the protocol's check holds to what the plug-in takes."""
+  config = _call(module, 'get_config', arg)
   with config.unlocked():
     for key, value in point.items():
-      node = config
-      parts = key.split('.')
-      for p in parts[:-1]:
-        if p not in node:
-          raise UserError(f'sweep key {key!r}: the config has no section {p!r}')
-        node = node[p]
-      node[parts[-1]] = value
+      _override(config, key, value)
     if 'shared_dir' in config:  # protocols with stages shared across runs
       config.shared_dir = shared_dir
   return config
 
 
-def _same_config(path: str, config) -> bool:
+def _override(config, key: str, value) -> None:
+  import difflib
+  node, parts = config, key.split('.')
+  for depth, part in enumerate(parts):
+    where = '.'.join(parts[:depth]) or 'the config'
+    if not hasattr(node, 'keys'):
+      raise UserError(f'key {key!r}: {where} is {node!r}, not a section')
+    last = depth == len(parts) - 1
+    if part not in node and not (last and 'name' in node):
+      near = difflib.get_close_matches(part, list(node.keys()), n=1)
+      raise UserError(f'key {key!r}: {where} has no {part!r}'
+                      f'{f" (did you mean {near[0]!r}?)" if near else ""}; a sweep overrides only '
+                      f'keys the config defines: {", ".join(sorted(node.keys()))}')
+    if not last:
+      node = node[part]
+  try:
+    node[parts[-1]] = value
+  except (TypeError, ValueError) as e:
+    raise UserError(f'key {key!r}: {" ".join(str(e).split())}') from e
+
+
+def _protocol_check(config):
+  """What `python -m w2s.main --dry_run` runs: the protocol's own check of every section and
+  plug-in (datasets read, losses traced; nothing trained or written); its result."""
   from w2s import options
-  with open(path) as f:
-    saved = json.load(f).get('provenance', {}).get('config')
-  return json.loads(json.dumps(saved, default=str)) == json.loads(
-      json.dumps(options.plain(config), default=str))
+  proto = options.plugin('protocols', config.protocol, 'protocol')
+  module = sys.modules[proto.entry().__module__]
+  return module.check(config) if hasattr(module, 'check') else None
 
 
-def run_point(module, arg, name: str, point: Point, workdir: str) -> str:
-  """Runs one point unless its results.json exists; 'done' / 'ran'. A results.json written
-  under a different config is refused (one line), never overwritten."""
+def check_point(module, arg, name: str, point: Point, workdir: str) -> dict:
+  """{config, done, checked}: the point's config, whether its results.json is there (read back
+  under this config), and the protocol check's result (points not done). Writes nothing; a bad
+  point is a UserError naming it."""
+  try:
+    config = configure(module, arg, point, workdir)
+    done = _finished(os.path.join(workdir, name, 'results.json'), config)
+    return dict(config=config, done=done, checked=None if done else _protocol_check(config))
+  except UserError as e:
+    raise UserError(f'sweep point {name}: {e}') from e
+
+
+def _finished(path: str, config) -> bool:
+  """Whether `path` holds this config's results (False: not there). A damaged file or one written
+  under another config is a UserError: never overwritten, never reported as this point's."""
+  if not os.path.exists(path):
+    return False
+  from w2s import options
+  fix = 'restore it, or delete it and rerun the sweep to recompute that point'
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:  # truncated, emptied, unreadable
+    raise UserError(f'{path} is damaged ({" ".join(str(e).split()) or type(e).__name__}); '
+                    f'{fix}') from e
+  prov = saved.get('provenance') if isinstance(saved, dict) else None
+  saved = prov.get('config') if isinstance(prov, dict) else None
+  if not isinstance(saved, dict):
+    raise UserError(f'{path} has no provenance.config (not a finished w2s run\'s results); {fix}')
+  if json.loads(json.dumps(saved, default=str)) != json.loads(
+      json.dumps(options.plain(config), default=str)):
+    raise UserError(f'{path} was written under a different config; move {os.path.dirname(path)} '
+                    'away or use a new --workdir')
+  return True
+
+
+def run_point(name: str, point: Point, config, workdir: str) -> str:
+  """Runs one checked point unless its results.json exists; 'done' / 'ran'. A results.json
+  written under a different config is refused (one line), never overwritten."""
   from w2s import train
-  config = configure(module, arg, point, workdir)
   point_dir = os.path.join(workdir, name)
-  results = os.path.join(point_dir, 'results.json')
-  if os.path.exists(results):
-    if not _same_config(results, config):
-      raise UserError(f'{results} was written under a different config; move {point_dir} away '
-                      'or use a new --workdir')
+  if _finished(os.path.join(point_dir, 'results.json'), config):  # maybe by another process
     print(f'[sweep] {name}: done earlier, skipped', flush=True)
     return 'done'
   print(f'[sweep] {name}: {json.dumps(point, default=str)}', flush=True)
@@ -141,15 +232,14 @@ def run_point(module, arg, name: str, point: Point, workdir: str) -> str:
   return 'ran'
 
 
-def status(module, arg, name: str, point: Point, workdir: str) -> str:
+def status(workdir: str, checked: dict) -> str:
   """'done', or 'k/n stages done' for a weak-to-strong point, or 'to run'."""
-  if os.path.exists(os.path.join(workdir, name, 'results.json')):
+  if checked['done']:
     return 'done'
-  config = configure(module, arg, point, workdir)
-  if config.get('protocol', {}).get('name') != 'weak_to_strong':
+  if checked['config'].get('protocol', {}).get('name') != 'weak_to_strong':
     return 'to run'
   from w2s.protocols import weak_to_strong
-  opts, _ = weak_to_strong.check(config)
+  opts, _ = checked['checked']
   stages = []
   for seed in opts.seeds:
     plan = weak_to_strong.stage_plan(opts, workdir, seed)
@@ -162,11 +252,25 @@ def _command(spec: str, workdir: str, name: str) -> str:
   return (f'{sys.executable} -m w2s.sweep --config={spec} --workdir={workdir} --only={name}')
 
 
+# a point stopped by the signal: exit 143 at a safe point, or killed by it before its handler was
+# installed (nothing started then)
+_PREEMPTED_EXITS = (143, -signal.SIGTERM, -signal.SIGINT)
+
+
 def _run_workers(spec: str, workdir: str, names: list[str], workers: int, gpus: list[str]) -> None:
-  """Each point in its own process, `workers` at a time (worker i pinned to gpus[i] if given)."""
-  queue, running, failed = list(names), [], []
-  while queue or running:
-    while queue and len(running) < workers:
+  """Each point in its own process, `workers` at a time (worker i pinned to gpus[i] if given).
+
+  SIGTERM / SIGINT here is passed on to the running points, which stop at their next safe point
+  and exit 143; no new point starts, and once they all stopped the sweep raises Preempted. A
+  point that exited 143 was preempted, not failed."""
+  from w2s import preemption
+  queue, running, failed, stopped, forwarded = list(names), [], [], [], False
+  while running or (queue and not preemption.requested()):
+    if preemption.requested() and not forwarded:
+      forwarded = True
+      for _, _, proc in running:
+        proc.send_signal(signal.Signals[preemption.signal_name()])
+    while queue and len(running) < workers and not preemption.requested():
       slot = next(i for i in range(workers) if i not in [s for s, _, _ in running])
       env = dict(os.environ)
       if gpus:
@@ -180,11 +284,77 @@ def _run_workers(spec: str, workdir: str, names: list[str], workers: int, gpus: 
       time.sleep(0.2)
     for r in finished:
       running.remove(r)
-      if r[2].returncode:
+      if r[2].returncode in _PREEMPTED_EXITS:
+        stopped.append(r[1])
+      elif r[2].returncode:
         failed.append(f'{r[1]} (exit {r[2].returncode})')
+  failures = (f'{len(failed)} sweep point(s) failed: {", ".join(failed)}' if failed else '')
+  if stopped or (queue and preemption.requested()):  # else every point ended before it
+    cause = (f'{preemption.signal_name()} received' if preemption.requested() else
+             'points preempted')
+    raise preemption.Preempted(
+        f'sweep: {cause}; {len(stopped)} running point(s) stopped at a safe point'
+        f'{" (" + ", ".join(stopped) + ")" if stopped else ""}, {len(queue)} not started'
+        f'{"; " + failures if failures else ""}; rerun the same command to finish them (done '
+        'points, stages and checkpoints are kept)')
   if failed:
-    raise UserError(f'{len(failed)} sweep point(s) failed: {", ".join(failed)}; rerun the sweep '
-                    'to finish them (done points and stages are kept)')
+    raise UserError(f'{failures}; rerun the sweep to finish them (done points and stages are '
+                    'kept)')
+
+
+def _index(spec: str, points: list[tuple[str, Point]]) -> dict:
+  """sweep.json: the config, the swept keys and every point (what w2s.report reads)."""
+  path, sep, arg_text = spec.partition(':')
+  return {'config': os.path.abspath(path) + sep + arg_text,
+          'axes': list(dict.fromkeys(k for _, p in points for k in p)),
+          'points': [{'name': n, 'overrides': p} for n, p in points]}
+
+
+def _index_changes(path: str, index: dict) -> bool:
+  try:
+    with open(path) as f:
+      return json.load(f) != json.loads(json.dumps(index, default=str))
+  except (OSError, ValueError):
+    return True  # none yet, or unreadable: a new index is written
+
+
+def _select(points, only: str, index) -> list[tuple[str, Point]]:
+  """The points --only / --index name (all without them)."""
+  names = [n for n, _ in points]
+  if only:
+    unknown = sorted(set(only.split(',')) - set(names))
+    if unknown:
+      raise UserError(f'--only {unknown[0]!r} is not a point of this sweep; points: '
+                      f'{", ".join(names)}')
+    points = [(n, p) for n, p in points if n in only.split(',')]
+  if index is not None:
+    if not 0 <= index < len(points):
+      raise UserError(f'--index={index} is outside the sweep\'s {len(points)} points '
+                      f'(0..{len(points) - 1})')
+    points = [points[index]]
+  return points
+
+
+def _run(a, module, arg, everything, points, workdir: str) -> None:
+  """Checks, then writes the index and runs. Every point to run is checked first, and every point
+  of the sweep when sweep.json would change, so a bad sweep writes nothing."""
+  from w2s import preemption, train
+  index, index_path = _index(a.config, everything), os.path.join(workdir, 'sweep.json')
+  rewrite = _index_changes(index_path, index)
+  to_check = everything if rewrite else points
+  print(f'[sweep] checking {len(to_check)} point(s) before writing to {workdir}', flush=True)
+  checked = {n: check_point(module, arg, n, p, workdir) for n, p in to_check}
+  preemption.check('sweep (points checked)', 'nothing was written')
+  os.makedirs(workdir, exist_ok=True)
+  if rewrite:
+    train.write_json_atomic(index_path, index)
+  if a.workers > 1:
+    _run_workers(a.config, workdir, [n for n, _ in points], a.workers,
+                 [g for g in a.gpus.split(',') if g])
+    return
+  for name, point in points:
+    preemption.check(f'sweep before point {name}', 'the points before it are saved')
+    run_point(name, point, checked[name]['config'], workdir)
 
 
 def main(argv=None) -> int:
@@ -193,7 +363,8 @@ def main(argv=None) -> int:
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--print', dest='print_cmds', action='store_true',
                   help='print one command per point and exit')
-  ap.add_argument('--dry_run', action='store_true', help='list points and their done stages')
+  ap.add_argument('--dry_run', action='store_true',
+                  help='check each point and print it with its done stages; write nothing')
   ap.add_argument('--only', default='', help='comma-separated point names to run')
   ap.add_argument('--index', type=int, default=None, help='run only the K-th point (0-based)')
   ap.add_argument('--workers', type=int, default=1, help='points at a time, one process each')
@@ -203,42 +374,18 @@ def main(argv=None) -> int:
   preemption.install()  # SIGTERM / Ctrl-C: stop at the next safe point, exit 143
   try:
     module, arg = load(a.config)
-    points = points_of(module, arg)
-    names = [n for n, _ in points]
-    if a.only:
-      unknown = sorted(set(a.only.split(',')) - set(names))
-      if unknown:
-        raise UserError(f'--only {unknown[0]!r} is not a point of this sweep; points: '
-                        f'{", ".join(names)}')
-      points = [(n, p) for n, p in points if n in a.only.split(',')]
-    if a.index is not None:
-      if not 0 <= a.index < len(points):
-        raise UserError(f'--index={a.index} is outside the sweep\'s {len(points)} points '
-                        f'(0..{len(points) - 1})')
-      points = [points[a.index]]
+    everything = points_of(module, arg)
+    points = _select(everything, a.only, a.index)
     workdir = os.path.abspath(a.workdir)
     if a.print_cmds:
       for name, _ in points:
         print(_command(a.config, workdir, name))
-      return 0
-    if a.dry_run:
+    elif a.dry_run:
       for name, point in points:
-        print(f'{name}  {json.dumps(point, default=str)}  '
-              f'{status(module, arg, name, point, workdir)}')
-      return 0
-    os.makedirs(workdir, exist_ok=True)
-    from w2s import train
-    path, sep, arg_text = a.config.partition(':')
-    train.write_json_atomic(os.path.join(workdir, 'sweep.json'), {
-        'config': os.path.abspath(path) + sep + arg_text, 'axes': list(dict.fromkeys(k for _, p in points_of(module, arg)
-                                                       for k in p)),
-        'points': [{'name': n, 'overrides': p} for n, p in points_of(module, arg)]})
-    if a.workers > 1:
-      _run_workers(a.config, workdir, [n for n, _ in points], a.workers,
-                   [g for g in a.gpus.split(',') if g])
-      return 0
-    for name, point in points:
-      run_point(module, arg, name, point, workdir)
+        state = status(workdir, check_point(module, arg, name, point, workdir))
+        print(f'{name}  {json.dumps(point, default=str)}  {state}', flush=True)
+    else:
+      _run(a, module, arg, everything, points, workdir)
     return 0
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
