@@ -143,8 +143,8 @@ def rows(runs: list[dict]) -> list[dict]:
              'smoke': bool((r['results'].get('config') or {}).get('smoke')),
              'seeds': len(r['results'].get('seeds', []))}
       for m, s in stats.items():
-        for part in ('mean', 'lo', 'hi'):
-          row[f'{m}_{part}'] = s[part] if s['n'] else float('nan')
+        for part in ('mean', 'lo', 'hi'):  # results.json stores NaN as null
+          row[f'{m}_{part}'] = s[part] if s['n'] and s[part] is not None else float('nan')
         row[f'{m}_n'] = s['n']
         row[f'{m}_values'] = json.dumps([round(v, 6) for v in s.get('values', [])])
         if 'interval' not in s and s['n'] >= scores.MIN_SEEDS_FOR_INTERVAL:
@@ -233,9 +233,10 @@ def _series(runs, x, groups):
 
 
 def _band(ax, xs, stats, k, label, color, style='-'):
-  mean = np.array([k * s['mean'] if s['n'] else np.nan for s in stats])
-  lo = np.array([k * s['lo'] if s['n'] else np.nan for s in stats])
-  hi = np.array([k * s['hi'] if s['n'] else np.nan for s in stats])
+  """The means as a line, the t-intervals as a band (none where a run has fewer than 3 seeds:
+  results.json stores the missing ends as null)."""
+  part = lambda p: np.array([k * s[p] if s['n'] and s[p] is not None else np.nan for s in stats])
+  mean, lo, hi = part('mean'), part('lo'), part('hi')
   ax.plot(xs, mean, style, marker='o', color=color, label=label)
   if all(isinstance(v, (int, np.integer)) for v in xs):
     ax.set_xticks(sorted(set(xs)))

@@ -114,7 +114,8 @@ def plot(results: dict, workdir: str) -> list[str]:
   paths = []
   fig, ax = plt.subplots(figsize=(1.6 * len(names) + 1, 3.6))
   _bars(ax, names, stats, 100.0, ['#999999'] + ['#4477aa'] * len(losses) + ['#228833'])
-  span = [v for s in stats if s['n'] for v in (s['lo'], s['hi'], *s.get('values', [s['mean']]))]
+  span = [v for s in stats if s['n'] for v in (s['lo'], s['hi'], *s.get('values', [s['mean']]))
+          if v is not None]
   lo, hi = 100 * np.nanmin(span), 100 * np.nanmax(span)
   ax.set_ylim(max(0, lo - 5), min(100, hi + 3))
   ax.set_ylabel('test accuracy (%)')
@@ -138,7 +139,7 @@ def _bars(ax, names, stats, k, colors):
   means = np.array([k * s['mean'] if s['n'] else np.nan for s in stats])
   ax.bar(x, np.nan_to_num(means), color=colors)
   for xi, s in zip(x, stats):
-    if s['n'] and not np.isnan(s['lo']):
+    if s['n'] and s['lo'] is not None and not np.isnan(s['lo']):  # null in a read-back file
       err = [[k * (s['mean'] - s['lo'])], [k * (s['hi'] - s['mean'])]]
       ax.errorbar([xi], [k * s['mean']], yerr=err, color='black', capsize=4)
     vals = [k * v for v in s.get('values', [])]
