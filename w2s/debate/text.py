@@ -69,6 +69,19 @@ KEYS = ('model', 'tokenizer', 'prompts', 'seeds', 'max_prompt_tokens', 'max_new_
         'temperature', 'top_p', 'batch_size', 'length_multiple', 'chunk', 'eos', 'partition')
 
 
+def _fields(template: str, where: str) -> set[str]:
+  """The {field} names of a prompt template, or a UserError naming it and what is wrong (an
+  unbalanced brace, a field a string cannot fill)."""
+  try:
+    names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    if names <= set(FIELDS):  # a conversion or format spec the fields' strings cannot take
+      template.format(**{f: '' for f in FIELDS})
+  except (ValueError, IndexError, KeyError, AttributeError) as e:
+    raise UserError(f'{where} is not a valid template ({e}); its fields are '
+                    f'{{{"}, {".join(FIELDS)}}} and a literal brace is written {{{{ or }}}}') from e
+  return names
+
+
 def speaker(mode: str, turn: int) -> str:
   return 'Consultant' if mode == 'consultancy' else ('Debater A', 'Debater B')[turn % 2]
 
@@ -114,7 +127,7 @@ class DebaterOptions:
       if not templates or not all(isinstance(t, str) for t in templates):
         raise UserError(f'{where}.prompts.{mode} must be a non-empty tuple of strings, one per turn')
       for i, t in enumerate(templates):
-        names = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
+        names = _fields(t, f'{where}.prompts.{mode}[{i}]')
         bad = sorted(names - set(FIELDS))
         if bad:
           raise UserError(f'{where}.prompts.{mode}[{i}] has the field {{{bad[0]}}}; the fields '

@@ -89,9 +89,15 @@ def check_probs(probs, n: int, num_classes: int, where: str) -> np.ndarray:
 
 def run(p, votes, num_classes: int, where: str = 'label_model') -> tuple[np.ndarray, dict]:
   """Applies a resolved plug-in `p` (`w2s.options.plugin('label_models', spec, where)`) to the
-  votes: (probs float32 numpy [n, C], diagnostics as numpy)."""
+  votes: (probs float32 numpy [n, C], diagnostics as numpy). Its errors name `where` (the config
+  section, e.g. 'weak.label_model')."""
   from w2s import options
   votes = np.asarray(votes)
-  probs, diag = options.build(p, where, votes=votes, num_classes=num_classes)
+  try:
+    probs, diag = options.build(p, where, votes=votes, num_classes=num_classes)
+  except UserError as e:
+    if str(e).startswith(where):
+      raise
+    raise UserError(f'{where}: {e}') from e
   probs = check_probs(probs, votes.shape[0], num_classes, where)
   return probs, jax.tree.map(np.asarray, dict(diag))

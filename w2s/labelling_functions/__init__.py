@@ -104,9 +104,14 @@ def _import(ref: str, where: str):
   if ref.endswith('.py') or os.sep in ref or '/' in ref:
     path = os.path.abspath(os.path.expanduser(ref))
     if not os.path.isfile(path):
-      raise UserError(f'{where}: labelling-function file {ref!r} does not exist')
+      problem = 'is a directory; name the .py file' if os.path.isdir(path) else 'does not exist'
+      raise UserError(f'{where}: labelling-function file {ref!r} {problem}')
     name = 'w2s_labelling_functions_' + re.sub(r'\W', '_', path)
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or not path.endswith('.py'):  # no loader for any other file
+      raise UserError(f'{where}: {ref!r} is not a Python module; a rules file is a path/to/'
+                      'rules.py defining LABELLING_FUNCTIONS = [fn, ...] or functions marked '
+                      '@w2s.labelling_functions.labelling_function (fn(text) -> class or -1)')
     module = importlib.util.module_from_spec(spec)
     try:
       spec.loader.exec_module(module)

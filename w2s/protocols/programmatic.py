@@ -78,14 +78,17 @@ class Options:
 
 
 def check(opts: Options, dataset) -> None:
-  """The rules against the dataset before anything runs: class names, and a vote on a few rows
-  (a rule that crashes or returns a bad value fails now)."""
+  """The rules and the label model against the dataset before anything runs: class names, the
+  rules' votes on a few rows (a rule that crashes or returns a bad value fails now) and the label
+  model with its options on those votes (a bad option fails now, not in the weak stage)."""
   names = opts.functions.label_names
   if names is not None and tuple(names) != tuple(dataset.label_names):
     raise UserError(f'{opts.role}.labelling_functions {opts.functions.ref!r} are written for '
                     f'classes {list(names)}, but {dataset.name!r} has {list(dataset.label_names)}')
   first = next(iter(dataset.splits.values()))
-  lf_lib.vote_matrix(opts.functions, list(first['text'][:8]), num_classes=dataset.num_classes)
+  votes = lf_lib.vote_matrix(opts.functions, list(first['text'][:8]),
+                             num_classes=dataset.num_classes)
+  label_models.run(opts.label_model, votes, dataset.num_classes, f'{opts.role}.label_model')
 
 
 def label(stage: Stage, opts: Options, *, fit_on: list[dict], predict_on: dict[str, dict],

@@ -35,13 +35,13 @@ from w2s import pseudo_labels as pseudo_lib
 from w2s.data import base
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import learners
+from w2s.protocols import learners, role_check
 from w2s.protocols.stages import Stage
 from w2s.protocols.weak_to_strong import train_and_predict
 
 TOP_KEYS = ('protocol', 'dataset', 'labels', 'tokenizer', 'seeds', 'teacher', 'student', 'rounds',
             'pseudo', 'eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints',
-            'mesh', 'shared_dir')
+            'mesh', 'shared_dir', 'smoke')
 LABEL_KEYS = ('per_class', 'max_unlabelled', 'max_test')
 PSEUDO_KEYS = ('select', 'labels')
 
@@ -107,13 +107,19 @@ def resolve(config, input_kind: str | None = None) -> Options:
 
 
 def check(config):
-  """(Options, dataset): everything checked, the labels split drawn once (what --dry_run runs)."""
+  """(Options, dataset): everything checked, the labels split drawn once, teacher and student
+  traced on the dataset's inputs (models, augmentations) and the pseudo-label policy run on
+  made-up probabilities, so what fails after round 0 fails here (what --dry_run runs)."""
   opts = resolve(config)
   dataset = options.build(opts.dataset, 'dataset')
   opts = resolve(config, dataset.input_kind)
   sharding.check_batch_size(opts.eval_batch_size,
                             sharding.make_mesh(opts.num_devices, opts.mesh_shape), 'eval_batch_size')
   _splits(dataset, opts, opts.seeds[0])
+  for r in (opts.teacher, opts.student):
+    role_check.role(r, learners.train_options(r.train, f'{r.role}.train', loss=r.loss, seed=0,
+                                              run=dict(opts.run)), dataset)
+  pseudo_lib.check(opts.select, dataset.num_classes, opts.teacher.ensemble_size)
   return opts, dataset
 
 

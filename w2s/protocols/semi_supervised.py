@@ -9,9 +9,9 @@ freematch, doubly_robust) with `unlabelled_ratio` (mu), `weak_augment` / `strong
 views a and A; sections of kind 'augment') and `ema_decay` (> 0: predict with the EMA of the
 parameters, FixMatch's evaluation). `ssl=dict(name='supervised')` is the labelled-only baseline
 through the same step. One stage per seed, keyed by its config; results: test accuracy and ECE
-with bootstrap 95% CIs over seeds, and the last logged mask rate / pseudo-label accuracy (over
-the rows of U with a known label: a dataset's own unlabelled split, label -1, is excluded; None
-when the last batch had no such row).
+with Student-t 95% intervals over seeds (none below 3), and the last logged mask rate /
+pseudo-label accuracy (over the rows of U with a known label: a dataset's own unlabelled split,
+label -1, is excluded; None when the last batch had no such row).
 """
 import os
 
@@ -21,12 +21,12 @@ import numpy as np
 from w2s import options, scores, sharding
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import learners
+from w2s.protocols import learners, results as results_lib, role_check
 from w2s.protocols.stages import Stage, join_by_id
 from w2s.protocols.weak_to_strong import train_and_predict
 
 TOP_KEYS = ('protocol', 'dataset', 'labels', 'tokenizer', 'seeds', 'model', 'eval_batch_size',
-            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir')
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke')
 LABEL_KEYS = ('per_class', 'max_unlabelled', 'max_test')
 
 
@@ -59,8 +59,9 @@ def _resolve(config, input_kind=None):
 
 
 def check(config):
-  """(resolved options, dataset), with the labels split drawn once and the unlabelled batch
-  checked against the devices (what --dry_run runs)."""
+  """(resolved options, dataset), with the labels split drawn once, the unlabelled batch
+  checked against the devices and the model and its views traced on the dataset's inputs (what
+  --dry_run runs)."""
   r = _resolve(config)
   dataset = options.build(r['dataset'], 'dataset')
   r = _resolve(config, dataset.input_kind)
@@ -71,6 +72,7 @@ def check(config):
                                 run=r['run'])
   ssl_step.check(opts, r['mesh'], len(parts['unlabelled']['id']))
   sharding.check_batch_size(opts.batch_size, r['mesh'])
+  role_check.role(r['role'], opts, dataset)
   return r, dataset
 
 
@@ -108,8 +110,9 @@ def run(*, config, workdir: str) -> dict:
              'config': config.to_dict()}
   if jax.process_index() == 0:
     s = summary['acc']
-    print(f'[ssl] {opts.ssl.name} over {len(per_seed)} seeds: test accuracy '
-          f'{100 * s["mean"]:.2f}% [{100 * s["lo"]:.2f}, {100 * s["hi"]:.2f}]', flush=True)
+    print(f'[ssl] {results_lib.smoke_note(results["config"])}{opts.ssl.name}, test accuracy % '
+          f'({results_lib.interval_note(len(per_seed))}): {scores.fmt_summary(s, 100)}',
+          flush=True)
   return results
 
 

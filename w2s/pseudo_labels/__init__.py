@@ -6,11 +6,16 @@ A policy is a module here (or a dotted path `pkg.mod:fn`) whose entry point
 
 picks rows of the unlabelled set U from the teacher's probabilities `probs` [N, C] (its members'
 [N, K, C] when the teacher is an ensemble) in round `round_index` >= 1, with a class for each.
-A config names one as `pseudo.select = dict(name='threshold', tau=0.95)`.
+A config names one as `pseudo.select = dict(name='threshold', tau=0.95)`. `check` runs it once
+on made-up probabilities before anything trains (a bad option fails in `--dry_run`, not after
+round 0).
 """
+import numbers
+
 import numpy as np
 
 from w2s import options
+from w2s.errors import UserError
 
 NEEDS_MEMBERS = ('agreement',)  # policies that read an ensemble teacher's heads
 
@@ -20,13 +25,48 @@ def needs_members(p: options.Plugin) -> bool:
 
 
 def choose(p: options.Plugin, probs: np.ndarray, *, round_index: int, members=None):
-  """(rows, labels) of the policy, rows sorted and unique."""
+  """(rows, labels) of the policy, rows sorted and unique; a policy that returns rows outside
+  U, a row twice or a label outside 0..C-1 is a UserError (never silently wrong labels)."""
   kw = {'members': members} if needs_members(p) else {}
-  rows, labels = p.entry()(np.asarray(probs, np.float32), round_index=round_index, **kw,
-                           **p.hparams)
-  rows, labels = np.asarray(rows, np.int64), np.asarray(labels, np.int64)
+  probs = np.asarray(probs, np.float32)
+  rows, labels = p.entry()(probs, round_index=round_index, **kw, **p.hparams)
+  rows, labels = np.asarray(rows, np.int64).reshape(-1), np.asarray(labels, np.int64).reshape(-1)
+  n, num_classes = probs.shape
+  if len(rows) != len(labels) or np.any((rows < 0) | (rows >= n)) or len(np.unique(rows)) != \
+      len(rows) or np.any((labels < 0) | (labels >= num_classes)):
+    raise UserError(f'pseudo.select {p.name!r} returned {len(rows)} rows and {len(labels)} '
+                    f'labels; it must return distinct rows in 0..{n - 1} of U, each with a class '
+                    f'in 0..{num_classes - 1}')
   order = np.argsort(rows, kind='stable')
   return rows[order], labels[order]
+
+
+def check(p: options.Plugin, num_classes: int, ensemble_size: int = 1) -> None:
+  """The policy with its options run on made-up teacher probabilities (8 rows; members [8, K,
+  C] for a policy that reads an ensemble's heads), rounds 1 and 2: what a run does after round 0,
+  so a bad option fails before anything trains."""
+  rng = np.random.default_rng(0)
+  k = max(ensemble_size, 2)
+  members = rng.dirichlet(np.ones(num_classes), size=(8, k)).astype(np.float32)
+  probs = members.mean(1)
+  for r in (1, 2):
+    try:
+      choose(p, probs, round_index=r, members=members if needs_members(p) else None)
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # a user's policy that cannot run
+      raise UserError(f'pseudo.select {p.name!r} {p.hparams} fails on test probabilities '
+                      f'({type(e).__name__}: {" ".join(str(e).split())[:200]})') from e
+
+
+def number(policy: str, name: str, value, lo: float, hi: float, *, open_lo: bool = False) -> float:
+  """A policy's option `value` as a float in [lo, hi] ((lo, hi] with open_lo), else a UserError
+  naming it as the config does (`pseudo.select.<name>`)."""
+  ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+  if not ok or not (lo < value <= hi if open_lo else lo <= value <= hi):
+    raise UserError(f'pseudo.select.{name}={value!r} ({policy}) must be a number in '
+                    f'{"(" if open_lo else "["}{lo:g}, {hi:g}]')
+  return float(value)
 
 
 def quality(rows: np.ndarray, labels: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:

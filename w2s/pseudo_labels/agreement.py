@@ -8,6 +8,7 @@ s), labelled by the mean prediction's argmax. Needs an ensemble teacher (`teache
 import numpy as np
 
 from w2s.errors import UserError
+from w2s.pseudo_labels import number
 
 
 def t_similarity(members: np.ndarray) -> np.ndarray:
@@ -24,12 +25,12 @@ def select(probs: np.ndarray, *, round_index: int, members=None, tau: float | No
   if members is None or members.shape[1] < 2:
     raise UserError('pseudo.select agreement needs an ensemble teacher (teacher.ensemble.size >= 2)')
   if (tau is None) == (fraction is None):
-    raise UserError('pseudo.select agreement: give exactly one of tau= or fraction=')
+    raise UserError('pseudo.select agreement: give exactly one of pseudo.select.tau or '
+                    'pseudo.select.fraction (the other None)')
   s = t_similarity(np.asarray(members, np.float64))
   if fraction is not None:
-    if not 0.0 < fraction <= 1.0:
-      raise UserError(f'pseudo.select agreement: fraction={fraction} must be in (0, 1]')
+    fraction = number('agreement', 'fraction', fraction, 0.0, 1.0, open_lo=True)
     rows = np.argsort(-s, kind='stable')[:int(np.ceil(fraction * len(s)))]
-  else:
-    rows = np.flatnonzero(s >= tau)
+  else:  # s is a sum of products of probabilities over pairs: in [0, 1]
+    rows = np.flatnonzero(s >= number('agreement', 'tau', tau, 0.0, 1.0))
   return rows, probs.argmax(-1)[rows]

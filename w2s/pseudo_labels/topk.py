@@ -11,7 +11,7 @@ def select(probs: np.ndarray, *, round_index: int, k: int = 100):
   """probs [N, C] -> (rows in some class's top k, the class)."""
   del round_index
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-    raise UserError(f'pseudo.select topk: k={k!r} must be an int >= 1')
+    raise UserError(f'pseudo.select.k={k!r} (topk) must be an int >= 1')
   n, num_classes = probs.shape
   best = np.full(n, -1.0)
   label = np.full(n, -1, np.int64)
