@@ -26,9 +26,7 @@ Results: judge accuracy from k random pixels vs after debate, label accuracy on 
 accuracy and PGR (weak = the plain judge on test, ceiling = the student on B's ground truth),
 mean and bootstrap 95% CI over seeds (`pixel_debate_results`), and `debate_games.png`.
 """
-import dataclasses
 import os
-from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -39,105 +37,17 @@ from w2s.data import featurize as featurize_lib
 from w2s.data import splits as splits_lib
 from w2s.debate import pixel
 from w2s.errors import UserError
-from w2s.protocols import learners, pixel_debate_results as results_lib
+from w2s.protocols import learners, pixel_debate_results as results_lib, role_check
+from w2s.protocols.pixel_debate_options import FIRST, LIARS, Options, judge_options, resolve
 from w2s.protocols.stages import Stage, join_by_id
 from w2s.protocols.weak_to_strong import train_and_predict
 
-TOP_KEYS = ('protocol', 'dataset', 'splits', 'seeds', 'pixels', 'nonzero', 'judge', 'strong',
-            'debate', 'plot_games', 'eval_batch_size', 'log_every', 'checkpoint_every',
-            'keep_checkpoints', 'mesh', 'shared_dir')
-SPLIT_KEYS = ('weak_fraction', 'balance', 'balance_test', 'max_weak', 'max_strong', 'max_test')
-DEBATE_KEYS = ('strategies', 'top_n', 'liars', 'first', 'batch_size', 'max_test')
-LIARS = ('runner_up', 'all')
-FIRST = ('honest', 'liar', 'random')
-ROLE_ONLY = ('model', 'loss', 'train')  # judge and strong: trained from scratch, one model each
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-  dataset: options.Plugin
-  splits: Mapping[str, Any]
-  seeds: tuple[int, ...]
-  pixels: tuple[int, ...]
-  nonzero: bool
-  judge: learners.RoleOptions
-  strong: learners.RoleOptions
-  debate: Mapping[str, Any]      # strategies, top_n, liars, first, batch_size, max_test
-  plot_games: int
-  eval_batch_size: int
-  run: Mapping[str, int]
-  mesh: Mapping[str, Any]
-  shared_dir: str
-
-
-def _ints(value, where: str, lo: int = 1) -> tuple[int, ...]:
-  vals = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-  if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < lo for v in vals):
-    raise UserError(f'{where}={vals!r} must be an int >= {lo} or a tuple of them, e.g. (4, 6)')
-  return vals
-
-
-def _names(value, allowed, where: str) -> tuple[str, ...]:
-  vals = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-  bad = [v for v in vals if v not in allowed]
-  if not vals or bad:
-    raise UserError(f'{where}={vals!r}: use one or more of {", ".join(allowed)}')
-  return vals
-
-
-def _role(name: str, section, input_kind) -> learners.RoleOptions:
-  options.check_keys(options.plain(section) or {}, ROLE_ONLY, name)
-  role = learners.RoleOptions.from_section(name, section, input_kind=input_kind)
-  if options.plain(role.train).get('augment') is not None and name == 'judge':
-    raise UserError('judge.train.augment is set by the protocol (sparse_pixels with each k of '
-                    'pixels); remove it')
-  return role
-
-
-def resolve(config, input_kind: str | None = None) -> Options:
-  c = options.plain(config)
-  options.check_keys(c, TOP_KEYS, 'config')
-  for key in ('dataset', 'splits', 'seeds', 'pixels', 'judge', 'strong', 'debate',
-              'eval_batch_size'):
-    if key not in c:
-      raise UserError(f'config.{key} is required by the pixel_debate protocol')
-  options.check_keys(c['splits'], SPLIT_KEYS, 'splits')
-  d = {'strategies': ('greedy',), 'top_n': 8, 'liars': LIARS, 'first': 'random',
-       'batch_size': 64, 'max_test': None, **c['debate']}
-  options.check_keys(d, DEBATE_KEYS, 'debate')
-  d['strategies'] = _names(d['strategies'], pixel.STRATEGIES, 'debate.strategies')
-  d['liars'] = _names(d['liars'], LIARS, 'debate.liars')
-  if d['first'] not in FIRST:
-    raise UserError(f'debate.first={d["first"]!r}; use one of {", ".join(FIRST)}')
-  d['batch_size'] = options.positive(d['batch_size'], 'debate.batch_size')
-  if d['max_test'] is not None:
-    d['max_test'] = options.positive(d['max_test'], 'debate.max_test')
-  nonzero = c.get('nonzero', True)
-  if not isinstance(nonzero, bool):
-    raise UserError(f'config.nonzero={nonzero!r} must be True or False')
-  mesh = c.get('mesh') or {}
-  options.check_keys(mesh, ('num_devices', 'shape'), 'mesh')
-  return Options(
-      dataset=options.plugin('datasets', c['dataset'], 'dataset'), splits=c['splits'],
-      seeds=options.seeds_of(c['seeds']), pixels=_ints(c['pixels'], 'pixels'), nonzero=nonzero,
-      judge=_role('judge', c['judge'], input_kind), strong=_role('strong', c['strong'], input_kind),
-      debate=d, plot_games=options.positive(c.get('plot_games', 4), 'plot_games',
-                                            allow_zero=True),
-      eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
-      run=options.run_settings(c), mesh=mesh,
-      shared_dir=os.path.abspath(c['shared_dir']) if c.get('shared_dir') else '')
-
-
-def judge_options(r: Options, k: int, seed: int) -> options.TrainOptions:
-  """The judge's train options with the protocol's masks of k pixels."""
-  section = {**options.plain(r.judge.train),
-             'augment': dict(name='sparse_pixels', pixels=k, nonzero=r.nonzero)}
-  return learners.train_options(section, 'judge.train', loss=r.judge.loss, seed=seed, run=r.run)
 
 
 def check(config):
-  """(Options, dataset, mesh): every section checked, the judge traced on [1, H, W, 2] inputs
-  (what --dry_run runs; nothing is trained)."""
+  """(Options, dataset, mesh): every section checked, the first seed's splits drawn, the judge
+  traced on [1, H, W, 2] inputs with each k's masks, the strong role on the images (what
+  --dry_run runs; nothing is trained)."""
   r = resolve(config)
   dataset = options.build(r.dataset, 'dataset')
   r = resolve(config, dataset.input_kind)
@@ -148,17 +58,25 @@ def check(config):
   if len(shape) != 3 or shape[-1] != 1:
     raise UserError(f'pixel_debate reveals pixels of one-channel images; {dataset.name!r} images '
                     f'are {shape}')
+  try:
+    splits_lib.weak_to_strong(dataset, seed=r.seeds[0], **r.splits)
+  except UserError as e:
+    raise UserError(f'splits: {e}') from e
   num = shape[0] * shape[1]
+  judge_in = {'x': jax.ShapeDtypeStruct((1, shape[0], shape[1], 2), np.float32),
+              'label': jax.ShapeDtypeStruct((1, dataset.num_classes), np.float32)}
   for k in r.pixels:
     if k > num:
       raise UserError(f'pixels={k} is more than the {num} pixels of an image')
-    judge_options(r, k, 0)
-  learners.train_options(r.strong.train, 'strong.train', loss=r.strong.loss, seed=0, run=r.run)
+    role_check.augmentations(judge_options(r, k, 0), judge_in, 'judge.train')
+  strong = learners.train_options(r.strong.train, 'strong.train', loss=r.strong.loss, seed=0,
+                                  run=r.run)
+  role_check.role(r.strong, strong, dataset)
   for strategy in r.debate['strategies']:
     pixel.check_strategy(strategy, r.debate['top_n'], num)
   module = options.build(r.judge.model, 'judge.model', num_classes=dataset.num_classes)
-  learners._trace(module, {'x': jax.ShapeDtypeStruct((1, shape[0], shape[1], 2), np.float32)},
-                  dataset.num_classes, 'judge.model (input [B, H, W, 2]: masked image, mask)')
+  learners._trace(module, {'x': judge_in['x']}, dataset.num_classes,
+                  'judge.model (input [B, H, W, 2]: masked image, mask)')
   mesh = sharding.make_mesh(options.positive(r.mesh.get('num_devices', 0), 'mesh.num_devices',
                                              allow_zero=True), r.mesh.get('shape'))
   sharding.check_batch_size(r.eval_batch_size, mesh, 'eval_batch_size')

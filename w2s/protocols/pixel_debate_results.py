@@ -1,14 +1,15 @@
-"""Pixel-debate results over seeds (mean and bootstrap 95% CI of every per-seed number), the
+"""Pixel-debate results over seeds (mean and Student-t 95% interval of every per-seed number, none
+below 3 seeds; gains are per-seed differences, so their intervals are paired), the
 printed tables, and `debate_games.png` (a few digits, the pixels each side revealed, and the
 judge's belief after each move); `load_games` reads a finished run's games back to draw others
 (colabs/pixel_debate.ipynb)."""
-import math
 import os
 
 import numpy as np
 
 from w2s import scores
 from w2s.errors import UserError
+from w2s.protocols import results as results_lib
 
 # Irving, Christiano & Amodei (2018), Sec. 3, full MNIST, MCTS debaters, precommit: k -> (judge
 # from k random pixels, judge after debate), in %
@@ -26,10 +27,9 @@ def summarize(per_seed: list[dict], pixels, strategies, liars) -> dict:
 
 
 def _fmt(s: dict | None, k: float = 100.0) -> str:
-  if s is None or s['n'] == 0 or math.isnan(s['mean']):
+  if s is None:
     return 'undefined'
-  d = 1 if k == 100.0 else 2  # accuracies in % to 0.1, PGR to 0.01
-  return f'{k * s["mean"]:.{d}f} [{k * s["lo"]:.{d}f}, {k * s["hi"]:.{d}f}]'
+  return scores.fmt_summary(s, k, digits=1 if k == 100.0 else 2)  # accuracies in % to 0.1, PGR 0.01
 
 
 def _markdown(rows) -> str:
@@ -76,7 +76,8 @@ def w2s_table(results: dict) -> str:
 
 def table(results: dict) -> str:
   s, n = results['summary'], len(results['seeds'])
-  return (f'pixel debate over {n} seeds (test accuracy %, mean [95% bootstrap CI]); strong model '
+  return (f'{results_lib.smoke_note(results.get("config"))}pixel debate, test accuracy %, '
+          f'{results_lib.interval_note(n)}; strong model '
           f'on A {_fmt(s["acc_strong"])}, truth in its top-2 on B {_fmt(s["labels_B/strong_top2"])}'
           f'\n\n{judge_table(results)}\n\nweak-to-strong (weak = the plain judge on test):\n\n'
           f'{w2s_table(results)}')
@@ -90,9 +91,9 @@ def load_games(results: dict, workdir: str, *, k: int | None = None, strategy: s
   from ml_collections import ConfigDict
   from w2s import options
   from w2s.data import featurize, splits as splits_lib
-  from w2s.protocols import pixel_debate  # imports this module
+  from w2s.protocols import pixel_debate_options
 
-  r = pixel_debate.resolve(ConfigDict(results['config']))
+  r = pixel_debate_options.resolve(ConfigDict(results['config']))
   k = max(results['pixels']) if k is None else k
   strategy, liar = strategy or results['strategies'][0], liar or results['liars'][0]
   seed = results['seeds'][0] if seed is None else seed
