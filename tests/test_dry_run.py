@@ -30,6 +30,9 @@ BAD = {
                       ['splits', 'weak_fraction=1.5', '(0, 1)']),
     'image augmentation on vectors': ('ssl.py:runlocal', ['--config.dataset.name=digits'],
                                       ['model.train.weak_augment', "'translate'", 'rank 4']),
+    'w2s image model on vectors': ('w2s_offline.py:runlocal', ['--config.dataset.name=digits',
+                                                               '--config.weak.model.name=cnn'],
+                                   ['weak.model', 'cnn', 'not images']),
 }
 
 
@@ -91,6 +94,9 @@ def test_valid_configs_pass_the_deeper_checks(file, arg):
     ('self_training.py', 'runlocal', 'dataset.name', 'digits',
      r'^teacher\.model: cnn: inputs of shape \(1, 64\) are not images'),
     ('self_training.py', 'runlocal', 'rounds', 0, None),
+    # label proportions traces its role too (a vector into an image model)
+    ('llp.py', 'runlocal', 'dataset.name', 'digits',
+     r'^model\.model: cnn: inputs of shape \(1, 64\) are not images'),
 ])
 def test_the_checks_in_process(file, arg, key, value, message):
   from w2s.main import _dry_run as dry_run

@@ -75,7 +75,9 @@ def test_llp_config_runs_end_to_end_and_reuses_its_stages(tmp_path, capsys):
   report.report([str(tmp_path)], str(tmp_path / 'report'))
   table = open(tmp_path / 'report' / 'report.md').read()
   acc = results['summary']['acc']
-  assert 'acc % | ece % | train_acc %' in table and f'{100 * acc["mean"]:.2f} [' in table
+  assert 'acc % | ece % | train_acc %' in table and 'smoke test' in table
+  assert ', '.join(f'{100 * v:.2f}' for v in acc['values']) + ' (n=2: no interval)' in table
+  assert len(llp_config.get_sweep('runlocal')) == 7  # no bags of 128 in a batch of 32
   points = llp_config.get_sweep()
   assert len(points) == 10 and points[-1] == {'bags.size': 1, 'model.loss': {'name': 'xent'}}
   assert {(p['bags.size'], p['model.loss']['name']) for p in points[:-1]} == {

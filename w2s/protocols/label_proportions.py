@@ -33,7 +33,7 @@ from w2s import options, scores, sharding, train
 from w2s.data import base
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import learners, results as results_lib
+from w2s.protocols import learners, results as results_lib, role_check
 from w2s.protocols.stages import Stage, join_by_id
 from w2s.protocols.weak_to_strong import train_and_predict
 
@@ -129,6 +129,7 @@ def check(config):
   train.check_loss(opts.loss, num_classes=dataset.num_classes, where='model.loss',
                    batch_extras=extras)
   train.batch_groups(cols, opts, 'model.train')
+  role_check.role(r['role'], opts, dataset)  # the model and augmentations on the inputs' shapes
   if len(cols['bag_id']) < opts.batch_size:
     raise UserError(f'model.train.batch_size={opts.batch_size} is more than the '
                     f'{len(cols["bag_id"])} training examples in bags; lower it')

@@ -25,7 +25,7 @@ import numpy as np
 from w2s import ensemble, options, preemption, selection, sharding, train
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import learners, programmatic, results as results_lib
+from w2s.protocols import learners, programmatic, results as results_lib, role_check
 from w2s.protocols.stages import Stage, join_by_id
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
@@ -172,7 +172,22 @@ def check(config):
   _check_losses(opts, dataset.num_classes)
   if isinstance(opts.weak, programmatic.Options):
     programmatic.check(opts.weak, dataset)
+  _trace_roles(opts, dataset)
   return opts, dataset
+
+
+def _trace_roles(opts: Options, dataset) -> None:
+  """Every trained role's model and augmentations traced on the dataset's inputs (role_check):
+  a flat vector fed to an image model fails here, not when a stage's step compiles. The students
+  are the strong role under `student.train` (traced again only when that section differs)."""
+  trained = ([opts.weak] if isinstance(opts.weak, learners.RoleOptions) else []) + list(opts.chain)
+  sections = [(r, r.train, f'{r.role}.train', r.loss) for r in trained]
+  sections.append((opts.strong, opts.strong.train, 'strong.train', opts.strong.loss))
+  if opts.students and options.plain(opts.student_train) != options.plain(opts.strong.train):
+    sections.append((opts.strong, opts.student_train, 'student.train', opts.students[0][1]))
+  for role, section, where, loss in sections:
+    role_check.role(role, learners.train_options(section, where, loss=loss, seed=0,
+                                                 run=dict(opts.run)), dataset)
 
 
 def _softmax(logits):
