@@ -84,10 +84,7 @@ def _dry_run(config) -> str:
   """The config resolved and checked by its protocol (nothing trained, nothing written)."""
   from w2s import options
   from w2s.plain_data import plain
-  proto = options.plugin('protocols', config.protocol, 'protocol')
-  module = sys.modules[proto.entry().__module__]
-  if hasattr(module, 'check'):
-    module.check(config)
+  proto, _ = options.check_protocol(config)
   import yaml
   # plain dicts and lists: ConfigDict.to_yaml() dumps the object's internals (_fields, _locked)
   text = yaml.safe_dump(plain(config), default_flow_style=False, sort_keys=True)

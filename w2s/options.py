@@ -104,6 +104,15 @@ class Plugin:
     return registry.get(self.kind, self.name)
 
 
+def check_protocol(config):
+  """(protocol plug-in, its check's result): what `w2s.main --dry_run` and every sweep point run
+  before anything trains (datasets read, every plug-in built and traced; nothing written)."""
+  import sys
+  proto = plugin('protocols', config.protocol, 'protocol')
+  module = sys.modules[proto.entry().__module__]
+  return proto, (module.check(config) if hasattr(module, 'check') else None)
+
+
 def plugin(kind: str, spec, where: str) -> Plugin:
   """Resolves `spec` (`dict(name=..., **hparams)`) for registry kind `kind`, or a UserError.
 

@@ -175,12 +175,9 @@ def _override(config, key: str, value) -> None:
 
 
 def _protocol_check(config):
-  """What `python -m w2s.main --dry_run` runs: the protocol's own check of every section and
-  plug-in (datasets read, losses traced; nothing trained or written); its result."""
+  """What `python -m w2s.main --dry_run` runs (`options.check_protocol`); its result."""
   from w2s import options
-  proto = options.plugin('protocols', config.protocol, 'protocol')
-  module = sys.modules[proto.entry().__module__]
-  return module.check(config) if hasattr(module, 'check') else None
+  return options.check_protocol(config)[1]
 
 
 def check_point(module, arg, name: str, point: Point, workdir: str) -> dict:
