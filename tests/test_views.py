@@ -115,7 +115,7 @@ def test_wrong_input_kind_is_one_user_error(view, hparams, kind):
 
 
 def test_views_are_registered_and_options_are_checked():
-  assert registry.known('views') == ['avg_pool', 'crop', 'feature_subset', 'truncate']
+  assert registry.known('views') == ['avg_pool', 'crop', 'feature_subset', 'reshape', 'truncate']
   with pytest.raises(UserError, match="'avg_pool' has no option 'sise'"):
     options.plugin('views', dict(name='avg_pool', sise=4), 'weak.input')
   p = options.plugin('views', dict(name='avg_pool', size=2), 'weak.input')

@@ -5,17 +5,19 @@ deterministic function of the raw Examples (the same example always gives the sa
 before featurizing. A weak supervisor of a W2S study often sees a degraded input (pooled pixels,
 truncated text, a subset of features): `weak.input = dict(name='avg_pool', size=4)`.
 
-Shipped: `avg_pool`, `crop` (images), `truncate` (text), `feature_subset` (vectors). Each takes
-explicit keyword hparams (so `w2s.options.plugin` refuses unknown ones from the signature) and
-refuses another input kind with a UserError. A view is called on any subset of rows, in any
-order, so it must not depend on which other examples are present. The helpers below are theirs.
+Shipped: `avg_pool`, `crop` (images), `truncate` (text), `feature_subset`, `reshape` (vectors).
+Each takes explicit keyword hparams (so `w2s.options.plugin` refuses unknown ones from the
+signature) and refuses another input kind with a UserError. A view is called on any subset of
+rows, in any order, so it must not depend on which other examples are present. The helpers below
+are theirs.
 """
 import numpy as np
 
 from w2s.data import base
 from w2s.errors import UserError
 
-_FOR_KIND = {'image': 'avg_pool or crop', 'text': 'truncate', 'vector': 'feature_subset'}
+_FOR_KIND = {'image': 'avg_pool or crop', 'text': 'truncate',
+             'vector': 'feature_subset or reshape'}
 
 
 def field_of(view: str, raw: dict, input_kind: str, accepts: str) -> np.ndarray:
