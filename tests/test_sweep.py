@@ -1,7 +1,8 @@
 """Sweeps and reports: expansion, naming, one shared stage directory, --print / --dry_run, a
 rerun that finishes only what is missing, and the report's table and plots; a bad sweep, a
-failing get_sweep or a damaged results.json is one error line that writes nothing, and SIGTERM /
-Ctrl-C stops a --workers sweep at a safe point (exit 143)."""
+failing get_sweep or a damaged results.json is one error line that writes nothing, SIGTERM /
+Ctrl-C stops a --workers sweep at a safe point (exit 143), and --config.key=value overrides reach
+every point."""
 import csv
 import hashlib
 import json
@@ -307,6 +308,47 @@ def test_dry_run_prints_each_point_as_it_is_checked(tiny_sweep, tmp_path):
     proc.kill()
     proc.wait()
   assert not os.path.exists(tmp_path / 'w')
+
+
+OVERRIDES = ('--config.num_steps=10', '--config.optimizer.learning_rate', '0.01')
+
+
+def test_config_overrides_reach_every_point_and_stay_with_the_sweep(tiny_sweep, tmp_path, capsys):
+  """`--config.key=value` as w2s.main takes it: applied to every point before the point's own
+  values, passed on by --print and recorded in sweep.json. A rerun with other overrides (or
+  none), a key the config lacks, a value that does not parse and an override every point sets
+  again are one error line each that write nothing."""
+  workdir = tmp_path / 'sw'
+  proc = _sweep_cli(tiny_sweep, workdir, *OVERRIDES)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  for seed in (0, 1):
+    config = json.load(open(workdir / f'seed-{seed}' / 'results.json'))['provenance']['config']
+    assert (config['seed'], config['num_steps'], config['optimizer']['learning_rate'],
+            config['log_every']) == (seed, 10, 0.01, 10)  # log_every: runlocal's own
+  assert json.load(open(workdir / 'sweep.json'))['config_overrides'] == {
+      'num_steps': 10, 'optimizer.learning_rate': 0.01}
+  base = ['--config', tiny_sweep, '--workdir', str(workdir)]
+  assert sweep.main(base + ['--print', *OVERRIDES]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 2 and all(l.endswith(' '.join(OVERRIDES)) for l in lines), lines
+  assert sweep.main(base + list(OVERRIDES)) == 0  # the same overrides: every point done
+  assert capsys.readouterr().out.count('done earlier, skipped') == 2
+  before = _tree(workdir)
+  given = '--config.num_steps=10 --config.optimizer.learning_rate=0.01'
+  for flags, says in (
+      (['--config.num_steps=20'], f'is a sweep run with the overrides {given}, not '
+                                  '--config.num_steps=20; rerun it with the same ones'),
+      (['--dry_run'], f'{given}, not none'),
+      (['--config.num_stepz=10'], "--config.num_stepz: the config has no 'num_stepz' (did you "
+                                  "mean 'num_steps'?)"),
+      (['--config.optimizer.momentum=0.9'], "optimizer has no 'momentum'"),
+      (['--config.num_steps=ten'], '--config.num_steps=ten: invalid literal for int()'),
+      ([*OVERRIDES, '--config.seed=3'], '--config.seed changes nothing: every point')):
+    assert sweep.main(base + flags) == 2, flags
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1 and says in err, err
+  assert _tree(workdir) == before
 
 
 def test_stage_lock_makes_a_second_process_wait(tmp_path):

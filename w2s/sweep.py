@@ -21,6 +21,10 @@ need the same stage wait for it rather than train it twice.
     --dry_run         each point checked and printed as it goes, with which stages are done
     --workers N       N points at a time, each in its own process; with --gpus 0,1,.. worker i
                       sees only GPU i (one point per device, like EleutherAI's GPU pool)
+    --config.key=V    an override, as `python -m w2s.main` takes it, applied to every point before
+                      the point's own values (w2s/config_overrides.py); recorded in sweep.json, so
+                      a rerun in DIR with other overrides is refused (its finished points and
+                      shared stages were made under the first ones): use a new --workdir
 
 Nothing is written to DIR before every point passed the check `python -m w2s.main --dry_run`
 runs (keys the config defines, values, plug-ins) and every results.json already there was read
@@ -34,13 +38,11 @@ import itertools
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 import traceback
 from typing import Any, Iterable
 
+from w2s import config_overrides
 from w2s.errors import UserError
 
 Point = dict[str, Any]
@@ -140,38 +142,20 @@ def points_of(module, arg) -> list[tuple[str, Point]]:
   return named
 
 
-def configure(module, arg, point: Point, shared_dir: str):
-  """The point's config: get_config(arg) with the overrides, stages shared under shared_dir.
-  A key the config does not define is a UserError, except an option of a plug-in section
-  (`dict(name=..., **hparams)`), which the protocol's check holds to what the plug-in takes."""
+def configure(module, arg, point: Point, shared_dir: str, overrides: Point | None = None):
+  """The point's config: get_config(arg) with the command's `overrides` (parsed --config.key=value)
+  then the point's values, stages shared under shared_dir. A key the config does not define is a
+  UserError, except in a point an option of a plug-in section (`dict(name=..., **hparams)`), which
+  the protocol's check holds to what the plug-in takes."""
   config = _call(module, 'get_config', arg)
   with config.unlocked():
+    for key, value in (overrides or {}).items():
+      config_overrides.set_key(config, key, value, plugin_options=False)
     for key, value in point.items():
-      _override(config, key, value)
+      config_overrides.set_key(config, key, value)
     if 'shared_dir' in config:  # protocols with stages shared across runs
       config.shared_dir = shared_dir
   return config
-
-
-def _override(config, key: str, value) -> None:
-  import difflib
-  node, parts = config, key.split('.')
-  for depth, part in enumerate(parts):
-    where = '.'.join(parts[:depth]) or 'the config'
-    if not hasattr(node, 'keys'):
-      raise UserError(f'key {key!r}: {where} is {node!r}, not a section')
-    last = depth == len(parts) - 1
-    if part not in node and not (last and 'name' in node):
-      near = difflib.get_close_matches(part, list(node.keys()), n=1)
-      raise UserError(f'key {key!r}: {where} has no {part!r}'
-                      f'{f" (did you mean {near[0]!r}?)" if near else ""}; a sweep overrides only '
-                      f'keys the config defines: {", ".join(sorted(node.keys()))}')
-    if not last:
-      node = node[part]
-  try:
-    node[parts[-1]] = value
-  except (TypeError, ValueError) as e:
-    raise UserError(f'key {key!r}: {" ".join(str(e).split())}') from e
 
 
 def _protocol_check(config):
@@ -180,12 +164,13 @@ def _protocol_check(config):
   return options.check_protocol(config)[1]
 
 
-def check_point(module, arg, name: str, point: Point, workdir: str) -> dict:
+def check_point(module, arg, name: str, point: Point, workdir: str,
+                overrides: Point | None = None) -> dict:
   """{config, done, checked}: the point's config, whether its results.json is there (read back
   under this config), and the protocol check's result (points not done). Writes nothing; a bad
   point is a UserError naming it."""
   try:
-    config = configure(module, arg, point, workdir)
+    config = configure(module, arg, point, workdir, overrides)
     done = _finished(os.path.join(workdir, name, 'results.json'), config)
     return dict(config=config, done=done, checked=None if done else _protocol_check(config))
   except UserError as e:
@@ -245,64 +230,52 @@ def status(workdir: str, checked: dict) -> str:
   return f'{sum(s.done() for s in stages)}/{len(stages)} stages done'
 
 
-def _command(spec: str, workdir: str, name: str) -> str:
-  return (f'{sys.executable} -m w2s.sweep --config={spec} --workdir={workdir} --only={name}')
+def _command(spec: str, workdir: str, name: str, flags=()) -> str:
+  import shlex
+  return ' '.join(shlex.quote(x) for x in (sys.executable, '-m', 'w2s.sweep', f'--config={spec}',
+                                           f'--workdir={workdir}', f'--only={name}', *flags))
 
 
-# a point stopped by the signal: exit 143 at a safe point, or killed by it before its handler was
-# installed (nothing started then)
-_PREEMPTED_EXITS = (143, -signal.SIGTERM, -signal.SIGINT)
+def parse_overrides(flags: list[str], module, arg, points) -> Point:
+  """The command's --config.key=value overrides, parsed against get_config(arg) as w2s.main
+  parses them; one that every point sets again (itself or a section above it) changes nothing
+  and is refused."""
+  if not flags:
+    return {}
+  overrides = config_overrides.parse_flags(flags, _call(module, 'get_config', arg))
+  for key in overrides:
+    if all(any(key == k or key.startswith(k + '.') for k in p) for _, p in points):
+      raise UserError(f'--config.{key} changes nothing: every point of the sweep sets {key} '
+                      'after the overrides; drop it, or sweep it in get_sweep')
+  return overrides
 
 
-def _run_workers(spec: str, workdir: str, names: list[str], workers: int, gpus: list[str]) -> None:
-  """Each point in its own process, `workers` at a time (worker i pinned to gpus[i] if given).
-
-  SIGTERM / SIGINT here is passed on to the running points, which stop at their next safe point
-  and exit 143; no new point starts, and once they all stopped the sweep raises Preempted. A
-  point that exited 143 was preempted, not failed."""
-  from w2s import preemption
-  queue, running, failed, stopped, forwarded = list(names), [], [], [], False
-  while running or (queue and not preemption.requested()):
-    if preemption.requested() and not forwarded:
-      forwarded = True
-      for _, _, proc in running:
-        proc.send_signal(signal.Signals[preemption.signal_name()])
-    while queue and len(running) < workers and not preemption.requested():
-      slot = next(i for i in range(workers) if i not in [s for s, _, _ in running])
-      env = dict(os.environ)
-      if gpus:
-        env['CUDA_VISIBLE_DEVICES'] = gpus[slot % len(gpus)]
-      name = queue.pop(0)
-      cmd = [sys.executable, '-m', 'w2s.sweep', f'--config={spec}', f'--workdir={workdir}',
-             f'--only={name}']
-      running.append((slot, name, subprocess.Popen(cmd, env=env)))
-    finished = [r for r in running if r[2].poll() is not None]
-    if not finished:
-      time.sleep(0.2)
-    for r in finished:
-      running.remove(r)
-      if r[2].returncode in _PREEMPTED_EXITS:
-        stopped.append(r[1])
-      elif r[2].returncode:
-        failed.append(f'{r[1]} (exit {r[2].returncode})')
-  failures = (f'{len(failed)} sweep point(s) failed: {", ".join(failed)}' if failed else '')
-  if stopped or (queue and preemption.requested()):  # else every point ended before it
-    cause = (f'{preemption.signal_name()} received' if preemption.requested() else
-             'points preempted')
-    raise preemption.Preempted(
-        f'sweep: {cause}; {len(stopped)} running point(s) stopped at a safe point'
-        f'{" (" + ", ".join(stopped) + ")" if stopped else ""}, {len(queue)} not started'
-        f'{"; " + failures if failures else ""}; rerun the same command to finish them (done '
-        'points, stages and checkpoints are kept)')
-  if failed:
-    raise UserError(f'{failures}; rerun the sweep to finish them (done points and stages are '
-                    'kept)')
+def _same_overrides(workdir: str, overrides: Point) -> None:
+  """A sweep directory keeps the overrides it was run with (sweep.json): its finished points
+  and shared stages were made under them, so other overrides are one UserError line."""
+  try:
+    with open(os.path.join(workdir, 'sweep.json')) as f:
+      saved = json.load(f).get('config_overrides', {})
+  except (OSError, ValueError, AttributeError):
+    return  # none yet, or unreadable (rewritten once every point passed its check)
+  text = lambda o: ' '.join(f'--config.{k}={json.dumps(v)}' for k, v in o.items()) or 'none'
+  if saved != _plain(overrides):
+    raise UserError(f'{workdir} is a sweep run with the overrides {text(saved)}, not '
+                    f'{text(_plain(overrides))}; rerun it with the same ones, or give this sweep '
+                    'a new --workdir')
 
 
-def _index(spec: str, points: list[tuple[str, Point]]) -> dict:
-  """sweep.json: the config, the swept keys and every point (what w2s.report reads)."""
+def _plain(overrides: Point) -> Point:
+  from w2s.plain_data import plain
+  return json.loads(json.dumps(plain(overrides), default=str))
+
+
+def _index(spec: str, points: list[tuple[str, Point]], overrides: Point) -> dict:
+  """sweep.json: the config, the command's overrides (if any), the swept keys and every point
+  (what w2s.report reads)."""
   path, sep, arg_text = spec.partition(':')
   return {'config': os.path.abspath(path) + sep + arg_text,
+          **({'config_overrides': _plain(overrides)} if overrides else {}),
           'axes': list(dict.fromkeys(k for _, p in points for k in p)),
           'points': [{'name': n, 'overrides': p} for n, p in points]}
 
@@ -336,18 +309,20 @@ def _run(a, module, arg, everything, points, workdir: str) -> None:
   """Checks, then writes the index and runs. Every point to run is checked first, and every point
   of the sweep when sweep.json would change, so a bad sweep writes nothing."""
   from w2s import preemption, train
-  index, index_path = _index(a.config, everything), os.path.join(workdir, 'sweep.json')
+  index = _index(a.config, everything, a.overrides)
+  index_path = os.path.join(workdir, 'sweep.json')
   rewrite = _index_changes(index_path, index)
   to_check = everything if rewrite else points
   print(f'[sweep] checking {len(to_check)} point(s) before writing to {workdir}', flush=True)
-  checked = {n: check_point(module, arg, n, p, workdir) for n, p in to_check}
+  checked = {n: check_point(module, arg, n, p, workdir, a.overrides) for n, p in to_check}
   preemption.check('sweep (points checked)', 'nothing was written')
   os.makedirs(workdir, exist_ok=True)
   if rewrite:
     train.write_json_atomic(index_path, index)
   if a.workers > 1:
-    _run_workers(a.config, workdir, [n for n, _ in points], a.workers,
-                 [g for g in a.gpus.split(',') if g])
+    from w2s import sweep_workers
+    sweep_workers.run_workers(a.config, workdir, [n for n, _ in points], a.workers,
+                              [g for g in a.gpus.split(',') if g], a.flags)
     return
   for name, point in points:
     preemption.check(f'sweep before point {name}', 'the points before it are saved')
@@ -366,20 +341,23 @@ def main(argv=None) -> int:
   ap.add_argument('--index', type=int, default=None, help='run only the K-th point (0-based)')
   ap.add_argument('--workers', type=int, default=1, help='points at a time, one process each')
   ap.add_argument('--gpus', default='', help='comma-separated GPU ids, one per worker')
-  a = ap.parse_args(argv)
+  a, a.flags = ap.parse_known_args(argv)  # the rest: --config.key=value overrides
   from w2s import preemption
   preemption.install()  # SIGTERM / Ctrl-C: stop at the next safe point, exit 143
   try:
     module, arg = load(a.config)
     everything = points_of(module, arg)
+    a.overrides = parse_overrides(a.flags, module, arg, everything)
     points = _select(everything, a.only, a.index)
     workdir = os.path.abspath(a.workdir)
+    if not a.print_cmds:
+      _same_overrides(workdir, a.overrides)
     if a.print_cmds:
       for name, _ in points:
-        print(_command(a.config, workdir, name))
+        print(_command(a.config, workdir, name, a.flags))
     elif a.dry_run:
       for name, point in points:
-        state = status(workdir, check_point(module, arg, name, point, workdir))
+        state = status(workdir, check_point(module, arg, name, point, workdir, a.overrides))
         print(f'{name}  {json.dumps(point, default=str)}  {state}', flush=True)
     else:
       _run(a, module, arg, everything, points, workdir)

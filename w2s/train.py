@@ -575,7 +575,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Dispatches to the protocol plug-in `config.protocol.name` (supervised, weak_to_strong, ...) and
   writes what it returns to `<workdir>/results.json` with the run's provenance (the full config,
-  package versions, git commit, devices, wall time); a failing run writes nothing there.
+  package versions, git commit, devices, wall time), and the config and numbers as TensorBoard
+  hparams in `<workdir>/hparams/`; a failing run writes nothing there.
   """
   from w2s import provenance
   t0 = time.time()
@@ -585,6 +586,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   results = {**results, 'provenance': provenance.record(config, wall_s=time.time() - t0)}
   if jax.process_index() == 0:
     write_json_atomic(os.path.join(workdir, 'results.json'), results)
+    metrics.write_hparams(workdir, results)  # TensorBoard's HParams view: config vs results
   return results
 
 

@@ -15,10 +15,13 @@ never rebuilt.
 
 Logs: TFDS warns for every unprepared builder it checks ("Variant folder ... has no
 dataset_info.json") and prints a download banner sized "Unknown size" for builders with nothing to
-download; `is_prepared` checks quietly, and builders with `QuietBuild` print one line instead (and
-no progress bars when they set `PROGRESS_BAR = False`). TFDS also warns on every run that reads
-images that OpenCV is not installed (it decodes with pillow then, which is all we need): that one
-message is filtered out of the absl logger.
+download; `is_prepared` checks quietly, and builders with `QuietBuild` (user files, packaged data)
+print one line instead. TFDS's tqdm bars show only on an interactive terminal (in a log file their
+carriage returns and cursor moves are noise, in a notebook a block each), and never for builders
+that set `PROGRESS_BAR = False`. TFDS also warns on every run that reads images that OpenCV is not
+installed (it decodes with pillow then, which is all we need), and on every construction of a
+builder from user files "Using custom data configuration: ..." (that config is the files'
+fingerprint, by design): both are filtered out of the absl logger.
 """
 import contextlib
 import fcntl
@@ -34,12 +37,16 @@ from tensorflow_datasets.core.utils import tqdm_utils
 DATA_DIR_ENV = 'W2S_DATA_DIR'
 
 
-def _not_the_opencv_hint(record: logging.LogRecord) -> bool:
-  return not str(record.msg).startswith('OpenCV is not installed.')
+_QUIET = ('OpenCV is not installed.', 'Using custom data configuration')
 
 
-if _not_the_opencv_hint not in logging.getLogger('absl').filters:
-  logging.getLogger('absl').addFilter(_not_the_opencv_hint)
+def _not_quieted(record: logging.LogRecord) -> bool:
+  """False for TFDS's messages in `_QUIET`."""
+  return not str(record.msg).startswith(_QUIET)
+
+
+if _not_quieted not in logging.getLogger('absl').filters:
+  logging.getLogger('absl').addFilter(_not_quieted)
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:
@@ -57,7 +64,7 @@ def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
 class QuietBuild:
   """Mixin of builders with nothing to download: one "preparing" line instead of TFDS's banner."""
 
-  PROGRESS_BAR: bool = True  # TFDS's tqdm bars while generating (worth it for big user files)
+  PROGRESS_BAR: bool = True  # TFDS's bars on a terminal while generating (big user files)
 
   def _log_download_bytes(self) -> None:
     print(f'[data] preparing {self.name} in {self.data_dir} (first use only)', file=sys.stderr,
@@ -67,10 +74,16 @@ class QuietBuild:
     pass
 
 
+def _on_terminal() -> bool:
+  """Whether stderr is an interactive terminal (not a log file, a pipe or a notebook)."""
+  from w2s import metrics
+  return sys.stderr.isatty() and not metrics.in_notebook()
+
+
 @contextlib.contextmanager
 def _progress_bars(enable: bool):
   was = getattr(tqdm_utils, '_active', True)
-  tfds.display_progress_bar(enable and was)
+  tfds.display_progress_bar(enable and was and _on_terminal())
   try:
     yield
   finally:

@@ -36,7 +36,7 @@ from w2s.data import base
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
 from w2s.protocols import learners, role_check
-from w2s.protocols.stages import Stage
+from w2s.protocols.stages import Stage, number_stages
 from w2s.protocols.weak_to_strong import train_and_predict
 
 TOP_KEYS = ('protocol', 'dataset', 'labels', 'tokenizer', 'seeds', 'teacher', 'student', 'rounds',
@@ -134,6 +134,7 @@ def stage_plan(opts: Options, root: str, seed: int) -> list[Stage]:
   for r in range(1, opts.rounds + 1):
     plan.append(Stage(root, f'round{r}', base_key, opts.student.spec(), opts.select.spec(),
                       'hard' if opts.hard else 'soft', r, plan[-1].key, seed=seed))
+  number_stages(plan, opts.seeds.index(seed), len(opts.seeds))  # progress: 'stage k/N'
   return plan
 
 

@@ -28,6 +28,13 @@ def key(*parts) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def number_stages(stages: list, seed_index: int, num_seeds: int) -> None:
+  """Sets each stage's `position` (k, N): its place among the run's stages, one seed's after
+  another's, which the progress lines show as `stage k/N` (`metrics.stage`)."""
+  for k, st in enumerate(stages, seed_index * len(stages) + 1):
+    st.position = (k, num_seeds * len(stages))
+
+
 class Stage:
   """One stage's directory: `done()` says if it finished, `finish()` records its outputs."""
 
@@ -38,6 +45,7 @@ class Stage:
     name = re.sub(r'[^A-Za-z0-9_.-]', '_', kind) + ('' if seed is None else f'-seed{seed}')
     self.dir = os.path.join(workdir, 'stages', f'{name}-{self.key}')
     self.spec = plain(parts)
+    self.position = None  # (k, N) among the run's stages: `number_stages`
 
   @contextlib.contextmanager
   def lock(self):

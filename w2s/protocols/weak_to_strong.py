@@ -22,11 +22,11 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from w2s import ensemble, options, preemption, selection, sharding, train
+from w2s import ensemble, metrics, options, preemption, selection, sharding, train
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
 from w2s.protocols import learners, programmatic, results as results_lib, role_check
-from w2s.protocols.stages import Stage, join_by_id
+from w2s.protocols.stages import Stage, join_by_id, number_stages
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
             'student_losses', 'student_order', 'chain', 'relabel_rounds', 'eval_batch_size',
@@ -136,6 +136,8 @@ def stage_plan(opts: Options, root: str, seed: int) -> dict:
                           loss.spec(), k, seed=seed))
       k = rounds[-1].key
     plan['students'][name] = rounds
+  number_stages([weak, plan['ceiling'], *plan['chain'], *sum(plan['students'].values(), [])],
+                opts.seeds.index(seed), len(opts.seeds))
   return plan
 
 
@@ -208,7 +210,7 @@ def train_and_predict(stage: Stage, learner, train_raw, labels, predict_on: dict
   from the EMA of the parameters (FixMatch's evaluation). The stage's lock is held throughout
   (concurrent sweep points wait for a stage they share).
   """
-  with stage.lock():
+  with stage.lock(), metrics.stage(stage.position):
     return _train_and_predict_unlocked(stage, learner, train_raw, labels, predict_on, opts=opts,
                                        mesh=mesh, eval_batch_size=eval_batch_size,
                                        num_classes=num_classes, extras=extras, val=val,
