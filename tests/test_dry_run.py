@@ -30,6 +30,8 @@ BAD = {
                       ['splits', 'weak_fraction=1.5', '(0, 1)']),
     'image augmentation on vectors': ('ssl.py:runlocal', ['--config.dataset.name=digits'],
                                       ['model.train.weak_augment', "'translate'", 'rank 4']),
+    'supervised image model on vectors': ('supervised.py:dataset=digits,model=cnn,runlocal', [],
+                                          ['model: cnn', 'not images']),
     'w2s image model on vectors': ('w2s_offline.py:runlocal', ['--config.dataset.name=digits',
                                                                '--config.weak.model.name=cnn'],
                                    ['weak.model', 'cnn', 'not images']),
@@ -171,3 +173,16 @@ def test_a_debate_prompt_with_a_bad_template_is_one_line_naming_it(template, pro
   line = str(e.value)
   assert '\n' not in line and line.startswith('debate.prompts.debate[1] is not a valid template')
   assert problem in line and '{{' in line
+
+
+def test_a_view_that_cannot_take_the_dataset_fails_in_the_supervised_dry_run(tmp_path):
+  config = tmp_path / 'reshaped.py'
+  config.write_text('from w2s.configs import supervised\n\n\ndef get_config(arg=None):\n'
+                    "  c = supervised.get_config('dataset=digits,model=cnn,runlocal')\n"
+                    '  with c.unlocked():\n'
+                    "    c.input = dict(name='reshape', shape=SHAPE)\n  return c\n")
+  text = config.read_text()
+  config.write_text(text.replace('SHAPE', '(8, 8, 2)'))
+  _one_error(_cli(f'--config={config}', '--dry_run'), 'reshape', 'shape=(8, 8, 2)', '64')
+  config.write_text(text.replace('SHAPE', '(8, 8, 1)'))  # the right shape feeds the cnn
+  assert _cli(f'--config={config}', '--dry_run').returncode == 0

@@ -65,8 +65,32 @@ def check(config):
     out['data'] = out['stored'].dataset
   else:
     out['data'] = options.build(out['dataset'], 'dataset')
+  if out['data'].input_kind == 'text':
+    from w2s.models import checkpoint_fit  # a pretrained checkpoint vs its tokenizer, size, length
+    checkpoint_fit.check_role('model', out['model'], out['tokenizer'])
   train.check_loss(opts.loss, num_classes=out['data'].num_classes, where='loss')
+  if not out['streaming']:
+    _trace_model(out, opts)
   return out
+
+
+def _trace_model(out: dict, opts) -> None:
+  """The first training row through the view and featurization, then the model and the train
+  augmentations traced on its shapes (`jax.eval_shape`): a view or model that cannot take this
+  dataset's inputs fails in --dry_run, not when the step first compiles."""
+  import jax
+  from w2s.protocols import learners, role_check
+  data = out['data']
+  feats = featurize(data, learners._first_rows(data, 1), out['tokenizer'], out['view'])
+  spec = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in feats.items()
+          if k not in ('id', 'label')}
+  batch = {**spec, 'label': jax.ShapeDtypeStruct((1, data.num_classes), np.float32)}
+  role_check.augmentations(opts, batch, 'config')
+  module = options.build(out['model'], 'model', num_classes=data.num_classes)
+  try:
+    learners._trace(module, spec, data.num_classes, 'model')
+  except UserError as e:
+    raise e if str(e).startswith('model') else UserError(f'model: {e}') from e
 
 
 def _packaged_builder(module) -> type | None:
