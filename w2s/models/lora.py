@@ -20,7 +20,8 @@ Parameter layout: the adapters sit beside the kernel they adapt, in the same Fla
 
 where <dense> is, per target:
   'attention'  the q, k, v, o projections of `w2s.models.attention.Attention` (every family);
-  'mlp'        BERT intermediate/output, GPT-2 c_fc/c_proj, Llama gate_proj/up_proj/down_proj.
+  'mlp'        BERT intermediate/output, GPT-2 c_fc/c_proj, Llama gate_proj/up_proj/down_proj,
+               GPT-NeoX dense_h_to_4h/dense_4h_to_h.
 Embeddings, norms, LM heads and the classification head never get adapters.
 
 Config: model=dict(name='llama', pretrained=..., lora=dict(rank=8, alpha=16,

@@ -85,8 +85,13 @@ class RoleOptions:
       raise UserError(f'{role} reads text but the config has no tokenizer section; add '
                       "tokenizer=dict(tokenizer='minilm', max_length=128)")
     view = s.get('input')
+    model = options.plugin('models', s['model'], f'{role}.model')
+    if input_kind == 'text':  # a pretrained checkpoint vs its tokenizer, size and length
+      from w2s.models import checkpoint_fit
+      checkpoint_fit.check_role(f'{role}.model', model, tok, f'{role}.tokenizer'
+                                if s.get('tokenizer') else 'tokenizer')
     return cls(
-        role=role, model=options.plugin('models', s['model'], f'{role}.model'),
+        role=role, model=model,
         loss=options.plugin('losses', s['loss'], f'{role}.loss') if 'loss' in s else None,
         train=s['train'], frozen=frozen,
         head=options.plugin('models', s.get('head', dict(name='mlp', size='linear')),
