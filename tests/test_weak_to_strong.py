@@ -27,7 +27,8 @@ def test_tiny_run_writes_results_and_rerun_skips_every_stage(tmp_path, capsys):
   out = capsys.readouterr()
   assert set(results['summary']) == {'xent', 'logconf', 'reliability'}
   assert len(results['per_seed']) == 2
-  for name in ('results.json', 'accuracy.png', 'pgr.png'):
+  for name in ('results.json', 'accuracy.png', 'pgr.png', 'weak_split.png', 'reliability.png',
+               'curves.png'):
     assert os.path.getsize(tmp_path / name) > 0
   saved = json.load(open(tmp_path / 'results.json'))
   first = saved['per_seed'][0]

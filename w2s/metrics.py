@@ -274,30 +274,3 @@ def read_records(logdir: str) -> list[dict]:
       merged.setdefault(int(r['step']), {}).update(r)
   return [merged[s] for s in sorted(merged)]
 
-
-def plot_curves(logdir: str, title: str = '') -> str | None:
-  """`<logdir>/curves.png`: training loss and accuracy, and the held-out ones when logged."""
-  records = read_records(logdir)
-  if len(records) < 2:
-    return None
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-  for ax, what in zip(axes, ('loss', 'accuracy')):
-    for key, label in ((what, 'train (batch)'), (f'val_{what}', 'held-out')):
-      pts = [(r['step'], r[key]) for r in records if key in r]
-      if pts:
-        ax.plot(*zip(*pts), marker='.' if len(pts) < 30 else None, label=label)
-    ax.set_xlabel('step')
-    ax.set_ylabel(what)
-    ax.legend()
-    ax.grid(alpha=0.3)
-  fig.suptitle(title)
-  fig.tight_layout()
-  path = os.path.join(logdir, 'curves.png')
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
-  return path

@@ -10,11 +10,15 @@ the first DIR is itself a run: a report never writes into a run's own files):
                            seeds (no interval below 3 seeds: the values), with how many seeds
                            each number has; smoke runs (`runlocal`) are marked
   accuracy.png             test accuracy vs the x axis (e.g. strong-model size), one panel per
-                           group (e.g. weak-supervisor strength): weak, ceiling, each student
+                           group (e.g. weak-supervisor strength): weak, ceiling, each student;
+                           without a numeric swept key, grouped bars per run (no lines between
+                           unrelated runs), each seed a dot, the axis from zero or broken
   pgr.png                  PGR vs the x axis, one panel per student loss, one line per group,
-                           CIs as bands (the form of Burns et al. 2023, Figs. 3-4)
-  curves.png               training loss of each stage kind over steps (seed 0), one line per
-                           run, from the stages' metrics.jsonl
+                           t-intervals as bands (the form of Burns et al. 2023, Figs. 3-4); or
+                           grouped bars per run
+  curves.png               held-out accuracy of each stage kind over steps, one line per run
+                           with a band over seeds, one scale; a kind with no held-out
+                           evaluation (llp, ssl) its training loss, one panel per run
 
 The axes come from the sweep's `sweep.json`: by default the last swept key with numeric values
 is x and the other swept keys form the groups.
@@ -25,11 +29,8 @@ import json
 import os
 import sys
 
-import numpy as np
-
-from w2s import scores
+from w2s import report_plots, scores
 from w2s.errors import UserError
-from w2s.protocols import results as results_lib
 
 STATS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr')
 KINDS = ('weak_to_strong', 'self_training', 'semi_supervised', 'label_proportions')
@@ -222,138 +223,6 @@ def choose_axes(runs: list[dict], x: str | None, group: str | None) -> tuple[str
   return x, groups
 
 
-def _series(runs, x, groups):
-  """{group label: [(x value, run)] sorted by x}."""
-  out: dict[str, list] = {}
-  for i, r in enumerate(runs):
-    label = ', '.join(f'{g.rsplit(".", 1)[-1]}={_cell(r["overrides"].get(g))}' for g in groups)
-    xv = r['overrides'].get(x, i) if x else i
-    out.setdefault(label or 'all', []).append((xv, r))
-  return {k: sorted(v, key=lambda t: t[0]) for k, v in out.items()}
-
-
-def _band(ax, xs, stats, k, label, color, style='-'):
-  """The means as a line, the t-intervals as a band (none where a run has fewer than 3 seeds:
-  results.json stores the missing ends as null)."""
-  part = lambda p: np.array([k * s[p] if s['n'] and s[p] is not None else np.nan for s in stats])
-  mean, lo, hi = part('mean'), part('lo'), part('hi')
-  ax.plot(xs, mean, style, marker='o', color=color, label=label)
-  if all(isinstance(v, (int, np.integer)) for v in xs):
-    ax.set_xticks(sorted(set(xs)))
-  ax.fill_between(xs, lo, hi, color=color, alpha=0.18)
-
-
-def plot_accuracy(runs, x, groups, out) -> str:
-  plt = _plt()
-  series = _series(runs, x, groups)
-  losses = _losses(runs)
-  fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.6), squeeze=False)
-  colors = plt.get_cmap('tab10')
-  for ax, (label, pts) in zip(axes[0], series.items()):
-    xs = [p[0] for p in pts]
-    first = [next(iter(p[1]['results']['summary'].values())) for p in pts]
-    _band(ax, xs, [f['acc_weak'] for f in first], 100, 'weak', '#888888', '--')
-    _band(ax, xs, [f['acc_ceiling'] for f in first], 100, 'ceiling (strong on truth)', '#228833')
-    for j, loss in enumerate(losses):
-      have = [p for p in pts if loss in p[1]['results']['summary']]
-      _band(ax, [p[0] for p in have], [p[1]['results']['summary'][loss]['acc_student']
-                                       for p in have], 100, f'student {loss}', colors(j))
-    ax.set_title(label, fontsize=9)
-    ax.set_xlabel(x or 'run')
-    ax.set_ylabel('test accuracy (%)')
-    ax.grid(alpha=0.3)
-  axes[0][-1].legend(fontsize=8)
-  fig.suptitle(f'{_smoke(runs)}weak-to-strong test accuracy, {_interval_note(runs)}', fontsize=10)
-  return _save(fig, os.path.join(out, 'accuracy.png'))
-
-
-def plot_pgr(runs, x, groups, out) -> str:
-  plt = _plt()
-  series = _series(runs, x, groups)
-  losses = _losses(runs)
-  fig, axes = plt.subplots(1, len(losses), figsize=(4.2 * len(losses), 3.6), squeeze=False,
-                           sharey=True)
-  colors = plt.get_cmap('viridis')
-  for ax, loss in zip(axes[0], losses):
-    for j, (label, pts) in enumerate(series.items()):
-      pts = [p for p in pts if loss in p[1]['results']['summary']]
-      _band(ax, [p[0] for p in pts], [p[1]['results']['summary'][loss]['pgr'] for p in pts], 1,
-            label, colors(j / max(1, len(series) - 1)))
-    ax.axhline(0, color='black', lw=0.8)
-    ax.axhline(1, color='#228833', lw=0.8, ls='--')
-    ax.set_title(f'student loss: {loss}', fontsize=9)
-    ax.set_xlabel(x or 'run')
-    ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel('PGR (performance gap recovered)')
-  axes[0][-1].legend(fontsize=8)
-  fig.suptitle(f'{_smoke(runs)}PGR, {_interval_note(runs)}', fontsize=10)
-  return _save(fig, os.path.join(out, 'pgr.png'))
-
-
-def _losses(runs) -> list[str]:
-  """Every student loss of the weak-to-strong runs, in first-seen order."""
-  return list(dict.fromkeys(loss for r in runs for loss in r['results']['summary']))
-
-
-def _smoke(runs) -> str:
-  return results_lib.SMOKE if any((r['results'].get('config') or {}).get('smoke')
-                                  for r in runs) else ''
-
-
-def _interval_note(runs) -> str:
-  counts = [len(r['results'].get('seeds', [])) for r in runs]
-  lo, hi = min(counts), max(counts)
-  n = f'{lo}' if lo == hi else f'{lo}-{hi}'
-  if hi < scores.MIN_SEEDS_FOR_INTERVAL:
-    return f'mean over {n} seeds, no interval (fewer than 3 seeds)'
-  return (f'mean over {n} seeds, 95% t-interval bands'
-          + (' where a run has 3 or more' if lo < scores.MIN_SEEDS_FOR_INTERVAL else ''))
-
-
-def plot_curves(runs, out) -> str | None:
-  """Training loss per stage kind (seed 0), one line per run."""
-  from w2s import metrics
-  plt = _plt()
-  curves: dict[str, list] = {}
-  for r in runs:
-    seed0 = r['results']['per_seed'][0]
-    root = r['results'].get('provenance', {}).get('config', {}).get('shared_dir') or r['dir']
-    for kind, rel in seed0.get('stages', {}).items():
-      recs = [rec for rec in metrics.read_records(os.path.join(root, rel)) if 'loss' in rec]
-      if recs:
-        curves.setdefault(kind, []).append((r['name'], recs))
-  if not curves:
-    return None
-  fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
-  for ax, (kind, lines) in zip(axes[0], curves.items()):
-    for name, recs in lines:
-      ax.plot([x['step'] for x in recs], [x['loss'] for x in recs], label=name, lw=1)
-    ax.set_title(kind, fontsize=9)
-    ax.set_xlabel('step')
-    ax.set_ylabel('training loss')
-    ax.grid(alpha=0.3)
-  if sum(len(v) for v in curves.values()) <= 12 * len(curves):
-    axes[0][0].legend(fontsize=6)
-  fig.suptitle('training curves (seed 0)', fontsize=10)
-  return _save(fig, os.path.join(out, 'curves.png'))
-
-
-def _plt():
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def _save(fig, path):
-  plt = _plt()
-  fig.tight_layout()
-  fig.savefig(path + '.tmp.png', dpi=110)
-  plt.close(fig)
-  os.replace(path + '.tmp.png', path)
-  return path
-
-
 def report(dirs: list[str], out: str | None = None, x: str | None = None,
            group: str | None = None) -> list[str]:
   """Writes the tables and plots; returns their paths."""
@@ -370,8 +239,10 @@ def report(dirs: list[str], out: str | None = None, x: str | None = None,
     paths = write_tables(table, out)
     w2s_runs = [r for r in runs if kind(r) == 'weak_to_strong']
     if w2s_runs:
-      paths += [plot_accuracy(w2s_runs, x, groups, out), plot_pgr(w2s_runs, x, groups, out)]
-    curves = plot_curves(runs, out)
+      losses = list(dict.fromkeys(loss for r in w2s_runs for loss in r['results']['summary']))
+      paths += [report_plots.plot_accuracy(w2s_runs, x, groups, out, losses),
+                report_plots.plot_pgr(w2s_runs, x, groups, out, losses)]
+    curves = report_plots.plot_curves(runs, out)
   except OSError as e:
     raise UserError(f'cannot write the report into {out} ({e.strerror or e}); pass a writable '
                     '--out DIR') from e

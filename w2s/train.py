@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from w2s import (checkpoint, memory, metrics, optim, options, partition, preemption,
+from w2s import (checkpoint, memory, metrics, optim, options, partition, plots, preemption,
                  registry, selection, sharding)
 from w2s.data import pipeline
 from w2s.errors import UserError
@@ -455,7 +455,7 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
   finally:
     writer.close()
   if jax.process_index() == 0:
-    metrics.plot_curves(workdir, title=name)
+    plots.plot_curves(workdir, title=name)
   return state, last
 
 

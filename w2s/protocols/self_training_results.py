@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from w2s import scores
+from w2s import plots, scores
 from w2s.protocols import results as results_lib
 
 ROUND_METRICS = ('acc', 'ece')
@@ -58,11 +58,15 @@ def table(results: dict) -> str:
 
 def plot(results: dict, workdir: str) -> str:
   """rounds.png: test accuracy per round (left), pseudo-label accuracy and coverage (right)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  return plots.save(figure(results), os.path.join(workdir, 'rounds.png'), dpi=110)
+
+
+def figure(results: dict):
+  """The figure of `plot`: means over seeds as lines, 95% t-interval bands (none below 3 seeds:
+  each seed's value shows as a dot), the smoke and interval notes in the title."""
+  plt = plots.pyplot()
   rounds = results['summary']['rounds']
-  fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+  fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6), layout='constrained')
   _band(a1, rounds, lambda r: r['acc'], 'test accuracy', '#4477aa')
   a1.set_ylabel('test accuracy (%)')
   a1.set_title('test accuracy per round (0 = supervised only)', fontsize=9)
@@ -75,26 +79,21 @@ def plot(results: dict, workdir: str) -> str:
     ax.set_xlabel('round')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+  n = len(results['seeds'])
+  band = ', bands: 95% t-interval' if n >= scores.MIN_SEEDS_FOR_INTERVAL else ''
   fig.suptitle(f'{results_lib.smoke_note(results.get("config"))}self-training, '
-               f'{results_lib.interval_note(len(results["seeds"]))}', fontsize=10)
-  fig.tight_layout()
-  path = os.path.join(workdir, 'rounds.png')
-  fig.savefig(path + '.tmp.png', dpi=110)
-  plt.close(fig)
-  os.replace(path + '.tmp.png', path)
-  return path
+               f'{results_lib.interval_note(n)}{band}; dots: each seed', fontsize=10)
+  return fig
 
 
 def _band(ax, rounds, get, label, color):
   if not rounds:
     return
   xs = [r['round'] for r in rounds]
-  stats = [get(r) for r in rounds]
-  mean = np.array([100 * s['mean'] for s in stats])
+  mean, lo, hi = (np.array(v) for v in zip(*(plots.ends(get(r), 100) for r in rounds)))
   ax.plot(xs, mean, marker='o', color=color, label=label)
-  ax.fill_between(xs, [100 * s['lo'] for s in stats], [100 * s['hi'] for s in stats],
-                  color=color, alpha=0.2)  # NaN (no band) below 3 seeds
-  for x, s in zip(xs, stats):  # each seed's value
-    ax.plot([x] * len(s.get('values', [])), [100 * v for v in s.get('values', [])], '.',
-            color=color, alpha=0.5)
+  ax.fill_between(xs, lo, hi, color=color, alpha=0.2)  # NaN (no band) below 3 seeds
+  for x, r in zip(xs, rounds):  # each seed's value
+    vals = get(r).get('values') or []
+    ax.plot([x] * len(vals), [100 * v for v in vals], '.', color=color, alpha=0.5)
   ax.set_xticks(xs)

@@ -311,7 +311,7 @@ def run(*, config, workdir: str) -> dict:
   strong = learners.make(opts.strong, **common)
   chain = [learners.make(r, **common) for r in opts.chain]
   fit_kw = dict(mesh=mesh, eval_batch_size=opts.eval_batch_size, num_classes=C)
-  per_seed = []
+  per_seed, test_probs = [], []  # test_probs: each seed's test probabilities, for the figures
   for seed in opts.seeds:
     topt = lambda where, section, loss: learners.train_options(section, where, loss=loss,
                                                                seed=seed, run=dict(opts.run))
@@ -350,18 +350,21 @@ def run(*, config, workdir: str) -> dict:
         plan['weak'], plan['ceiling'], *plan['chain'],
         *(r for rounds in plan['students'].values() for r in rounds))}
     weak_test = _probs_on(weak_out, 'test', test, 'weak test labels')
+    probs = {'label': np.asarray(test['label']), 'weak': weak_test,
+             'ceiling': _probs_on(ceiling_out, 'test', test, 'ceiling')}
     for name, loss in opts.students:
       student_out = _student(plan['students'][name], loss, strong, b, test, val, teacher, opts,
                              fit_kw, topt)
-      record[name] = results_lib.score_seed(
-          weak_test, _probs_on(student_out, 'test', test, 'student'),
-          _probs_on(ceiling_out, 'test', test, 'ceiling'), test['label'])
+      probs[f'student_{name}'] = _probs_on(student_out, 'test', test, 'student')
+      record[name] = results_lib.score_seed(weak_test, probs[f'student_{name}'], probs['ceiling'],
+                                            test['label'])
       record['held_out'][f'student_{name}'] = _held_out(student_out)
     per_seed.append(record)
+    test_probs.append(probs)
     print(results_lib.seed_line(record, [n for n, _ in opts.students]), flush=True)
   results = results_lib.summarize(per_seed, [n for n, _ in opts.students], config.to_dict())
   if jax.process_index() == 0:
-    results_lib.plot(results, workdir)
+    results_lib.plot(results, workdir, test_probs=test_probs, stage_root=root)
     print(results_lib.table(results), flush=True)
   return results
 
