@@ -18,6 +18,9 @@ setup(
     packages=find_packages(include=['w2s', 'w2s.*']) + ['w2s.configs'],
     package_dir={'w2s.configs': 'configs'},
     install_requires=[
+        # Supported: jax >= 0.8 (jit + NamedSharding, jax.make_array_from_process_local_data) and
+        # flax >= 0.10 (NNX split/merge); tested with jax 0.10.2, flax 0.12.8, optax 0.2.8,
+        # orbax-checkpoint 0.12.8 (the versions setup_env.sh installs on 2026-12-07).
         'jax>=0.8',
         'flax>=0.10',
         'optax>=0.2.4',
