@@ -282,13 +282,12 @@ def child(args) -> None:
 
 def run_mode(args, mode: str, cache_dir: str, tmp: str) -> dict:
   out, workdir = os.path.join(tmp, f'{mode}.json'), os.path.join(tmp, f'work_{mode}')
-  if args.features_dir:
-    os.makedirs(workdir)
-    os.symlink(os.path.abspath(args.features_dir), os.path.join(workdir, 'features'),
-               target_is_directory=True)
   cmd = [sys.executable, os.path.abspath(__file__), '--child', out, '--workdir', workdir,
          '--config', config_spec(args)]
-  env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': cache_dir}
+  # the feature cache: --features_dir, else the fresh workdir's own (W2S_CACHE_DIR empty), not
+  # the user cache, whose features would leave nothing to extract (or compile) here
+  env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': cache_dir,
+         'W2S_CACHE_DIR': os.path.abspath(args.features_dir) if args.features_dir else ''}
   env.pop('W2S_COMPILATION_CACHE', None)
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, env=env, cwd=ROOT, text=True,

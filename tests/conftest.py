@@ -1,5 +1,10 @@
 """Every test process sees 8 CPU devices, so sharding is tested against 1 device in-process.
 
+Frozen-backbone features go to one fresh feature cache for the session, the user cache of every
+test and of its CLI subprocesses (W2S_CACHE_DIR, inherited), so no test writes to ~/.cache and
+the tiny BERT's features of a row are extracted once per session; a test that needs to see an
+extraction takes `own_feature_cache`.
+
 Compiles are cached on disk for the session (w2s/compile_cache.py): the same step built by many
 tests, and by their CLI subprocesses (they inherit JAX_COMPILATION_CACHE_DIR), compiles once. The
 directory is fresh each session, so every run is measured cold and a CLI run a test kills mid-write
@@ -18,6 +23,7 @@ import pytest  # noqa: E402
 
 _SESSION_DIRS = []  # the directories this session made (removed at its end)
 _FEATURES = 'W2S_TEST_FEATURES_DIR'  # the session's frozen-feature cache, shared by xdist workers
+_USER_CACHE = 'W2S_CACHE_DIR'  # w2s.models.feature_store.CACHE_ENV: the cache runs use
 
 
 def pytest_configure(config):
@@ -31,6 +37,8 @@ def pytest_configure(config):
   if _FEATURES not in os.environ:
     _SESSION_DIRS.append(tempfile.mkdtemp(prefix='w2s-test-features-'))
     os.environ[_FEATURES] = _SESSION_DIRS[-1]
+  # whatever the developer's environment says: tests never read or write a real user cache
+  os.environ[_USER_CACHE] = os.environ[_FEATURES]
   # subprocesses that do not call enable() (the notebook's kernel) read JAX's own variables
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS',
                         str(compile_cache.MIN_COMPILE_SECS))
@@ -44,16 +52,24 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope='session')
 def shared_features():
-  """One frozen-feature cache for the session (all xdist workers). Its entries are keyed by
-  content (backbone architecture, checkpoint, params digest, dataset, tokenizer, view;
-  w2s/models/features.py) and written atomically, so a workdir reading it gets the features it
-  would have computed, without the forward passes."""
+  """The session's frozen-feature cache (all xdist workers), every run's user cache
+  (W2S_CACHE_DIR). Its entries are keyed by content (backbone architecture, checkpoint, params
+  digest, dataset, tokenizer, view; w2s/models/features.py) and written atomically, so a workdir
+  reading it gets the features it would have computed, without the forward passes."""
   return os.environ[_FEATURES]
 
 
 @pytest.fixture
-def shared_feature_cache(tmp_path, shared_features):
-  """The test's workdir (`tmp_path`) reads and writes the session's feature cache as its
-  `features/`; its stages, checkpoints and results stay its own, so what it asserts about them is
-  unchanged. Use as `@pytest.mark.usefixtures('shared_feature_cache')`."""
-  os.symlink(shared_features, tmp_path / 'features', target_is_directory=True)
+def shared_feature_cache(shared_features, monkeypatch):
+  """Says that a test's runs read and fill the session's feature cache (its workdir's stages,
+  checkpoints and results stay its own). Every test does unless it takes `own_feature_cache`;
+  this fixture only makes sure of it. Use as `@pytest.mark.usefixtures('shared_feature_cache')`."""
+  monkeypatch.setenv(_USER_CACHE, shared_features)
+
+
+@pytest.fixture
+def own_feature_cache(tmp_path_factory, monkeypatch):
+  """A fresh, empty user feature cache for this test alone (so it sees every extraction)."""
+  path = str(tmp_path_factory.mktemp('feature-cache'))
+  monkeypatch.setenv(_USER_CACHE, path)
+  return path

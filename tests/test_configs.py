@@ -218,13 +218,15 @@ def _run_release(tmp_path, sciq_files, arg):
   return workdir, saved
 
 
-def test_release_runlocal_linear_probe_end_to_end(tmp_path, sciq_files, capsys):
+def test_release_runlocal_linear_probe_end_to_end(tmp_path, sciq_files, capsys,
+                                                  own_feature_cache):
   workdir, saved = _run_release(tmp_path, sciq_files, 'linear_probe,loss=xent+logconf')
   assert set(saved['summary']) == {'xent', 'logconf'}
   assert os.path.getsize(workdir / 'accuracy.png') > 0 and os.path.getsize(workdir / 'pgr.png') > 0
   stages = sorted(s.split('-')[0] for s in os.listdir(workdir / 'stages'))
   assert stages == ['ceiling', 'student_logconf', 'student_xent', 'weak']
-  assert os.listdir(workdir / 'features')  # frozen backbone features were cached
+  # frozen backbone features were cached: weak's and strong's, in the user cache (the test's own)
+  assert len([d for d in os.listdir(own_feature_cache) if d.startswith('sciq-')]) == 2
   out = capsys.readouterr().out
   assert 'SMOKE TEST (runlocal' in out and 'weak-to-strong results, test set, n=1 seed: no' in out
 

@@ -30,6 +30,9 @@ def _env(devices=1, paths=()):
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   env['PYTHONPATH'] = os.pathsep.join([REPO, os.path.join(REPO, 'tests'), *map(str, paths)])
   env['JAX_PLATFORMS'] = 'cpu'
+  # workdir-local feature cache: the interruption cases watch and compare <workdir>/features,
+  # and must see an extraction the session's shared cache may already hold
+  env['W2S_CACHE_DIR'] = ''
   return env
 
 
@@ -252,10 +255,12 @@ def w2s_run(tmp_path_factory):
   weak_dirs = glob.glob(str(wd / 'stages' / 'weak-*'))
   rec['weak_digest'] = _digest(*weak_dirs) if weak_dirs else None
 
-  # The progress line comes only after 5 s, which a fast machine may not reach: a new chunk in
-  # the feature cache is the earlier sign that extraction is under way.
+  # Each extraction prints one line as it starts ('[strong features ...] extracting N of M rows'),
+  # before its first chunk: the run extracts only its splits' rows, a few hundred per call, over
+  # before a new chunk could be noticed. The rerun compiles afresh (no persistent cache), which
+  # keeps its extraction busy long after that line.
   cached = set(_files(wd / 'features'))
-  second = _Watched(args, _env())
+  second = _Watched(args, {**_env(), 'W2S_COMPILATION_CACHE': '0'})
   rec['features_seen'] = second.wait_for(lambda: '[strong features' in second.stderr
                                          or set(_files(wd / 'features')) - cached)
   second.proc.send_signal(signal.SIGINT)

@@ -231,6 +231,7 @@ def _toy_text_dataset(n=24):
 
 
 @pytest.mark.parametrize('section, want', [({}, 'default'), ({'feature_batch_size': 8}, 8)])
+@pytest.mark.usefixtures('own_feature_cache')  # batch size is no part of the key: both would share
 def test_frozen_learner_extracts_at_the_chosen_batch(tmp_path, monkeypatch, section, want):
   from w2s.protocols import learners
   seen = []
@@ -248,7 +249,7 @@ def test_frozen_learner_extracts_at_the_chosen_batch(tmp_path, monkeypatch, sect
   raw = ds.splits['test']
   x = learner.examples(raw, learners.soft_labels(raw, 2))['x']
   assert x.shape == (8, 64)
-  assert seen == [features.CPU_BATCH_SIZE if want == 'default' else want]  # one pass, all rows
+  assert seen == [features.CPU_BATCH_SIZE if want == 'default' else want]  # one pass, its rows
 
 
 @pytest.mark.parametrize('section, match', [
@@ -264,3 +265,123 @@ def test_feature_batch_size_is_checked(section, match):
   with pytest.raises(UserError, match=match):
     learners.RoleOptions.from_section('strong', role,
                                       tokenizer=dict(tokenizer='minilm', max_length=32))
+
+
+def _frozen_learner(dataset, workdir):
+  from w2s.protocols import learners
+  role = dict(model=dict(name='bert', size='tiny'), frozen=True, loss=dict(name='xent'),
+              train=dict(optimizer=dict(name='adam', learning_rate=1e-3), batch_size=8))
+  opts = learners.RoleOptions.from_section(
+      'strong', role, tokenizer=dict(tokenizer='minilm', max_length=32))
+  return learners.make(opts, dataset=dataset, eval_batch_size=64,
+                       cache_dir=os.path.join(workdir, 'features'))
+
+
+def _counting_rows(monkeypatch) -> list:
+  """Wraps `features.extract` (every forward pass of a learner goes through it): rows per call."""
+  rows, extract = [], features.extract
+  monkeypatch.setattr(features, 'extract', lambda model, params, inputs, **kw: rows.append(
+      len(next(iter(inputs.values())))) or extract(model, params, inputs, **kw))
+  return rows
+
+
+def _x(learner, raw):
+  return learner.examples(raw, np.eye(2, dtype=np.float32)[raw['label']])['x']
+
+
+def test_a_second_workdir_reuses_the_first_ones_features(tmp_path, monkeypatch, own_feature_cache):
+  ds = _toy_text_dataset()
+  rows = _counting_rows(monkeypatch)
+  test, train = ds.splits['test'], ds.splits['train']
+  first = _x(_frozen_learner(ds, tmp_path / 'a'), test)
+  assert rows == [8]  # only the rows asked for, not the dataset's 24
+  again = _x(_frozen_learner(ds, tmp_path / 'b'), test)  # another workdir, another process alike
+  assert rows == [8]  # no forward pass
+  np.testing.assert_array_equal(again, first)
+  assert not os.path.exists(tmp_path / 'a' / 'features')  # the user cache holds them
+  assert len(os.listdir(own_feature_cache)) == 1  # one key, the same for both workdirs
+  bigger = {k: v[:12] for k, v in train.items()}
+  _x(_frozen_learner(ds, tmp_path / 'b'), {k: np.concatenate([v, test[k]]) for k, v in
+                                           bigger.items()})
+  assert rows == [8, 12]  # a larger run extracts only the rows no run has cached
+
+
+def test_workdir_local_mode_and_its_rows_move_to_the_user_cache(tmp_path, monkeypatch):
+  ds = _toy_text_dataset()
+  rows = _counting_rows(monkeypatch)
+  test = ds.splits['test']
+  monkeypatch.setenv('W2S_CACHE_DIR', '')  # workdir-local: everything in the workdir
+  local = _x(_frozen_learner(ds, tmp_path / 'old'), test)
+  assert rows == [8] and len(os.listdir(tmp_path / 'old' / 'features')) == 1
+  user = tmp_path / 'user'
+  monkeypatch.setenv('W2S_CACHE_DIR', str(user))
+  got = _x(_frozen_learner(ds, tmp_path / 'old'), test)  # its workdir's rows are read, not computed
+  assert rows == [8]
+  np.testing.assert_array_equal(got, local)
+  _x(_frozen_learner(ds, tmp_path / 'new'), test)  # and were copied into the user cache
+  assert rows == [8] and len(os.listdir(user)) == 1
+
+
+def test_cache_dirs_precedence(tmp_path, monkeypatch, caplog):
+  from w2s.models import feature_store
+  wd = str(tmp_path / 'run' / 'features')
+  monkeypatch.setenv('W2S_CACHE_DIR', str(tmp_path / 'shared'))
+  assert features.cache_dirs(wd) == (str(tmp_path / 'shared'), ())  # no workdir cache to read
+  os.makedirs(wd)
+  assert features.cache_dirs(wd) == (str(tmp_path / 'shared'), (wd,))
+  os.symlink(tmp_path / 'shared', tmp_path / 'link')
+  assert features.cache_dirs(str(tmp_path / 'link')) == (str(tmp_path / 'shared'), ())
+  monkeypatch.setenv('W2S_CACHE_DIR', ' ')
+  assert features.cache_dirs(wd) == (wd, ())  # empty: workdir-local
+  monkeypatch.delenv('W2S_CACHE_DIR')
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+  assert features.cache_dirs(wd)[0] == str(tmp_path / 'xdg' / 'w2s' / 'features')
+  monkeypatch.delenv('XDG_CACHE_HOME')
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  assert features.user_cache_dir() == str(tmp_path / 'home' / '.cache' / 'w2s' / 'features')
+  # unwritable: the default falls back to the workdir with one warning, an explicit one fails
+  (tmp_path / 'file').write_text('not a directory')
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'file'))
+  feature_store._WARNED.clear()
+  with caplog.at_level(logging.WARNING):
+    assert features.cache_dirs(wd) == (wd, ()) and features.cache_dirs(wd) == (wd, ())
+  warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(warned) == 1 and 'cannot be written' in warned[0] and wd in warned[0]
+  monkeypatch.setenv('W2S_CACHE_DIR', str(tmp_path / 'file' / 'features'))
+  with pytest.raises(UserError, match='W2S_CACHE_DIR=.* is not a writable directory'):
+    features.cache_dirs(wd)
+
+
+def test_runlocal_extracts_only_its_rows_and_a_second_workdir_none(tmp_path, monkeypatch,
+                                                                   own_feature_cache):
+  """The main job's runlocal (tiny random BERT, 1 seed): the strong role's features of B, val and
+  test only (not the 12,808 reviews); then the strong learner of a second workdir reads every
+  row of those splits with no forward pass."""
+  import importlib.util
+  from w2s import train
+  from w2s.data import splits as splits_lib
+  from w2s.models import feature_store
+  from w2s.protocols import learners, weak_to_strong
+  spec = importlib.util.spec_from_file_location('w2s_offline', os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'w2s_offline.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config('runlocal,seeds=1,losses=xent')
+  rows = _counting_rows(monkeypatch)
+  first = train.train_and_evaluate(config, str(tmp_path / 'a'))['per_seed'][0]
+  split_rows = first['n_strong_train'] + first['n_val'] + first['n_test']
+  assert sum(rows) == split_rows == 256 + 128 + 256
+  (key_dir,) = os.listdir(own_feature_cache)
+  ids, _ = feature_store.load(os.path.join(own_feature_cache, key_dir))
+  assert len(ids) == len(np.unique(ids)) == split_rows  # each row once
+  assert not os.path.exists(tmp_path / 'a' / 'features')
+
+  rows.clear()
+  opts, dataset = weak_to_strong.check(config)
+  strong = learners.make(opts.strong, dataset=dataset, eval_batch_size=opts.eval_batch_size,
+                         cache_dir=str(tmp_path / 'b' / 'features'))
+  parts = splits_lib.weak_to_strong(dataset, seed=0, **opts.splits).splits
+  for name in ('strong_train', 'val', 'test'):
+    x = strong.examples(parts[name], learners.soft_labels(parts[name], 2))['x']
+    assert x.shape == (len(parts[name]['id']), 64)  # the tiny BERT's width
+  assert rows == []  # every feature read from the first workdir's run

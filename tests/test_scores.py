@@ -61,6 +61,43 @@ def test_ece_of_calibrated_predictions_is_zero():
   assert scores.ece(probs, [0, 0, 0, 1]) == pytest.approx(0.0)
 
 
+def _ece_by_hand(probs, labels, num_bins=15):
+  """The definition, bin by bin: (k/B, (k+1)/B], the first also holding 0."""
+  conf, correct = probs.max(-1), probs.argmax(-1) == labels
+  total = 0.0
+  for k in range(num_bins):
+    lo, hi = k / num_bins, (k + 1) / num_bins
+    in_bin = (conf > lo) & (conf <= hi) | ((k == 0) & (conf == 0))
+    if in_bin.any():
+      total += in_bin.sum() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+  return total / len(probs)
+
+
+@pytest.mark.parametrize('num_classes', [2, 5])
+def test_ece_is_the_definition_on_random_predictions(num_classes):
+  rng = np.random.default_rng(num_classes)
+  logits = rng.normal(size=(500, num_classes)) * 2
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  labels = rng.integers(0, num_classes, size=500)
+  want = _ece_by_hand(probs, labels)
+  assert want > 0.01  # not calibrated: the comparison means something
+  assert scores.ece(probs, labels) == pytest.approx(want, rel=1e-9)
+  assert scores.ece(probs, labels, num_bins=7) == pytest.approx(
+      _ece_by_hand(probs, labels, 7), rel=1e-9)
+  # a confidence a rounding step above 1 (float32 softmax) is the last bin's, not an error
+  over = np.array([[1 + 1e-7, 0.0], [0.5, 0.5]])
+  assert scores.ece(over, [0, 1]) == pytest.approx((abs(1 - 1) + abs(0 - 0.5)) / 2, rel=1e-6)
+
+
+def test_multiclass_auroc_skips_a_class_absent_from_the_labels():
+  rng = np.random.default_rng(3)
+  y = rng.integers(0, 2, size=200)  # classes 0 and 1 only; class 2 never occurs
+  probs = rng.dirichlet(np.ones(3), size=200)
+  want = np.mean([roc_auc_score(y == c, probs[:, c]) for c in (0, 1)])
+  assert scores.auroc(probs, y) == pytest.approx(want, rel=1e-12)
+  assert math.isnan(scores.auroc(probs, np.zeros(200, int)))  # one class: no class has both
+
+
 @pytest.mark.parametrize('weak, student, ceiling, expected', [
     (0.6, 0.7, 0.8, 0.5),
     (0.6, 0.8, 0.8, 1.0),

@@ -35,36 +35,31 @@ def accuracy(probs, labels) -> float:
   return float(np.mean(probs.argmax(-1) == _class_ids(labels)))
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-  """1-based ranks of x [N], ties sharing their average rank."""
-  order = np.argsort(x, kind='mergesort')
-  ranks = np.empty(len(x), np.float64)
-  ranks[order] = np.arange(1, len(x) + 1)
-  _, inverse = np.unique(x, return_inverse=True)
-  return (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
-
-
 def binary_auroc(scores, positive) -> float:
-  """Area under the ROC curve (Mann-Whitney U with tie correction).
+  """Area under the ROC curve, `sklearn.metrics.roc_auc_score` (ties count one half).
 
   Args:
     scores: [N] higher = more likely positive.
     positive: [N] bool.
 
   Returns:
-    AUROC; NaN when only one class is present.
+    AUROC; NaN when only one class is present (sklearn warns and returns NaN; asked here first,
+    so no warning).
   """
-  scores = np.asarray(scores, np.float64)
+  from sklearn.metrics import roc_auc_score
   positive = np.asarray(positive, bool)
-  n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-  if n_pos == 0 or n_neg == 0:
+  if positive.all() or not positive.any():
     return float('nan')
-  ranks = _average_ranks(scores)
-  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+  return float(roc_auc_score(positive, np.asarray(scores, np.float64)))
 
 
 def auroc(probs, labels) -> float:
   """AUROC: binary for C = 2, else one-vs-rest macro average (sklearn's 'ovr'/'macro').
+
+  Multi-class is the mean of each class's binary AUROC (`binary_auroc` of p_c, class c vs the
+  rest), which is what `roc_auc_score(multi_class='ovr', average='macro')` computes; called per
+  class so that a class absent from `labels` is skipped instead of failing the whole score, and
+  scores need not sum to one.
 
   Args:
     probs: [N, C] probabilities (C = 2 also accepts logits: the score is
@@ -91,6 +86,12 @@ def ece(probs, labels, num_bins: int = ECE_BINS) -> float:
   ECE = sum_b |B_b| / N * |acc(B_b) - mean confidence(B_b)|, confidence =
   max_c p_c, bins (k/num_bins, (k+1)/num_bins] (the first also holds 0).
 
+  scikit-learn has no ECE (1.9). Its `calibration_curve(strategy='uniform')` bins exactly so
+  (searchsorted on the interior edges) and gives each non-empty bin's accuracy and mean
+  confidence, which are read from it here (the bins of the reliability diagrams,
+  `w2s.plots.reliability`); it does not return the bins' sizes, which ECE weights by, so those
+  are counted with its rule.
+
   Args:
     probs: [N, C] probabilities.
     labels: [N] int or [N, C].
@@ -99,18 +100,18 @@ def ece(probs, labels, num_bins: int = ECE_BINS) -> float:
   Returns:
     ECE in [0, 1]; NaN for N = 0.
   """
+  from sklearn.calibration import calibration_curve
   probs = np.asarray(probs, np.float64)
   if len(probs) == 0:
     return float('nan')
-  conf = probs.max(-1)
-  correct = (probs.argmax(-1) == _class_ids(labels)).astype(np.float64)
+  conf = np.clip(probs.max(-1), 0.0, 1.0)  # float rounding may pass 1; sklearn refuses that
+  correct = (probs.argmax(-1) == _class_ids(labels)).astype(np.int64)
+  acc, mean_conf = calibration_curve(correct, conf, n_bins=num_bins, strategy='uniform',
+                                     pos_label=1)
   edges = np.linspace(0.0, 1.0, num_bins + 1)
-  bins = np.searchsorted(edges[1:-1], conf, side='left')  # edges[b] < conf <= edges[b + 1]
-  total = 0.0
-  for b in np.unique(bins):
-    in_bin = bins == b
-    total += in_bin.sum() * abs(correct[in_bin].mean() - conf[in_bin].mean())
-  return float(total / len(probs))
+  counts = np.bincount(np.searchsorted(edges[1:-1], conf), minlength=num_bins)
+  counts = counts[counts > 0]  # calibration_curve's bins: the non-empty ones, in order
+  return float(np.sum(counts * np.abs(acc - mean_conf)) / len(probs))
 
 
 class PGR(NamedTuple):

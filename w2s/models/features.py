@@ -10,20 +10,24 @@ everything that determines them: the model (family, architecture, pooling), the 
 second call for the same split runs no forward pass; a call with ids the cache lacks computes just
 those and extends the cache.
 
-The cache of one key is a directory of chunks, `<cache_dir>/<dataset>-<split>-<hash>/part-*.npz`,
-each written atomically (temp file + rename) as soon as its rows are computed, after which
+The cache of one key is a directory of chunks of (example ids, features) (`w2s.models.
+feature_store`), each written atomically as soon as its rows are computed, after which
 `w2s.preemption.check` runs: a preempted extraction keeps every finished chunk and the rerun
-computes only the rows still missing. A chunk that cannot be read (a truncated copy, a full disk)
-is deleted with one warning and its rows computed again; nothing is lost, it is a cache.
+computes only the rows still missing. A read is the union of the chunks by example id, so a run
+extracts only the rows it asks for and a later, larger run only those no run has cached yet.
+
+Which directory holds it (`cache_dirs(<workdir>/features)`, called by the protocols' learners):
+the key makes features safe to share, so by default every workdir uses one user cache
+(`$W2S_CACHE_DIR`, else `~/.cache/w2s/features`) and a second workdir (a notebook beside the
+CLI, a sweep point) extracts nothing another run already has; `W2S_CACHE_DIR=` (empty) keeps
+them in `<workdir>/features` only. Precedence and fallbacks: `w2s.models.feature_store`.
 """
 import contextvars
 import dataclasses
-import glob
 import hashlib
-import json
 import os
 import re
-import tempfile
+import sys
 from typing import Callable
 
 from absl import logging
@@ -34,6 +38,7 @@ import numpy as np
 from w2s import metrics
 from w2s import preemption
 from w2s.errors import UserError
+from w2s.models import feature_store as store
 from w2s.models import hf_import
 
 # Rows per cache chunk: at least CHUNK_ROWS (~25 s of MiniLM on a 2-core CPU, seq 128), more when
@@ -49,6 +54,8 @@ MAX_CHUNKS = 64
 # activations ([B, T, 1536] float32: 50 MB at 256 x 32 tokens) outgrow the 32 MB L3. 32: among
 # the fastest, with room in the caches for whatever else runs.
 CPU_BATCH_SIZE = 32
+# the store's public names, so that callers need this module only
+cache_path, cache_dirs, user_cache_dir = store.cache_path, store.cache_dirs, store.user_cache_dir
 
 
 @dataclasses.dataclass
@@ -166,114 +173,84 @@ def model_key(model, params) -> dict:
           'params': params_digest(params)}
 
 
-def cache_path(cache_dir: str, key: dict) -> str:
-  """The chunk directory of `key`: `<cache_dir>/<dataset>-<split>-<hash of key>`."""
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-  stem = re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{key.get("dataset", "data")}-{key.get("split", "")}')
-  return os.path.join(cache_dir, f'{stem}-{digest}')
-
-
-def _save_chunk(folder: str, ids: np.ndarray, feats: np.ndarray, key: dict) -> None:
-  """Writes one chunk atomically; its name hashes its ids, so hosts writing the same chunk agree."""
-  os.makedirs(folder, exist_ok=True)
-  name = f'part-{hashlib.sha256(np.ascontiguousarray(ids).tobytes()).hexdigest()[:16]}.npz'
-  with tempfile.NamedTemporaryFile(dir=folder, prefix='.', suffix='.tmp', delete=False) as f:
-    np.savez(f, ids=ids, features=feats, key=json.dumps(key, sort_keys=True, default=str))
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(f.name, os.path.join(folder, name))
-
-
-def _read_chunk(file: str) -> tuple[np.ndarray, np.ndarray]:
-  with np.load(file) as z:
-    ids, feats = np.asarray(z['ids'], np.int64), z['features']
-  if ids.ndim != 1 or feats.ndim != 2 or len(ids) != len(feats):
-    raise ValueError(f'ids {ids.shape} do not match features {feats.shape}')
-  return ids, feats
-
-
-def _load(folder: str) -> tuple[np.ndarray, np.ndarray | None]:
-  """(ids [M], features [M, D]) of every readable chunk; unreadable ones are deleted, warned."""
-  ids, feats, width = [], [], None
-  files = sorted(glob.glob(os.path.join(folder, 'part-*.npz')))
-  files += [folder + '.npz'] if os.path.exists(folder + '.npz') else []  # one-file caches of old
-  for file in files:
-    try:
-      i, f = _read_chunk(file)
-      if width is not None and f.shape[1] != width:
-        raise ValueError(f'{f.shape[1]} features per row, other chunks have {width}')
-    except FileNotFoundError:
-      continue  # replaced by another process meanwhile
-    except Exception as e:  # pylint: disable=broad-except  # zip, pickle, dtype errors: recompute
-      detail = ' '.join(f'{type(e).__name__}: {e}'.split())
-      logging.warning('feature cache chunk %s is unreadable (%s); deleted, its rows are computed '
-                      'again', file, detail)
-      try:
-        os.remove(file)
-      except OSError:
-        pass
-      continue
-    width = f.shape[1]
-    ids.append(i)
-    feats.append(f)
-  if not ids:
-    return np.zeros((0,), np.int64), None
-  return np.concatenate(ids), np.concatenate(feats)
-
-
 def cached(ids: np.ndarray, *, cache_dir: str | None, key: dict,
-           compute: Callable[[np.ndarray], np.ndarray],
-           chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+           compute: Callable[[np.ndarray], np.ndarray], chunk_rows: int = CHUNK_ROWS,
+           also_read: tuple[str, ...] = (), desc: str | None = None) -> np.ndarray:
   """Features [N, D] of examples `ids` (int [N]), in that order, through an on-disk cache.
 
   `compute(rows)` gives the features of rows `rows` of `ids` (the ones the cache lacks), called
   once per chunk of at least `chunk_rows` rows; each chunk is saved before the next starts and
   `w2s.preemption.check` runs after it (raising `preemption.Preempted` after SIGTERM / SIGINT).
-  With cache_dir None nothing is stored. Files: see `cache_path` and the module docstring.
+  With cache_dir None nothing is stored. `also_read`: other cache directories (`cache_dirs`);
+  rows of `ids` only they hold are copied into `cache_dir` as one chunk instead of computed.
+  Before computing, one line on stderr says how many rows (`[desc] extracting 128 of 640
+  rows ...`; default name: the key's directory). Files: `cache_path` and the module docstring.
   """
   ids = np.asarray(ids, np.int64)
   if len(np.unique(ids)) != len(ids):
     raise UserError('feature extraction got duplicate example ids; ids must be unique per split')
   if cache_dir is None:
     return compute(np.arange(len(ids)))
-  folder = cache_path(cache_dir, key)
-  have_ids, have = _load(folder)
-  known = _index(have_ids)
-  missing = np.array([i for i, x in enumerate(ids.tolist()) if x not in known], np.int64)
+  folder = store.cache_path(cache_dir, key)
+  have_ids, have = store.load(folder)
+  known = store.index(have_ids)
+  missing = _missing(ids, known)
+  copied = 0
+  if len(missing) and also_read:
+    got = store.adopt(folder, [store.cache_path(d, key) for d in also_read], ids[missing], key,
+                      None if have is None else have.shape[1])
+    if got is not None:
+      copied = len(got[0])
+      have_ids = np.concatenate([have_ids, got[0]])
+      have = got[1] if have is None else np.concatenate([have, got[1].astype(have.dtype)])
+      known = store.index(have_ids)
+      missing = _missing(ids, known)
   if len(missing):
-    size = max(chunk_rows, -(-len(missing) // MAX_CHUNKS))
-    run = _Extraction(total=len(missing))
-    token = _CURRENT.set(run)
-    parts_ids, parts = [have_ids], ([] if have is None else [have])
-    try:
-      for start in range(0, len(missing), size):
-        rows = missing[start:start + size]
-        new = np.asarray(compute(rows))
-        if have is not None:
-          new = new.astype(have.dtype)
-        _save_chunk(folder, ids[rows], new, key)
-        parts_ids.append(ids[rows])
-        parts.append(new)
-        run.done += len(rows)
-        where = run.desc or os.path.basename(folder)
-        cached_rows = len(ids) - len(missing) + run.done
-        preemption.check(f'feature extraction {where}',
-                         saved=f'{cached_rows}/{len(ids)} rows are cached in {folder}')
-    finally:
-      _CURRENT.reset(token)
-    have_ids, have = np.concatenate(parts_ids), np.concatenate(parts)
-    known = _index(have_ids)
+    _say(f'[{desc or os.path.basename(folder)}] extracting {len(missing)} of {len(ids)} rows ('
+         f'{len(ids) - len(missing)} cached{f", {copied} copied" if copied else ""}) into {folder}')
+    have_ids, have = _fill(folder, ids, missing, key, compute, chunk_rows, have_ids, have)
+    known = store.index(have_ids)
+  logging.info('feature cache %s: %d rows asked, %d copied from another cache, %d extracted',
+               folder, len(ids), copied, len(missing))
   if have is None:  # no ids asked for, none cached
     return np.zeros((0, 0), np.float32)
   return have[[known[x] for x in ids.tolist()]]
 
 
-def _index(ids: np.ndarray) -> dict[int, int]:
-  """id -> first row holding it (chunks of concurrent writers may overlap)."""
-  known = {}
-  for j, x in enumerate(ids.tolist()):
-    known.setdefault(x, j)
-  return known
+def _say(line: str) -> None:
+  if jax.process_index() == 0:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _missing(ids: np.ndarray, known: dict[int, int]) -> np.ndarray:
+  """Positions in `ids` of the examples `known` lacks."""
+  return np.array([i for i, x in enumerate(ids.tolist()) if x not in known], np.int64)
+
+
+def _fill(folder, ids, missing, key, compute, chunk_rows, have_ids, have):
+  """Computes rows `missing` of `ids` chunk by chunk, saving each; (all ids, all features)."""
+  size = max(chunk_rows, -(-len(missing) // MAX_CHUNKS))
+  os.makedirs(folder, exist_ok=True)  # the key's directory shows that extraction has started
+  run = _Extraction(total=len(missing))
+  token = _CURRENT.set(run)
+  parts_ids, parts = [have_ids], ([] if have is None else [have])
+  try:
+    for start in range(0, len(missing), size):
+      rows = missing[start:start + size]
+      new = np.asarray(compute(rows))
+      if have is not None:
+        new = new.astype(have.dtype)
+      store.save_chunk(folder, ids[rows], new, key)
+      parts_ids.append(ids[rows])
+      parts.append(new)
+      run.done += len(rows)
+      where = run.desc or os.path.basename(folder)
+      cached_rows = len(ids) - len(missing) + run.done
+      preemption.check(f'feature extraction {where}',
+                       saved=f'{cached_rows}/{len(ids)} rows are cached in {folder}')
+  finally:
+    _CURRENT.reset(token)
+  return np.concatenate(parts_ids), np.concatenate(parts)
 
 
 def text_features(model, params, texts, ids, *, cache_dir: str | None, dataset: str, split: str,

@@ -6,8 +6,9 @@ resolved against their entry points), and the learner is built from those. Two k
 * fine-tuned: `dict(model=dict(name=..., ...), loss=..., train=dict(...))`: the whole model trains
   on tokens (text) or pixels/vectors, from scratch or from `pretrained` weights;
 * frozen backbone (the release's `linear_probe`): `dict(model=..., frozen=True, head=dict(name='mlp',
-  size='linear'), train=...)`: backbone features are computed once per split and cached on disk;
-  only the head trains, on 'x' = features.
+  size='linear'), train=...)`: backbone features are computed once per example, only for the
+  examples a stage reads (by id), and cached on disk, by default in the user feature cache that
+  every workdir shares (`w2s.models.feature_store`); only the head trains, on 'x' = features.
 
 Optional keys: `ensemble=dict(size=K, bagging=False)` (K members in one vmapped step),
 `tokenizer=dict(tokenizer=..., max_length=..., truncation=...)` (this role's own),
@@ -31,7 +32,6 @@ from w2s.data import pipeline
 from w2s.errors import UserError
 from w2s.protocols import stages as stages_lib
 
-PREFETCH_ALL_MAX = 100_000  # frozen features of datasets up to this size are extracted in one go
 ROLE_KEYS = ('model', 'loss', 'train', 'frozen', 'head', 'ensemble', 'tokenizer', 'input',
              'feature_batch_size')
 TOKENIZER_KEYS = ('tokenizer', 'max_length', 'truncation')
@@ -158,9 +158,13 @@ def _inputs_fn(dataset, opts: RoleOptions) -> Callable:
   return inputs
 
 
-def make(opts: RoleOptions, *, dataset, eval_batch_size: int, cache_dir: str) -> Learner:
+def make(opts: RoleOptions, *, dataset, eval_batch_size: int, cache_dir: str | None) -> Learner:
   """Builds the learner of one role and traces its model once on abstract inputs, so a model
-  that cannot run on this data fails here, before any stage trains."""
+  that cannot run on this data fails here, before any stage trains.
+
+  `cache_dir`: the run's own feature directory (`<root>/features`); a frozen backbone's features
+  go to the user cache instead unless `W2S_CACHE_DIR=` (empty) says workdir-local
+  (`w2s.models.feature_store.cache_dirs`)."""
   C = dataset.num_classes
   model = options.build(opts.model, f'{opts.role}.model', num_classes=C)
   tokens = _inputs_fn(dataset, opts)
@@ -183,28 +187,22 @@ def make(opts: RoleOptions, *, dataset, eval_batch_size: int, cache_dir: str) ->
   _trace(head, {'x': jax.ShapeDtypeStruct(feats.shape, jnp.float32)}, C, f'{opts.role}.head')
   key = dict(features_lib.model_key(model, backbone_params), dataset=dataset.name, split='all',
              inputs=stages_lib.key(opts.tokenizer, opts.view.spec() if opts.view else None))
-
+  store_dir, also_read = features_lib.cache_dirs(cache_dir)
   batch_size = opts.feature_batch_size or features_lib.default_batch_size(
       accelerator=eval_batch_size)
-  every = base.concat(list(dataset.splits.values()))
-  warm_up = base.num_rows(every) <= PREFETCH_ALL_MAX
-
-  def features_of(source):
-    def compute(rows):  # rows of `source` the cache lacks
-      inputs = tokens({k: v[rows] for k, v in source.items()})
-      return features_lib.extract(model, backbone_params, inputs, batch_size=batch_size,
-                                  desc=f'{opts.role} features {dataset.name}')
-    return features_lib.cached(source['id'], cache_dir=cache_dir, key=key, compute=compute)
+  forward = features_lib.default_forward(model)  # one jit for every call: each shape compiles once
+  desc = f'{opts.role} features {dataset.name}'
 
   def frozen_inputs(raw):
-    # One cache per dataset: an example's features do not depend on the split or seed it falls
-    # in, so every stage and seed reuses them. A small dataset is extracted whole in one pass the
-    # first time; a large one only for the examples asked for (the cache grows).
-    nonlocal warm_up
-    if warm_up:
-      features_of(every)
-      warm_up = False
-    return {'x': features_of(raw)}
+    # One cache per dataset, by example id: an example's features do not depend on the split or
+    # seed it falls in, so every stage and seed reuses them, and only the rows a stage reads are
+    # ever extracted (runlocal's few hundred, not the whole dataset).
+    def compute(rows):  # rows of `raw` the cache lacks
+      inputs = tokens({k: v[rows] for k, v in raw.items()})
+      return features_lib.extract(model, backbone_params, inputs, batch_size=batch_size,
+                                  forward=forward, desc=desc)
+    return {'x': features_lib.cached(raw['id'], cache_dir=store_dir, key=key, compute=compute,
+                                     also_read=also_read, desc=desc)}
 
   return Learner(opts.role, head, None, opts, frozen_inputs)
 
