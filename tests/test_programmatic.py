@@ -21,7 +21,7 @@ def _stage(workdir, kind):
   return workdir / 'stages' / dirs[0]
 
 
-@pytest.mark.usefixtures('shared_feature_cache')  # the tiny BERT's features of all 12,808 reviews
+@pytest.mark.usefixtures('shared_feature_cache')  # the tiny BERT's features, shared
 def test_rules_label_b_for_the_student_and_the_stage_is_reused(tmp_path, capsys):
   config = w2s_lf.get_config('runlocal,seeds=1,losses=xent,label_model=majority')
   results = train.train_and_evaluate(config, str(tmp_path))

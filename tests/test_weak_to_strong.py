@@ -18,7 +18,7 @@ def _config(arg):
   return mod.get_config(arg)
 
 
-@pytest.mark.usefixtures('shared_feature_cache')  # the tiny BERT's features of all 12,808 reviews
+@pytest.mark.usefixtures('shared_feature_cache')  # the tiny BERT's features, shared
 def test_tiny_run_writes_results_and_rerun_skips_every_stage(tmp_path, capsys):
   config = _config('runlocal,seeds=2,losses=xent+logconf+reliability')
   with config.unlocked():

@@ -9,8 +9,9 @@ built with `product` and `zipped`:
                            sweep.axis('strong.model.layers', [2, 6]))
 
 Each point runs in `DIR/<name>` (a readable name such as `max_weak-250_layers-2`) and writes its
-`results.json` there. Weak-to-strong points share one stage directory, `DIR/stages` (and one
-feature cache, `DIR/features`), through the config's `shared_dir`: a stage is keyed by exactly
+`results.json` there. Weak-to-strong points share one stage directory, `DIR/stages`, through the
+config's `shared_dir` (frozen features live in the user feature cache, `W2S_CACHE_DIR`, or in
+`DIR/features` when that is set empty): a stage is keyed by exactly
 what produces it, so a weak supervisor that several points use trains once, and a sweep killed
 midway and rerun finishes only what is missing (finished points are skipped, finished stages
 reused, an interrupted stage resumes from its checkpoints). Locks make concurrent points that
