@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+import test_models_hf_import as hf_import_tests
+from test_models_families import _text_batch
 from w2s import registry, sharding, train
 from w2s.errors import UserError
 from w2s.models import decoding, gpt_neox, hf_import, llama, lora
@@ -32,13 +34,9 @@ WINDOW = 4  # < the 11-token batch and the prompts + new tokens of decoding
 
 
 def _batch():
-  rs = np.random.RandomState(0)
-  ids = rs.randint(0, VOCAB, (3, 11)).astype(np.int32)
-  mask = np.ones_like(ids)
-  mask[1, 7:] = 0
-  mask[2, 2:] = 0
-  ids[mask == 0] = 0  # what a pipeline pads with; never read
-  return ids, mask
+  """(ids, mask) [3, 11] with two padded rows: the batch of the gpt2 / llama import tests."""
+  b = hf_import_tests._batch()
+  return b['input_ids'], b['attention_mask']
 
 
 def _save(hf_model, path):
@@ -174,12 +172,6 @@ def test_a_checkpoint_given_to_another_family_names_the_right_one(tmp_path):
 TINY = [dict(name='gpt_neox', size='tiny'), dict(name='llama', size='mistral-tiny')]
 
 
-def _text_batch(pad_id=0):
-  rs = np.random.RandomState(0)
-  ids = rs.randint(1, 500, (4, 16)).astype(np.int32)
-  mask = (np.arange(16)[None] < np.array([[16], [9], [3], [12]])).astype(np.int32)
-  ids[mask == 0] = pad_id
-  return {'input_ids': ids, 'attention_mask': mask}
 
 
 @functools.lru_cache(maxsize=None)
