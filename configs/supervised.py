@@ -3,6 +3,7 @@
     python -m w2s.main --config configs/supervised.py --workdir /tmp/w2s/supervised
     python -m w2s.main --config configs/supervised.py:dataset=mnist_5k,model=mlp --workdir DIR
     python -m w2s.main --config configs/supervised.py:runlocal --workdir DIR --config.seed=1
+    python -m w2s.main --config configs/supervised.py:runlocal,noise=symmetric,noise_rate=0.4 --workdir DIR
     python -m w2s.main --config configs/supervised.py:partition=fsdp,fsdp=-1 --workdir DIR
     python -m w2s.main --config configs/supervised.py:dataset=rotten_tomatoes,model=gpt_neox,pretrained=EleutherAI/pythia-70m --workdir DIR
 
@@ -12,7 +13,10 @@ sizes, -1 for the rest of the devices), shard_min_bytes (tensors below it stay r
 the automatic FSDP rule; default 1 MiB), param_dtype (float32 | bfloat16: bf16 params with
 float32 master weights), pretrained (a Hugging Face checkpoint directory or hub id `org/name`
 for a text model; it also becomes the tokenizer, unless --config.tokenizer.tokenizer says
-otherwise).
+otherwise), noise (a `w2s/label_noise` injector on the training labels: symmetric | asymmetric |
+instance; '' for none) and noise_rate (its rate, default 0.4; other options via
+--config.label_noise.seed=1, or a whole section: --config.label_noise="{'name': 'asymmetric',
+'rate': 0.4, 'pairs': [[3, 5], [5, 3]]}").
 """
 from ml_collections import ConfigDict
 
@@ -21,7 +25,7 @@ from w2s import config_args
 
 ARGS = dict(dataset='digits', model='mlp', loss='xent', runlocal=False, partition='replicate',
             fsdp=1, tensor=1, shard_min_bytes=-1, param_dtype='float32',
-            pretrained='')  # arguments, defaults
+            pretrained='', noise='', noise_rate=0.4)  # arguments, defaults
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -35,6 +39,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.model.pretrained = a['pretrained']
   c.tokenizer = dict(tokenizer=a['pretrained'] or 'minilm', max_length=128)  # text datasets only
   c.loss = dict(name=a['loss'])
+  if a['noise']:  # training labels only; val/test keep the truth
+    c.label_noise = dict(name=a['noise'], rate=a['noise_rate'], seed=0)
   c.optimizer = dict(name='adam', learning_rate=1e-3)
   c.schedule = dict(name='cosine', warmup_frac=0.05)
   c.batch_size = 64

