@@ -134,6 +134,17 @@ def default_positions(mask: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
 
 
+def run_blocks(blocks, x, attention_mask, positions, cache, cache_index, train: bool):
+  """A decoder's layers in order: (hidden [B, T, D], per-layer KV caches or None). Each block is
+  called as block(x, key_mask, positions, layer_cache, cache_index, deterministic)."""
+  new_cache = []
+  for i, block in enumerate(blocks):
+    x, layer_cache = block(x, attention_mask, positions, None if cache is None else cache[i],
+                           cache_index, not train)
+    new_cache.append(layer_cache)
+  return x, (new_cache if cache is not None else None)
+
+
 def check_length(input_ids, cache, max_len: int) -> None:
   """UserError when a sequence is longer than a learned position table (lookups would clamp)."""
   t = input_ids.shape[1] if cache is None else cache[0]['k'].shape[1]

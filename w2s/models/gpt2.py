@@ -108,12 +108,9 @@ class GPT2(nn.Module):
     if positions is None:
       positions = classifier.default_positions(attention_mask)
     x = self.drop(self.wte(input_ids) + self.wpe(positions), deterministic=not train)
-    new_cache = []
-    for i, block in enumerate(self.h):
-      x, layer_cache = block(x, attention_mask, positions, None if cache is None else cache[i],
-                             cache_index, not train)
-      new_cache.append(layer_cache)
-    return self.ln_f(x), (new_cache if cache is not None else None)
+    x, new_cache = classifier.run_blocks(self.h, x, attention_mask, positions, cache,
+                                         cache_index, train)
+    return self.ln_f(x), new_cache
 
   def lm_logits(self, hidden):
     """[B, T, D] -> [B, T, V] via the tied token embedding."""

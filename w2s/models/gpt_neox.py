@@ -133,15 +133,12 @@ class GPTNeoX(nn.Module):
     if positions is None:
       positions = classifier.default_positions(attention_mask)
     x = self.drop(self.embed_in(input_ids), deterministic=not train)
-    new_cache = []
-    for i, block in enumerate(self.layers):
-      x, layer_cache = block(x, attention_mask, positions, None if cache is None else cache[i],
-                             cache_index, not train)
-      new_cache.append(layer_cache)
+    x, new_cache = classifier.run_blocks(self.layers, x, attention_mask, positions, cache,
+                                         cache_index, train)
     x = self.final_layer_norm(x)
     if self.is_initializing() and self.lm_head:
       self.lm_logits(x[:, :1])  # creates the untied head's params
-    return x, (new_cache if cache is not None else None)
+    return x, new_cache
 
   def lm_logits(self, hidden):
     """[B, T, D] -> [B, T, V] with the tied embedding or the untied head ('embed_out')."""
