@@ -127,7 +127,9 @@ class _DiskFullRecords(logging.Filter):
   """
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if record.levelno < logging.ERROR or f'{os.sep}orbax{os.sep}' not in record.pathname:
+    # orbax's own records, and asyncio's "Task exception was never retrieved" for an orbax write
+    if record.levelno < logging.ERROR or not (f'{os.sep}orbax{os.sep}' in record.pathname
+                                              or record.name == 'asyncio'):
       return True
     exc = record.exc_info[1] if record.exc_info else None
     return not (errors.disk_full(exc) or errors.disk_full(record.getMessage()))
@@ -156,6 +158,7 @@ def _quiet_async_disk_full() -> None:
     return
   _QUIET.append(_DiskFullRecords())
   absl_logging.get_absl_logger().addFilter(_QUIET[0])
+  logging.getLogger('asyncio').addFilter(_QUIET[0])
   previous = sys.unraisablehook
 
   def hook(args):
