@@ -1,18 +1,16 @@
-"""TrainState, the pure jitted train/eval steps, the fit/predict loops and `train_and_evaluate`.
+"""The fit loop and `train_and_evaluate`: `fit` runs the pure steps of `w2s.steps` with
+data-parallel (or FSDP / TP) sharding, checkpoints, metrics, held-out selection and resume;
+protocols (w2s/protocols/) chain `fit` and `predict` (`w2s.predict`) into stages.
 
-`train_step` and `eval_step` are pure functions of (state, batch); their dependencies (apply_fn,
-loss_fn, optimizer) are bound with `functools.partial` before `jax.jit`, so a notebook can import and
-call exactly what a pod runs. `fit` wraps them with data-parallel sharding, checkpoints, metrics
-and resume; protocols (w2s/protocols/) chain `fit` and `predict` into stages.
+The steps and prediction are re-exported here (`train.train_step`, `train.predict`, ...) so the
+notebooks and protocols keep one import.
 """
-import collections
 import functools
 import json
 import os
 import time
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,121 +20,9 @@ from w2s import (checkpoint, memory, metrics, optim, options, partition, plots, 
                  registry, selection, sharding)
 from w2s.data import pipeline
 from w2s.errors import UserError
-
-
-@flax.struct.dataclass
-class TrainState:
-  """step, params, optimizer state, the run's base RNG key, and `extra` for things like an EMA of
-  the params or per-example buffers (kept in checkpoints like the rest)."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  rng: jax.Array
-  extra: dict = flax.struct.field(default_factory=dict)
-
-
-def _loss_sum(params, batch, rng, loss_state, *, apply_fn, loss_fn, step_frac, step_kw):
-  logits = apply_fn(params, batch, train=True, rng=rng)
-  state_kw = {} if loss_state is None else {'loss_state': loss_state}
-  per_ex, aux = loss_fn(logits=logits, labels=batch['label'], mask=batch['mask'],
-                        step_frac=step_frac, batch=batch, **state_kw, **step_kw)
-  mask = batch['mask']
-  correct = (jnp.argmax(logits, -1) == jnp.argmax(batch['label'], -1)) * mask
-  return jnp.sum(per_ex * mask), (jnp.sum(mask), jnp.sum(correct), aux)
-
-
-def loss_step_kwargs(loss_fn, step, total_steps) -> dict:
-  """`step` / `total_steps` for a loss that takes them (exact integer schedules), else {}."""
-  names, var_kw = options.accepted_kwargs(loss_fn)
-  return {k: v for k, v in (('step', step), ('total_steps', total_steps)) if var_kw or k in names}
-
-
-def _microbatches(batch, accum_steps):
-  """[B, ...] -> [A, B/A, ...], microbatch i = rows i, i+A, ...: each device's contiguous block of
-  the sharded batch holds B/(A*devices) rows of every microbatch, so no rows move between devices.
-  Batches of whole groups (`batch_groups`) come interleaved to match: microbatch i is the i-th
-  block of whole groups (`pipeline.train_batches`)."""
-  return jax.tree.map(
-      lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1),
-      batch)
-
-
-def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, loss_fn: Callable,
-               tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
-               accum_steps: int = 1) -> tuple[TrainState, dict]:
-  """One optimizer update on a (global) batch; the loss is mask-weighted over all microbatches.
-
-  With accum_steps = A > 1 the loss runs on A microbatches of B/A rows and gradients are summed
-  (padding excluded), so per-example losses give the full-batch update; batch statistics inside
-  a loss (logconf's quantile, window's median) are then taken per microbatch, still across all
-  devices.
-  """
-  rng = jax.random.fold_in(state.rng, state.step)
-  # Losses that switch at an exact fraction of training (logconf's faithful warmup) take the
-  # integer step and the static total: step / total in float32 rounds (3/30 > 0.1 under jit).
-  step_kw = loss_step_kwargs(loss_fn, state.step, total_steps)
-  loss_and_grad = jax.value_and_grad(functools.partial(
-      _loss_sum, apply_fn=apply_fn, loss_fn=loss_fn, step_frac=state.step / total_steps,
-      step_kw=step_kw), has_aux=True)
-
-  def micro(carry, xs):
-    grads, loss_state = carry
-    mb, i = xs
-    (l, (n, c, aux)), g = loss_and_grad(state.params, mb, jax.random.fold_in(rng, i), loss_state)
-    aux = dict(aux)
-    loss_state = aux.pop('loss_state', loss_state)  # stateful losses (e.g. elr) update theirs
-    return (jax.tree.map(jnp.add, grads, g), loss_state), (l, n, c, aux)
-
-  # gradients accumulate in float32 even for bf16 params (param_dtype='bfloat16')
-  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)),
-                       state.params)
-  if accum_steps == 1:  # no loop: XLA:CPU runs convolution gradients 20-50x slower inside one
-    (grads, loss_state), outs = micro((zeros, state.extra.get('loss')),
-                                      (batch, jnp.zeros((), jnp.int32)))
-    loss_sum, count, correct, aux = jax.tree.map(lambda x: x[None], outs)
-  else:
-    (grads, loss_state), (loss_sum, count, correct, aux) = jax.lax.scan(
-        micro, (zeros, state.extra.get('loss')),
-        (_microbatches(batch, accum_steps), jnp.arange(accum_steps)))
-  count = jnp.maximum(count.sum(), 1.0)
-  grads = jax.tree.map(lambda g: g / count, grads)
-  aux = jax.tree.map(lambda a: jnp.mean(a, 0), aux)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  out = {'loss': loss_sum.sum() / count, 'accuracy': correct.sum() / count, 'grad_norm': optax.tree.norm(grads),
-         'learning_rate': schedule(state.step), **aux}
-  extra = state.extra if loss_state is None else {**state.extra, 'loss': loss_state}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra), out
-
-
-def eval_step(params, batch: dict, *, apply_fn: Callable) -> jax.Array:
-  """Logits [B, C] of a (global) batch, without dropout."""
-  return apply_fn(params, batch, train=False, rng=None)
-
-
-def linen_apply_fn(module) -> Callable:
-  """`apply_fn(params, batch, *, train, rng) -> logits` for a flax.linen module."""
-  def apply_fn(params, batch, *, train, rng):
-    rngs = {'dropout': rng} if (train and rng is not None) else {}
-    return module.apply({'params': params}, batch, train=train, rngs=rngs)
-  return apply_fn
-
-
-def train_apply_fn(module, opts) -> Callable:
-  """`linen_apply_fn(module)`, with the stage's `augment` (if any) applied to every training
-  batch inside the jitted step: a pure function of (rng, batch), so a resumed run draws the same
-  augmentations. Evaluation and prediction (train=False) see the clean inputs."""
-  apply_fn = linen_apply_fn(module)
-  if opts.augment is None:
-    return apply_fn
-  augment = options.build(opts.augment, 'train.augment')
-
-  def augmented(params, batch, *, train, rng):
-    if train and rng is not None:
-      rng, aug_rng = jax.random.split(rng)
-      batch = augment(aug_rng, batch)
-    return apply_fn(params, batch, train=train, rng=rng)
-  return augmented
+from w2s.predict import LOSS_COLUMNS, make_evaluator, predict  # noqa: F401  (re-exported)
+from w2s.steps import (TrainState, _microbatches, check_loss, eval_step,  # noqa: F401
+                       linen_apply_fn, loss_step_kwargs, train_apply_fn, train_step)
 
 
 def merge_params(init, pretrained):
@@ -199,8 +85,9 @@ def run_fingerprint(opts, examples: dict, extra: dict | None) -> dict:
 
 def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=None,
         name: str = 'train', fingerprint: dict | None = None, val_examples: dict | None = None,
-        eval_batch_size: int | None = None,
-        unlabelled: dict | None = None) -> tuple[TrainState, dict]:
+        eval_batch_size: int | None = None, unlabelled: dict | None = None,
+        apply_fn: Callable | None = None, init_batch: dict | None = None
+        ) -> tuple[TrainState, dict]:
   """Trains `module` on featurized examples (soft 'label' [N, C]) and returns (state, last metrics).
 
   cfg: `options.TrainOptions` (or a flat section it accepts). Checkpoints, metrics.jsonl,
@@ -218,6 +105,11 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   examples (their labels hidden from the algorithm; see `w2s.ssl_step`). When the loss asks for
   whole groups (the proportion loss's bags) or `cfg.group_by` names a column, every batch and
   microbatch holds whole groups of it (`batch_groups`).
+
+  Token-level stages (SFT, DPO, reward models; a loss with an `inputs` attribute) pass
+  `apply_fn(params, batch, *, train, rng)` (e.g. `w2s.models.sequence.lm_apply_fn(module)`: logits
+  [B, T, V]) and `init_batch`, the inputs `module.init` takes when the training rows have
+  another shape ([N, 2, T] pairs); held-out evaluation then scores the loss itself.
   """
   opts = options.TrainOptions.coerce(cfg)
   semi = opts.ssl is not None
@@ -239,13 +131,17 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   groups = batch_groups(train_examples, opts, name)
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
   train_examples, extra = with_loss_state(train_examples, opts.loss.spec())
-  apply_fn = train_apply_fn(module, opts)
+  if apply_fn is not None and (opts.augment is not None or semi):
+    raise UserError(f'{name}: train.augment and train.ssl work on classification inputs; drop '
+                    'them for a token-level stage')
+  eval_apply = apply_fn
+  apply_fn = apply_fn or train_apply_fn(module, opts)
   repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  sample = _sample_rows(train_examples)
+  sample = _sample_rows(train_examples) if init_batch is None else dict(init_batch)
   sample['mask'] = np.ones(1, np.float32)
   tx, schedule = _make_tx(opts, steps, module, sample)
   evaluator = make_evaluator(module, val_examples, opts, mesh=mesh, name=name,
-                             batch_size=eval_batch_size or opts.batch_size)
+                             batch_size=eval_batch_size or opts.batch_size, apply_fn=eval_apply)
 
   def init_fn(rng, pretrained):
     p_rng, d_rng, s_rng = jax.random.split(rng, 3)
@@ -332,42 +228,6 @@ def selected_with_val(state, opts, last: dict, evaluator) -> tuple[TrainState, d
   if evaluator is not None:
     last = {**last, **{k: float(np.mean(v)) for k, v in evaluator(state.params).items()}}
   return state, last
-
-
-def check_loss(p: 'options.Plugin', *, num_classes: int, where: str,
-               batch_extras: dict | None = None) -> None:
-  """Traces the loss once on abstract inputs, as the train step calls it: a loss with a wrong
-  signature or return value is a UserError here, before any stage trains, not after hours."""
-  b, c = 8, num_classes
-  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  fn = p.entry()
-  bound = functools.partial(fn, **p.hparams)
-  init_state = getattr(fn, 'init_state', None)
-  batch = {'label': f32(b, c), 'mask': f32(b), 'id': jax.ShapeDtypeStruct((b,), jnp.int32),
-           **(batch_extras or {})}
-  if init_state is not None:
-    batch['index'] = jax.ShapeDtypeStruct((b,), jnp.int32)
-  def call(logits, labels, mask, step_frac, batch, step):
-    kw = loss_step_kwargs(bound, step, 100)
-    if init_state is not None:
-      kw['loss_state'] = init_state(num_examples=b, num_classes=c, **p.hparams)
-    return bound(logits=logits, labels=labels, mask=mask, step_frac=step_frac, batch=batch, **kw)
-
-  sig = 'loss(*, logits, labels, mask, step_frac, batch=None, **hparams)'
-  try:
-    out = jax.eval_shape(call, f32(b, c), f32(b, c), f32(b), f32(), batch,
-                         jax.ShapeDtypeStruct((), jnp.int32))
-  except UserError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  # a user's loss can fail in any way
-    raise UserError(f'{where}: loss {p.name!r} fails when called as {sig} '
-                    f'({type(e).__name__}: {" ".join(str(e).split())[:200]})') from e
-  ok = (isinstance(out, tuple) and len(out) == 2 and hasattr(out[0], 'shape')
-        and tuple(out[0].shape) == (b,) and isinstance(out[1], dict))
-  if not ok:
-    got = jax.tree.map(lambda x: tuple(getattr(x, 'shape', ())), out)
-    raise UserError(f'{where}: loss {p.name!r} returned {got}; it must return (per-example losses '
-                    f'[B], dict of scalars)')
 
 
 def with_loss_state(examples: dict, loss_spec) -> tuple[dict, Callable[[], dict]]:
@@ -457,117 +317,6 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
   if jax.process_index() == 0:
     plots.plot_curves(workdir, title=name)
   return state, last
-
-
-# columns of a held-out slice that a loss reads besides the logits (ensemble votes, LLP bags)
-LOSS_COLUMNS = ('label', 'member_probs', 'bag_id', 'bag_size')
-
-
-def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
-                   batch_size: int, apply_fn: Callable | None = None) -> Callable | None:
-  """`evaluator(params) -> {'val_loss', 'val_accuracy'}` on `val_examples` (soft 'label' [N, C],
-  the held-out slice's own labels), or None without a slice or evaluations.
-
-  `val_loss` is the stage's own training loss on the slice as at the end of training
-  (step_frac = 1, so logconf's full auxiliary weight), with the slice's batch statistics (the
-  whole slice is one batch: a proportion loss sees every val bag whole); a
-  stateful loss (per-example state that val examples lack) is scored by cross-entropy instead.
-  `val_accuracy` is agreement with the labels' argmax. Logits with a member axis ([N, K, C],
-  ensembles) give per-member values [K]."""
-  if val_examples is None or not opts.eval_every:
-    return None
-  if not len(val_examples['id']):
-    raise UserError(f'{name}: eval_every={opts.eval_every} but the held-out slice is empty; '
-                    'give the splits a val_fraction > 0 (or set eval_every=0)')
-  order = {int(i): r for r, i in enumerate(val_examples['id'])}
-  score = jax.jit(_held_out_loss(opts))
-
-  def evaluator(params):
-    pred = predict(module, params, val_examples, batch_size=batch_size, mesh=mesh,
-                   name=f'{name} val', apply_fn=apply_fn, progress=False)
-    rows = np.array([order[int(i)] for i in pred['id']])
-    batch = {k: np.asarray(v)[rows] for k, v in val_examples.items() if k in LOSS_COLUMNS}
-    batch['mask'] = np.ones(len(rows), np.float32)
-    logits = pred['logits']
-    if logits.ndim == 3:                                     # [N, K, C]: one score per member
-      loss = jax.vmap(score, in_axes=(1, None))(logits, batch)
-    else:
-      loss = score(logits, batch)
-    target = batch['label'].argmax(-1)
-    acc = (logits.argmax(-1) == (target[:, None] if logits.ndim == 3 else target)).mean(0)
-    return {'val_loss': np.asarray(loss), 'val_accuracy': np.asarray(acc)}
-  return evaluator
-
-
-def _held_out_loss(opts) -> Callable:
-  """(logits [N, C], batch) -> the mean of the stage's loss on a held-out slice."""
-  fn = opts.loss.entry()
-  if getattr(fn, 'init_state', None) is not None:
-    fn, hparams = registry.get('losses', 'xent'), {}
-  else:
-    hparams = opts.loss.hparams
-  bound = functools.partial(fn, **hparams)
-
-  def score(logits, batch):
-    kw = loss_step_kwargs(bound, 1, 1)  # the end of training: step = total_steps
-    per_ex, _ = bound(logits=logits, labels=batch['label'], mask=batch['mask'], step_frac=1.0,
-                      batch=batch, **kw)
-    return jnp.mean(per_ex)
-  return score
-
-
-def predict(module, params, examples: dict, *, batch_size: int, mesh, name: str = 'predict',
-            apply_fn: Callable | None = None, progress: bool = True) -> dict:
-  """{'id' [N], 'logits' [N, ...]} for every example exactly once, in the examples' order.
-
-  `apply_fn(params, batch, *, train, rng)` defaults to the linen module's apply. Stops with
-  `Preempted` between batches after SIGTERM/SIGINT (nothing of a prediction is kept)."""
-  sharding.check_batch_size(batch_size, mesh, 'eval_batch_size')
-  repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  # parameters stay where they are (replicated, or sharded by the stage's partition rules)
-  param_sh = jax.tree.map(lambda x: x.sharding if isinstance(x, jax.Array) else repl, params)
-  step = _jitted_eval_step(module, apply_fn, param_sh, data)
-  n = len(examples['id'])
-  total = -(-n // batch_size)
-  bar = metrics.Progress(name, total, unit='ex', min_interval_s=5.0) if progress else None
-  ids, logits = [], []
-  for i, batch in enumerate(pipeline.eval_batches(examples, global_batch=batch_size,
-                                                  process_index=jax.process_index(),
-                                                  process_count=jax.process_count()), 1):
-    preemption.check(name, 'the stages finished before it are saved')
-    g = sharding.host_batch_to_global(batch, mesh)
-    out = sharding.to_host({'id': g['id'], 'mask': g['mask'], 'logits': step(params, g)})
-    keep = out['mask'] > 0
-    ids.append(out['id'][keep])
-    logits.append(out['logits'][keep])
-    if bar is not None and (i == total or i % 20 == 0):
-      bar.update(i, batch_size)
-  return {'id': np.concatenate(ids), 'logits': np.concatenate(logits).astype(np.float32)}
-
-
-# One jitted eval step per (module, apply_fn, shardings), most recent last: every held-out
-# evaluation of a stage and every prediction with the same module (the strong head of the ceiling,
-# the students and every seed) reuse one jit and its compiled shapes; a fresh `jax.jit` per call
-# traced and compiled again at every evaluation (benchmarks/compile_count.py). Keyed by identity
-# (a module's fields need not be hashable); an entry holds its module and apply_fn, so their ids
-# are not reused while it lives.
-_EVAL_STEPS: collections.OrderedDict = collections.OrderedDict()
-EVAL_STEPS_KEPT = 16
-
-
-def _jitted_eval_step(module, apply_fn: Callable | None, param_sh, data) -> Callable:
-  leaves, treedef = jax.tree.flatten(param_sh)
-  key = (id(module), id(apply_fn), treedef, tuple(leaves), data)
-  entry = _EVAL_STEPS.get(key)
-  if entry is not None and entry[0] is module and entry[1] is apply_fn:
-    _EVAL_STEPS.move_to_end(key)
-    return entry[2]
-  step = jax.jit(functools.partial(eval_step, apply_fn=apply_fn or linen_apply_fn(module)),
-                 in_shardings=(param_sh, data), out_shardings=data)
-  _EVAL_STEPS[key] = (module, apply_fn, step)
-  while len(_EVAL_STEPS) > EVAL_STEPS_KEPT:
-    _EVAL_STEPS.popitem(last=False)
-  return step
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
