@@ -12,6 +12,7 @@ The rewards come as classification logits [B, 2] (`w2s.models.sequence.reward_ap
 train step's accuracy (argmax of rewards vs argmax of labels) is the pairwise accuracy.
 """
 import jax
+import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.losses import _soft_ce
@@ -37,4 +38,8 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0
                     f'{logits.shape}; use a num_classes=1 model with '
                     'w2s.models.sequence.reward_apply_fn')
   labels = _soft_ce.clean_labels(labels, mask)
-  return _soft_ce.zero_padding(_soft_ce.soft_ce(logits, labels), mask), {}
+  # log softmax(r)_0 = log sigmoid(r_0 - r_1): the margin form keeps a small loss's digits
+  # (logsumexp(r) - r_w cancels in float32 when the margin is large)
+  d = logits[:, 0].astype(jnp.float32) - logits[:, 1].astype(jnp.float32)
+  per = -labels[:, 0] * jax.nn.log_sigmoid(d) - labels[:, 1] * jax.nn.log_sigmoid(-d)
+  return _soft_ce.zero_padding(per, mask), {}

@@ -7,7 +7,6 @@ h the DPO margin of the chosen (argmax label) response (Rafailov et al. 2023). e
 eps = 0.5 is flat in h. Weak-judge labels are the noisy preferences of weak-to-strong alignment.
 """
 import jax
-import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.losses import _pairs

@@ -9,7 +9,6 @@ weak-to-strong work the pairs come from a weak judge (Yang et al., "Weak-to-Stro
 stage II; Geng et al., delta learning); the chosen response is argmax(labels).
 """
 import jax
-import jax.numpy as jnp
 
 from w2s.losses import _pairs
 
