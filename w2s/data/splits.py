@@ -197,3 +197,136 @@ def _join(name: str, train_split: str, rows: base.Examples, extra: base.Examples
     raise UserError(f'{name!r}: fields {differ} are in only one of the {train_split!r} and '
                     f'{base.UNLABELLED!r} splits; U joins them, so give both the same fields')
   return base.concat([{k: part[k] for k in rows if k in extra} for part in (rows, extra)])
+
+
+# Easy-to-hard generalization (Sun et al. 2024, "Easy-to-Hard Generalization: Scalable Alignment
+# Beyond Human Supervision"; Hase et al. 2024, "The Unreasonable Effectiveness of Easy Training
+# Data for Hard Tasks"): train (or fit the reward model) on easy items, evaluate on hard ones.
+HARDNESS_BY = ("a numeric field (e.g. 'carries', 'level')", "'length'", "'scores'")
+
+
+def hardness(examples: base.Examples, *, by: str, scores=None, tokenizer=None,
+             text_field: str = 'text') -> np.ndarray:
+  """float64 [N]: each example's hardness (higher = harder).
+
+  by: a numeric 1-D field of `examples` (a grade, a level, 'carries'); 'length': the length of
+    `text_field`, in tokens when `tokenizer` (a tokenizer.json path or `tokenizers.Tokenizer`)
+    is given, else in characters; 'scores': the caller's `scores` [N], e.g. 1 - the weak model's
+    confidence.
+  """
+  n = base.num_rows(examples)
+  if by == 'scores':
+    if scores is None:
+      raise UserError("hardness by='scores' needs scores=[N] (higher = harder, e.g. 1 - the weak "
+                      "model's confidence)")
+    h = np.asarray(scores, np.float64)
+    if h.shape != (n,) or not np.isfinite(h).all():
+      raise UserError(f'hardness scores have shape {h.shape} (finite: {np.isfinite(h).all()}); '
+                      f'give {n} finite values, one per example')
+    return h
+  if by == 'length':
+    if text_field not in examples:
+      raise UserError(f"hardness by='length' reads field {text_field!r}, which the examples do "
+                      f'not have ({sorted(examples)}); set text_field')
+    texts = [str(t) for t in examples[text_field]]
+    if tokenizer is None:
+      return np.array([len(t) for t in texts], np.float64).reshape(n)
+    return np.array(_token_lengths(texts, tokenizer), np.float64).reshape(n)
+  value = examples.get(by)
+  numeric = sorted(k for k, v in examples.items()
+                   if k not in ('id', 'group') and v.ndim == 1 and np.issubdtype(v.dtype, np.number))
+  if value is None or value.ndim != 1 or not np.issubdtype(value.dtype, np.number):
+    raise UserError(f'hardness by={by!r} is not a numeric field of the examples; use one of '
+                    f'{numeric + ["length", "scores"]}')
+  return value.astype(np.float64)
+
+
+def _token_lengths(texts: list[str], tokenizer) -> list[int]:
+  """Token counts of `texts` (special tokens included), whatever padding the tokenizer has set."""
+  import tokenizers  # here: only token lengths need it
+  from w2s.data import text
+  tok = text.load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+  if tok.padding is not None or tok.truncation is not None:
+    tok = tokenizers.Tokenizer.from_str(tok.to_str())
+    tok.no_padding()
+    tok.no_truncation()
+  return [len(e.ids) for e in tok.encode_batch(texts)]
+
+
+def _easy_groups(examples: base.Examples, h: np.ndarray, *, easy_fraction, threshold,
+                 seed: int) -> np.ndarray:
+  """bool [N]: the easy rows. A group ('group', else each id) is as hard as its hardest row and
+  lands on one side."""
+  if (easy_fraction is None) == (threshold is None):
+    raise UserError('easy-to-hard needs exactly one of easy_fraction (the easiest share of '
+                    'examples) and threshold (hardness <= threshold is easy)')
+  keys = examples.get('group', examples['id'])
+  groups, inverse = np.unique(keys, return_inverse=True)
+  gh = np.full(len(groups), -np.inf)
+  np.maximum.at(gh, inverse, h)
+  if threshold is not None:
+    easy = gh <= threshold
+  else:
+    if not 0 < easy_fraction < 1:
+      raise UserError(f'easy_fraction={easy_fraction} must be in (0, 1)')
+    order = np.lexsort((groups, stable_hash(groups, seed), gh))  # by hardness, ties by hash
+    easy = np.zeros(len(groups), bool)
+    easy[order[:int(round(easy_fraction * len(groups)))]] = True
+  return easy[inverse]
+
+
+def _rows(examples: base.Examples, keep: np.ndarray) -> base.Examples:
+  """The rows where bool `keep` [N] holds, sorted by id."""
+  rows = np.flatnonzero(keep)
+  return base.take(examples, rows[np.argsort(examples['id'][rows], kind='stable')])
+
+
+def easy_to_hard(examples: base.Examples, *, by: str, easy_fraction: float | None = None,
+                 threshold: float | None = None, scores=None, tokenizer=None,
+                 text_field: str = 'text', seed: int = 0) -> tuple[base.Examples, base.Examples]:
+  """(easy, hard): the examples split by `hardness` (see there for `by`, `scores`, `tokenizer`,
+  `text_field`), each sorted by id; train on the easy part, test on the hard one.
+
+  Give one of `threshold` (hardness <= threshold is easy) or `easy_fraction` (the easiest share
+  of the groups; ties at the cut broken by hash(group, seed), so deterministic). Examples sharing
+  a 'group' stay together, as hard as their hardest member. An empty side is a UserError.
+  """
+  h = hardness(examples, by=by, scores=scores, tokenizer=tokenizer, text_field=text_field)
+  easy = _easy_groups(examples, h, easy_fraction=easy_fraction, threshold=threshold, seed=seed)
+  if easy.all() or not easy.any():
+    side = 'hard' if easy.all() else 'easy'
+    raise UserError(f'easy-to-hard by={by!r}: the {side} part is empty (hardness from {h.min():g} '
+                    f'to {h.max():g}); choose a threshold or easy_fraction inside that range')
+  return _rows(examples, easy), _rows(examples, ~easy)
+
+
+def easy_to_hard_dataset(dataset: base.Dataset, *, by: str, easy_fraction: float | None = None,
+                         threshold: float | None = None, scores: dict | None = None,
+                         tokenizer=None, text_field: str = 'text', seed: int = 0,
+                         train_split: str = 'train', test_split: str = 'test') -> base.Dataset:
+  """A Dataset whose 'train' is the easy part of `train_split` and whose 'test' holds the rows of
+  `test_split` harder than every training row ('test_easy': the other test rows, to report both).
+
+  The cut is made on train (`easy_to_hard`: `threshold`, or `easy_fraction` of train's groups)
+  and applied to test at train's hardest easy value, so every test item is strictly harder than
+  every training item. `scores`: {split: [N]} for by='scores'. Feed the result to
+  `weak_to_strong` (A and B then both come from the easy items).
+  """
+  scores = scores or {}
+  train, test = dataset.split(train_split), dataset.split(test_split)
+  kw = dict(by=by, tokenizer=tokenizer, text_field=text_field)
+  h_train = hardness(train, scores=scores.get(train_split), **kw)
+  easy = _easy_groups(train, h_train, easy_fraction=easy_fraction, threshold=threshold,
+                         seed=seed)
+  if not easy.any():
+    raise UserError(f'easy-to-hard by={by!r}: no {train_split!r} example is easy (hardness from '
+                    f'{h_train.min():g} to {h_train.max():g}); raise threshold or easy_fraction')
+  cut = float(h_train[easy].max()) if threshold is None else float(threshold)
+  h_test = hardness(test, scores=scores.get(test_split), **kw)
+  test_easy = _easy_groups(test, h_test, easy_fraction=None, threshold=cut, seed=seed)
+  if test_easy.all():
+    raise UserError(f'easy-to-hard by={by!r}: no {test_split!r} example is harder than the '
+                    f'training ones (hardness > {cut:g}); lower threshold or easy_fraction')
+  out = {'train': _rows(train, easy), 'test': _rows(test, ~test_easy),
+         'test_easy': _rows(test, test_easy)}
+  return dataclasses.replace(dataset, splits=out)
