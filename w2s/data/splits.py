@@ -233,8 +233,8 @@ def hardness(examples: base.Examples, *, by: str, scores=None, tokenizer=None,
       return np.array([len(t) for t in texts], np.float64).reshape(n)
     return np.array(_token_lengths(texts, tokenizer), np.float64).reshape(n)
   value = examples.get(by)
-  numeric = sorted(k for k, v in examples.items()
-                   if k not in ('id', 'group') and v.ndim == 1 and np.issubdtype(v.dtype, np.number))
+  numeric = sorted(k for k, v in examples.items() if k not in ('id', 'group')
+                   and v.ndim == 1 and np.issubdtype(v.dtype, np.number))
   if value is None or value.ndim != 1 or not np.issubdtype(value.dtype, np.number):
     raise UserError(f'hardness by={by!r} is not a numeric field of the examples; use one of '
                     f'{numeric + ["length", "scores"]}')

@@ -147,7 +147,8 @@ def encode_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b
   if same:
     where = ids[same[0]] if ids is not None else same[0]
     raise UserError(f'{len(same)} of {n} preference pairs have two identical responses (e.g. '
-                    f'id {where}: {responses_a[same[0]][:40]!r}); drop them or draw other responses')
+                    f'id {where}: {responses_a[same[0]][:40]!r}); drop them or draw other '
+                    'responses')
   both = encode_sft(list(prompts) * 2, list(responses_a) + list(responses_b), tokenizer,
                     max_length=max_length, eos=eos, max_prompt_length=max_prompt_length)
   out = {k: np.stack([both[k][:n], both[k][n:]], axis=1)
