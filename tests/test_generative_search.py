@@ -1,6 +1,6 @@
-"""Weak-to-strong search (Zhou et al., 2024) against a brute-force re-run of the algorithm: the large
-model's chunks drawn by `decoding.generate` with the search's keys, every candidate rescored by hand
-(numpy log-softmax over full forward passes), the top W kept by a Python sort.
+"""Weak-to-strong search (Zhou et al., 2024) against a brute-force re-run of the algorithm: the
+large model's chunks drawn by `decoding.generate` with the search's keys, every candidate rescored
+by hand (numpy log-softmax over full forward passes), the top W kept by a Python sort.
 
 One tiny GPT-2 architecture serves as large, tuned and untuned model (three param sets), so the
 jitted search compiles once per (W, K, L, N, eos) setting.
@@ -31,7 +31,8 @@ MODEL = _decoder()
 
 def _params(seed, scale=4.0):
   ids = np.ones((1, 4), np.int32)
-  params = hf_import.init_params(MODEL, jax.random.key(seed), {'input_ids': ids, 'attention_mask': ids})
+  batch = {'input_ids': ids, 'attention_mask': ids}
+  params = hf_import.init_params(MODEL, jax.random.key(seed), batch)
   # sharper logits than N(0, 0.02) init: distinct, non-uniform next-token distributions
   return jax.tree.map(lambda a: a * scale if a.ndim == 2 else a, params)
 
@@ -46,7 +47,8 @@ def _prefer(params, token, strength=6.0):
 
 
 LARGE, UNTUNED = _prefer(_params(1), LIKED, 1.5), _params(2)  # LARGE draws LIKED ~1 time in 6
-PROMPTS = np.array([[3, 4, 6, 7, 8], [9, 10, 1, 0, 0], [12, 2, 0, 0, 0], [4, 4, 4, 13, 0]], np.int32)
+PROMPTS = np.array([[3, 4, 6, 7, 8], [9, 10, 1, 0, 0], [12, 2, 0, 0, 0], [4, 4, 4, 13, 0]],
+                   np.int32)
 PROMPT_MASK = (PROMPTS > 0).astype(np.int32)
 
 
@@ -102,7 +104,8 @@ def _reference(tuned, untuned, rng, prompts=PROMPTS, prompt_mask=PROMPT_MASK, *,
         resp = resp + list(chunks[r, :min(lengths[r], n - len(resp))])
         score = (_hand_logprob(tuned, real[i], resp) - _hand_logprob(untuned, real[i], resp))
         candidates.append((score, resp, eos_id in resp))
-      order = sorted(range(len(candidates)), key=lambda j: -candidates[j][0])  # stable: ties by slot
+      # a stable sort: ties go to the lower slot, as in lax.top_k
+      order = sorted(range(len(candidates)), key=lambda j: -candidates[j][0])
       new_beams.append([candidates[j] for j in order[:w]])
       last.append([s for s, _, _ in candidates])
     beams = new_beams

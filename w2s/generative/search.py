@@ -50,8 +50,8 @@ def pack(prompt, prompt_mask, response, response_mask, pad_id: int):
   s = jnp.arange(t + m)[None, :]
   in_prompt = s < p
   in_response = (s >= p) & (s < p + n)
-  from_prompt = jnp.take_along_axis(prompt, jnp.broadcast_to(jnp.minimum(s, t - 1), in_prompt.shape),
-                                    axis=1)
+  at = jnp.broadcast_to(jnp.minimum(s, t - 1), in_prompt.shape)
+  from_prompt = jnp.take_along_axis(prompt, at, axis=1)
   from_response = jnp.take_along_axis(response, jnp.clip(s - p, 0, m - 1), axis=1)
   ids = jnp.where(in_prompt, from_prompt, jnp.where(in_response, from_response, pad_id))
   return ids, (in_prompt | in_response).astype(jnp.int32), in_response.astype(jnp.float32)
@@ -159,7 +159,7 @@ def search(large, large_params, tuned, tuned_params, untuned, untuned_params, in
            max_new_tokens: int, rng: jax.Array, temperature: float = 1.0, top_p: float = 1.0,
            eos_id: int | None = None, pad_id: int = 0,
            return_beams: bool = False) -> dict[str, jax.Array]:
-  """Weak-to-strong search (Zhou et al., 2024): the large model's response steered by two small ones.
+  """Weak-to-strong search (Zhou et al., 2024): a large model's response steered by two small ones.
 
   Args:
     large, large_params: the frozen large decoder (`gpt2` / `llama` / `gpt_neox.create`, an
