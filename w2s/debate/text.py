@@ -37,12 +37,11 @@ import time
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from w2s import metrics, options, sharding
 from w2s.errors import UserError
-from w2s.models import decoding
+from w2s.generative import sampling
 from w2s.protocols import by_id_store, stages
 
 MODES = ('debate', 'consultancy')
@@ -237,40 +236,20 @@ class Debater:
     `meter` hears of every batch."""
     o = self.opts
     encoded = self._encode(prompts)
-    order = np.argsort([-len(e) for e in encoded], kind='stable')
-    texts: list[str] = [''] * len(prompts)
-    key_data = np.asarray(jax.random.key_data(keys))
-    new_tokens = 0
-    b, procs, p = o.batch_size, jax.process_count(), jax.process_index()
-    for start in range(0, len(order), b):
-      rows = order[start:start + b]
-      t = -(-max(len(encoded[r]) for r in rows) // o.length_multiple) * o.length_multiple
-      ids = np.full((b, t), self.pad_id, np.int32)
-      mask = np.zeros((b, t), np.int32)
-      for j, r in enumerate(rows):
-        ids[j, :len(encoded[r])] = encoded[r]
-        mask[j, :len(encoded[r])] = 1
-      mask[len(rows):, 0] = 1  # filler rows (a fixed batch shape): one token, output dropped
-      filled = np.concatenate([rows, np.repeat(rows[:1], b - len(rows))])
-      local = slice(p * b // procs, (p + 1) * b // procs)  # this process's share of the rows
-      batch = sharding.host_batch_to_global(
-          {'input_ids': ids[local], 'attention_mask': mask[local],
-           'keys': key_data[filled][local]}, self.mesh)
-      out = decoding.generate(self.model, self.params, batch['input_ids'], batch['attention_mask'],
-                              max_new_tokens=o.max_new_tokens, temperature=o.temperature,
-                              top_p=o.top_p, rng=jax.random.wrap_key_data(batch['keys']),
-                              eos_id=self.eos_id,
-                              pad_id=self.pad_id)
-      out = sharding.to_host(out)
-      counts = out['mask'][:len(rows)].sum(axis=1)
-      seqs = [[int(x) for x in out['tokens'][j, :n] if int(x) != self.eos_id]
-              for j, n in enumerate(counts)]
-      for r, s in zip(rows, self.tok.decode_batch(seqs, skip_special_tokens=True)):
-        texts[r] = ' '.join(s.split())  # one paragraph per turn
-      new_tokens += int(counts.sum())
+    counted = [0]
+
+    def on_batch(rows, tokens):
+      counted[0] += tokens
       if meter is not None:
-        meter.add(len(rows), int(counts.sum()))
-    return texts, new_tokens
+        meter.add(rows, tokens)
+    seqs = sampling.generate_rows(
+        self.model, self.params, encoded, keys, mesh=self.mesh, batch_size=o.batch_size,
+        max_new_tokens=o.max_new_tokens, temperature=o.temperature, top_p=o.top_p,
+        eos_id=self.eos_id, pad_id=self.pad_id, length_multiple=o.length_multiple,
+        on_batch=on_batch)
+    texts = [' '.join(t.split())  # one paragraph per turn
+             for t in self.tok.decode_batch(seqs, skip_special_tokens=True)]
+    return texts, counted[0]
 
 
 class Meter:
@@ -306,8 +285,7 @@ def transcripts(debater: Debater, raw: Mapping, mode: str, seed: int,
                                opponent_side=SIDES[1 - mine[i]], transcript=lines[i])
                for i in range(n)]
     turn_key = jax.random.fold_in(base, t)
-    keys = jax.vmap(lambda a, b: jax.random.fold_in(jax.random.fold_in(turn_key, a), b))(
-        jnp.asarray((ids & 0xFFFFFFFF).astype(np.uint32)), jnp.asarray((ids >> 32).astype(np.uint32)))
+    keys = sampling.row_keys(turn_key, ids)
     texts, k = debater.generate(prompts, keys, meter)
     tokens += k
     for i in range(n):

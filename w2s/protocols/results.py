@@ -38,7 +38,8 @@ def seed_line(record: dict, losses: list[str]) -> str:
   return '[weak_to_strong] ' + '  '.join(parts)
 
 
-def summarize(per_seed: list[dict], losses: list[str], config: dict) -> dict:
+def summarize(per_seed: list[dict], losses: list[str], config: dict,
+              metrics: tuple[str, ...] = METRICS) -> dict:
   """{'per_seed', 'summary': {loss: {metric: {mean, lo, hi, n, n_nan, values, interval}}},
   'paired': {'b - a': {metric: ...}}, 'seeds', 'config'}.
 
@@ -48,7 +49,7 @@ def summarize(per_seed: list[dict], losses: list[str], config: dict) -> dict:
   summary = {}
   for name in losses:
     summary[name] = {}
-    for m in METRICS:
+    for m in metrics:
       s = scores.summarize_seeds([r[name][m] for r in per_seed])
       summary[name][m] = s._asdict()
     undefined = [r[name]['pgr_undefined'] for r in per_seed if r[name]['pgr_undefined']]

@@ -1,0 +1,116 @@
+"""Generative weak-to-strong by SFT on weak generations, offline: the synthetic arithmetic world.
+
+    python -m w2s.main --config configs/w2s_sft.py --workdir runs/w2s_sft
+    python -m w2s.main --config configs/w2s_sft.py:runlocal --workdir /tmp/w2s_sft_tiny
+    python -m w2s.main --config configs/w2s_sft.py:filter=majority,samples=4 --workdir runs/sft_maj
+
+No pretrained decoder ships offline, so both decoders are pretrained here, as causal LMs on a
+corpus w2s generates (`w2s.data.arithmetic.corpus`: terse sums like '347+589=936' among
+distractor lines; no test problem is ever stated): the strong one larger and longer (4 layers x
+128, 3,000 steps), the weak one small and short (2 x 48, 400 steps). The downstream task asks
+for the same sums in a format the corpus never shows ('q: what is 347 plus 589? a:' -> ' 936');
+the weak decoder is fine-tuned on A's gold answers, answers B, and the strong decoder is
+fine-tuned on those answers (students) or on B's gold answers (ceiling). Scores are exact-match
+accuracies of greedy answers on test. See experiments/generative/README.md for the study.
+
+Arguments: seeds=N, losses=sft (student losses, '+'-joined), filter=none|majority|agreement|
+confidence, samples=N (weak samples per prompt of B; > 1 samples at temperature 0.7), rounds=N
+(iterated rounds, W2S-Reasoning), digits=D (operand digits), runlocal (tiny models and splits, for
+tests). For accelerators: weak_ckpt=DIR, strong_ckpt=DIR (Hugging Face decoders sharing one
+tokenizer, e.g. Qwen2.5-0.5B and Qwen2.5-7B), data=DIR (a `files` dataset with 'question' and
+'answer' columns, GSM8K-style: the answer's last number is scored), lora=R.
+"""
+from ml_collections import ConfigDict
+
+from w2s import config_args
+from w2s.errors import UserError
+
+ARGS = dict(seeds=5, losses='sft', filter='none', samples=1, rounds=1, digits=3, runlocal=False,
+            weak_ckpt='', strong_ckpt='', data='', lora=0, lr=0.0)
+
+
+def _train(lr, steps, batch_size=32, eval_every=0, warmup=0.05):
+  return dict(optimizer=dict(name='adamw', learning_rate=lr, weight_decay=0.0),
+              schedule=dict(name='cosine', warmup_frac=warmup), batch_size=batch_size,
+              num_steps=steps, num_epochs=0.0, eval_every=eval_every,
+              select='best' if eval_every else 'last')
+
+
+def _decoder(d, layers, heads, vocab):
+  return dict(name='gpt2', size='tiny', d_model=d, num_layers=layers, num_heads=heads, mlp_dim=4 * d,
+              vocab_size=vocab, max_len=128, dropout=0.0)
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+  a = config_args.parse(arg, **ARGS)
+  from w2s.data import arithmetic
+  c = ConfigDict()
+  c.protocol = dict(name='generative')
+  c.dataset = dict(name='arithmetic', view='generate', digits=(a['digits'],), num_train=4000,
+                   num_test=500)
+  c.splits = dict(weak_fraction=0.5, val_fraction=0.1)
+  c.tokenizer = arithmetic.tokenizer_path()
+  c.template = '{prompt}'
+  c.answer = dict(field='answer', extractor='last_number')
+  c.max_length = 40
+  vocab = len(arithmetic.VOCAB)
+  c.corpus = dict(dataset='arithmetic', num_docs=40000, seed=0, seq_len=64,
+                  options=dict(digits=(1, 2, 3, 4)))
+  c.weak = dict(model=_decoder(48, 2, 4, vocab), pretrain=_train(3e-3, 400, 64),
+                train=_train(1e-3, 300, 32, eval_every=50))
+  c.strong = dict(model=_decoder(128, 4, 4, vocab), pretrain=_train(1e-3, 3000, 64),
+                  train=_train(3e-4, 300, 32, eval_every=50))
+  samples = int(a['samples'])
+  c.sampling = dict(num_samples=samples, temperature=0.7 if samples > 1 else 0.0, top_p=1.0,
+                    max_new_tokens=8, batch_size=64)
+  c.filter = dict(name=a['filter'])
+  c.student_losses = {n: dict(name=n) for n in str(a['losses']).split('+')}
+  c.rounds = int(a['rounds'])
+  c.seeds = tuple(range(int(a['seeds'])))
+  c.eval_batch_size = 64
+  c.log_every = 50
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.mesh = dict(num_devices=0)
+  if a['weak_ckpt'] or a['strong_ckpt'] or a['data']:
+    _real(c, a)
+  if a['runlocal']:  # presets: an argument the user wrote wins over them
+    c.smoke = True  # a smoke test, not a result: tables and plots say so
+    c.dataset.num_train, c.dataset.num_test = 200, 48
+    c.splits.update(max_weak=64, max_strong=64, max_val=16, max_test=32)
+    c.corpus.num_docs = 300
+    c.weak.model = _decoder(32, 1, 2, vocab)
+    c.strong.model = _decoder(32, 2, 2, vocab)
+    for role in (c.weak, c.strong):
+      role.pretrain.num_steps = 12
+      role.train.num_steps = 8
+      role.train.eval_every = 4
+      role.pretrain.batch_size = role.train.batch_size = 16
+    c.sampling.max_new_tokens = 5
+    c.sampling.batch_size = 16
+    c.eval_batch_size = 16
+    c.seeds = tuple(range(a.preset('seeds', 1)))
+    c.log_every = 4
+  return ConfigDict(c.to_dict(), type_safe=True)
+
+
+def _real(c, a) -> None:
+  """Hugging Face decoders (one tokenizer) on a GSM8K-style `files` dataset: no pretraining."""
+  if not (a['weak_ckpt'] and a['strong_ckpt'] and a['data']):
+    raise UserError('weak_ckpt=DIR, strong_ckpt=DIR and data=DIR go together (two decoders '
+                    'sharing a tokenizer, and the task files)')
+  family = dict(name='llama', lm_head=True)
+  lora = dict(rank=int(a['lora']), alpha=2 * int(a['lora'])) if a['lora'] else None
+  c.dataset = dict(name='files', path=a['data'], text='question', label=None)
+  c.template = 'Question: {text}\nAnswer:'
+  c.answer = dict(field='answer', extractor='last_number')
+  c.tokenizer = a['strong_ckpt']
+  c.max_length = 512
+  c.corpus = None
+  lr = float(a['lr']) or (1e-4 if lora else 1e-5)
+  c.weak = dict(model=dict(family, pretrained=a['weak_ckpt']), pretrain=None,
+                train=_train(1e-5, 1000, 32, eval_every=100))
+  c.strong = dict(model=dict(family, pretrained=a['strong_ckpt'], lora=lora, remat=True,
+                             dtype='bfloat16'), pretrain=None,
+                  train=_train(lr, 1000, 32, eval_every=100))
+  c.sampling.max_new_tokens = 256
