@@ -5,15 +5,15 @@
     python -m w2s.main --config configs/w2s_sft.py:filter=majority,samples=4 --workdir runs/sft_maj
 
 No pretrained decoder ships offline, so both decoders are pretrained here, as causal LMs on a
-corpus w2s generates (`w2s.data.arithmetic.corpus`: terse sums like '347+589=936' among
+corpus w2s generates (`w2s.data.arithmetic.corpus`: terse sums like '47+58=105' among
 distractor lines; no test problem is ever stated): the strong one larger and longer (4 layers x
-128, 3,000 steps), the weak one small and short (2 x 48, 400 steps). The downstream task asks
-for the same sums in a format the corpus never shows ('q: what is 347 plus 589? a:' -> ' 936');
+128, 1,500 steps), the weak one small and short (2 x 48, 300 steps). The downstream task asks
+for the same sums in a format the corpus never shows ('q: what is 47 plus 58? a:' -> ' 105');
 the weak decoder is fine-tuned on A's gold answers, answers B, and the strong decoder is
 fine-tuned on those answers (students) or on B's gold answers (ceiling). Scores are exact-match
 accuracies of greedy answers on test. See experiments/generative/README.md for the study.
 
-Arguments: seeds=N, losses=sft (student losses, '+'-joined), filter=none|majority|agreement|
+Arguments: seeds=N, losses=sft (student losses of LOSSES, '+'-joined: sft, sft_sum), filter=none|majority|agreement|
 confidence, samples=N (weak samples per prompt of B; > 1 samples at temperature 0.7), rounds=N
 (iterated rounds, W2S-Reasoning), digits=D (operand digits), runlocal (tiny models and splits, for
 tests). For accelerators: weak_ckpt=DIR, strong_ckpt=DIR (Hugging Face decoders sharing one
@@ -25,8 +25,12 @@ from ml_collections import ConfigDict
 from w2s import config_args
 from w2s.errors import UserError
 
-ARGS = dict(seeds=5, losses='sft', filter='none', samples=1, rounds=1, digits=3, runlocal=False,
+ARGS = dict(seeds=5, losses='sft', filter='none', samples=1, rounds=1, digits=2, runlocal=False,
             weak_ckpt='', strong_ckpt='', data='', lora=0, lr=0.0)
+
+
+# student losses by name: SFT with the per-sequence mean over response tokens, or their sum
+LOSSES = {'sft': dict(name='sft'), 'sft_sum': dict(name='sft', normalize='sum')}
 
 
 def _train(lr, steps, batch_size=32, eval_every=0, warmup=0.05):
@@ -54,17 +58,21 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.answer = dict(field='answer', extractor='last_number')
   c.max_length = 40
   vocab = len(arithmetic.VOCAB)
-  c.corpus = dict(dataset='arithmetic', num_docs=40000, seed=0, seq_len=64,
-                  options=dict(digits=(1, 2, 3, 4)))
-  c.weak = dict(model=_decoder(48, 2, 4, vocab), pretrain=_train(3e-3, 400, 64),
-                train=_train(1e-3, 300, 32, eval_every=50))
-  c.strong = dict(model=_decoder(128, 4, 4, vocab), pretrain=_train(1e-3, 3000, 64),
-                  train=_train(3e-4, 300, 32, eval_every=50))
+  c.corpus = dict(dataset='arithmetic', num_docs=20000, seed=0, seq_len=64,
+                  options=dict(digits=(1, 2, 3)))
+  c.weak = dict(model=_decoder(48, 2, 4, vocab), pretrain=_train(3e-3, 300, 32),
+                train=_train(1e-3, 200, 32, eval_every=50))
+  c.strong = dict(model=_decoder(128, 4, 4, vocab), pretrain=_train(2e-3, 1500, 32),
+                  train=_train(3e-4, 200, 32, eval_every=50))
   samples = int(a['samples'])
   c.sampling = dict(num_samples=samples, temperature=0.7 if samples > 1 else 0.0, top_p=1.0,
                     max_new_tokens=8, batch_size=64)
   c.filter = dict(name=a['filter'])
-  c.student_losses = {n: dict(name=n) for n in str(a['losses']).split('+')}
+  names = str(a['losses']).split('+')
+  unknown = [n for n in names if n not in LOSSES]
+  if unknown:
+    raise UserError(f'losses: unknown student loss {unknown[0]!r}; known: {sorted(LOSSES)}')
+  c.student_losses = {n: LOSSES[n] for n in names}
   c.rounds = int(a['rounds'])
   c.seeds = tuple(range(int(a['seeds'])))
   c.eval_batch_size = 64

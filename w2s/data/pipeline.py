@@ -86,9 +86,12 @@ def _trim_length(batch: Batch, lengths: np.ndarray | None, global_idx: np.ndarra
   if lengths is None or 'attention_mask' not in batch:
     return batch
   longest = int(lengths[global_idx].max(initial=1))
-  t = min(batch['attention_mask'].shape[1], -(-longest // length_bucket) * length_bucket)
-  return {k: (v[:, :t] if k in ('input_ids', 'attention_mask', 'token_type_ids') else v)
-          for k, v in batch.items()}
+  t = min(batch['attention_mask'].shape[-1], -(-longest // length_bucket) * length_bucket)
+  return {k: (v[..., :t] if k in TOKEN_FIELDS else v) for k, v in batch.items()}
+
+
+# the [..., T] fields cut to a batch's longest sequence ('loss_mask': a generative stage's targets)
+TOKEN_FIELDS = ('input_ids', 'attention_mask', 'token_type_ids', 'loss_mask')
 
 
 def _host_slice(x: np.ndarray, process_index: int, process_count: int) -> np.ndarray:

@@ -97,7 +97,10 @@ class ArraySource(RowSource):
 
   def lengths(self) -> np.ndarray | None:
     mask = self._data.get('attention_mask')
-    return None if mask is None else mask.sum(axis=1)
+    if mask is None:
+      return None
+    # [N, T], or [N, 2, T] (preference pairs: the longer response of each pair)
+    return np.asarray(mask).reshape(len(mask), -1, mask.shape[-1]).sum(-1).max(-1)
 
 
 class WithRowIndex(RowSource):

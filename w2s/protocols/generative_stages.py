@@ -63,12 +63,18 @@ def make_decoder(role: DecoderRole, num_classes: int = 1):
   """The role's model as a decoder TextClassifier (LM head on: `lm` gives [B, T, V] logits); an
   encoder or a model without a KV cache is a UserError naming the decoder families."""
   hp = {k: v for k, v in role.model.hparams.items() if k != 'lm_head'}
-  module = options.build(dataclasses.replace(role.model, hparams=hp), f'{role.role}.model',
-                         num_classes=num_classes, lm_head=True)
+  not_decoder = UserError(f'{role.role}.model {role.model.name!r} is not a decoder; generative '
+                          'stages need gpt2, llama (Qwen2, Mistral) or gpt_neox')
+  try:
+    module = options.build(dataclasses.replace(role.model, hparams=hp), f'{role.role}.model',
+                           num_classes=num_classes, lm_head=True)
+  except UserError as e:
+    if 'encoder' in str(e) or 'lm_head' in str(e):  # bert: "an encoder has no LM head"
+      raise not_decoder from e
+    raise
   backbone = getattr(module, 'backbone', None)
   if not hasattr(getattr(backbone, 'config', None), 'kv_cache_shape'):
-    raise UserError(f'{role.role}.model {role.model.name!r} is not a decoder; generative stages '
-                    'need gpt2, llama (Qwen2, Mistral) or gpt_neox')
+    raise not_decoder
   return module
 
 
