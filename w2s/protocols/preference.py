@@ -1,0 +1,410 @@
+"""Preference weak-to-strong: DPO-family policies and reward models taught by a weak judge.
+
+Burns et al. 2023 (weak-to-strong reward modelling: a weak reward model's soft labels
+sigmoid(r_weak(y_0) - r_weak(y_1)) supervise a strong one); Rafailov et al. 2023 (DPO), Azar et
+al. 2023 (IPO), Mitchell 2023 (conservative DPO), confidence-weighted DPO (methods.md), Yang et
+al. 2024 ("Super(ficial)-alignment": does the strong model do well only where the weak judge can
+check?). Data: a dataset's preference pairs (prompt, response_a, response_b, gold 'label' = the
+index of the preferred response; the arithmetic task's view='pairs'). Per seed, after the
+weak-to-strong split of train into A, B and val (`splits.weak_to_strong`):
+
+* pretrain (optional, once for all seeds): each role's decoder as a causal LM on the protocol's
+  corpus, the stages of the generative protocol (`generative_stages.pretrain`; same corpus, model
+  and section = the same stage directory, shared under one `shared_dir`);
+* weak judge: the weak decoder with a scalar head (pooling 'last') trained as a reward model with
+  `weak.loss` (Bradley-Terry) on A's gold pairs, selected on val's gold pairs; it labels B and
+  val with soft labels softmax(r_weak) and is scored on test (acc_weak);
+* reference: the strong pretrained decoder; its sequence log-probs of both responses of every
+  pair, log pi_ref(y|x) [N, 2], computed once per example id (a `ByIdStore` keyed by the
+  reference stage and the tokenization) and reused by every student, seed and rerun;
+* students, one per `student_losses` entry, of one of two kinds (`student_kinds`, else from the
+  loss: a 'pairs' loss trains a policy, a classification-shaped one a reward model):
+  'policy' - the strong decoder trained on B's weak-labelled pairs with a DPO-family loss
+  (dpo, ipo, cdpo, wdpo; batch 'ref_logp' [N, 2] and 'confidence' = max label [N]);
+  'reward_model' - the strong decoder with a scalar head trained with Bradley-Terry on them;
+  selected on the weak labels of val (never test, never B's gold);
+* ceilings, one per student kind present: the same kind trained on B's gold pairs
+  (`ceiling.policy`, default DPO beta 0.1; `ceiling.reward_model`, default Bradley-Terry).
+
+Scores on test: pairwise accuracy (a reward model: r(correct) > r(wrong); a policy: its implicit
+reward beta * (log pi - log pi_ref) prefers the correct response) of the weak judge, each student
+and its ceiling; PGR; agreement with the judge; accuracy where the judge is right / wrong and their
+difference (the Super(ficial)-alignment deception measure). Means with Student-t 95% intervals over
+seeds (none below 3) and paired differences between students.
+"""
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from w2s import options
+from w2s.data import splits as splits_lib
+from w2s.data import text
+from w2s.errors import UserError
+from w2s.generative import templates, tokens
+from w2s.models import sequence
+from w2s.protocols import by_id_store
+from w2s.protocols import generative_stages as gs
+from w2s.protocols import preference_results as pr
+from w2s.protocols import results as results_lib
+from w2s.protocols.generative import _corpus_rows
+from w2s.protocols.stages import Stage, number_stages
+
+TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'template', 'max_length', 'corpus',
+            'weak', 'strong', 'reward_train', 'ceiling', 'student_losses', 'student_kinds',
+            'seeds', 'eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints',
+            'mesh', 'shared_dir', 'smoke')
+CORPUS_KEYS = ('dataset', 'num_docs', 'seed', 'seq_len', 'options')
+KINDS = ('policy', 'reward_model')
+CEILINGS = {'policy': {'name': 'dpo', 'beta': 0.1}, 'reward_model': {'name': 'bradley_terry'}}
+RESPONSES = ('response_a', 'response_b')
+METRICS = pr.METRICS
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  dataset: options.Plugin
+  splits: Mapping[str, Any]
+  tokenizer: str
+  template: str
+  max_length: int
+  corpus: Mapping[str, Any] | None
+  weak: gs.DecoderRole
+  strong: gs.DecoderRole
+  trains: Mapping[str, Any]                       # kind -> the strong decoder's train section
+  ceilings: Mapping[str, options.Plugin]          # kind -> ceiling loss
+  students: tuple[tuple[str, options.Plugin], ...]
+  kinds: Mapping[str, str]                        # student name -> kind
+  seeds: tuple[int, ...]
+  eval_batch_size: int
+  run: Mapping[str, int]
+  num_devices: int
+  mesh_shape: Any
+  shared_dir: str
+
+
+def resolve(config) -> Options:
+  c = options.plain(config)
+  options.check_keys(c, TOP_KEYS, 'config')
+  for key in ('dataset', 'splits', 'tokenizer', 'template', 'weak', 'strong', 'student_losses',
+              'seeds', 'eval_batch_size'):
+    if key not in c:
+      raise UserError(f'config.{key} is required by the preference protocol')
+  weak = gs.DecoderRole.from_section('weak', c['weak'], default_loss='bradley_terry')
+  if 'loss' in (c['strong'] or {}):
+    raise UserError('strong.loss is not used by the preference protocol; name the students\' '
+                    'losses in student_losses and the ceilings\' in ceiling=dict(policy=..., '
+                    'reward_model=...)')
+  strong = gs.DecoderRole.from_section('strong', c['strong'], default_loss='dpo')
+  losses = c['student_losses'] or {}
+  if not losses:
+    raise UserError('student_losses is empty; name one, e.g. dict(dpo=dict(name="dpo"))')
+  students = tuple((n, options.plugin('losses', losses[n], f'student_losses.{n}'))
+                   for n in sorted(losses))
+  declared = dict(c.get('student_kinds') or {})
+  for n, kind in declared.items():
+    if n not in losses or kind not in KINDS:
+      raise UserError(f'student_kinds.{n}={kind!r}: give a student of student_losses '
+                      f'({sorted(losses)}) one of {KINDS}')
+  kinds = {n: declared.get(n) or _kind_of(loss) for n, loss in students}
+  ceiling = dict(c.get('ceiling') or {})
+  options.check_keys(ceiling, KINDS, 'ceiling')
+  ceilings = {k: options.plugin('losses', ceiling.get(k) or CEILINGS[k], f'ceiling.{k}')
+              for k in KINDS}
+  corpus = c.get('corpus')
+  if corpus is not None:
+    options.check_keys(corpus, CORPUS_KEYS, 'corpus')
+  for role in (weak, strong):
+    if (role.pretrain is None) != (corpus is None):
+      raise UserError(f'{role.role}.pretrain and corpus go together: give both (pretraining '
+                      'on the corpus) or neither (the model as it is, e.g. pretrained=DIR)')
+  mesh = c.get('mesh') or {}
+  return Options(
+      dataset=options.plugin('datasets', c['dataset'], 'dataset'), splits=c['splits'],
+      tokenizer=str(c['tokenizer']), template=str(c['template']),
+      max_length=options.positive(c.get('max_length', 64), 'max_length'), corpus=corpus,
+      weak=weak, strong=strong,
+      trains={'policy': strong.train, 'reward_model': c.get('reward_train') or strong.train},
+      ceilings=ceilings, students=students, kinds=kinds, seeds=options.seeds_of(c['seeds']),
+      eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
+      run=options.run_settings(c), num_devices=int(mesh.get('num_devices', 0)),
+      mesh_shape=mesh.get('shape'), shared_dir=c.get('shared_dir') or '')
+
+
+def _kind_of(loss: options.Plugin) -> str:
+  """A classification-shaped loss (rewards [B, 2]) trains a reward model, any other a policy
+  (`check` then refuses what a policy cannot train, e.g. a 'tokens' loss)."""
+  return 'reward_model' if getattr(loss.entry(), 'inputs', None) is None else 'policy'
+
+
+def _expect(kind: str):
+  return 'pairs' if kind == 'policy' else None
+
+
+def check(config):
+  """(Options, dataset, weak module, strong module): everything checked that can be without
+  training (--dry_run): sections and plug-ins, the pairs (identical responses, prompts that fill
+  max_length), the vocabularies and positions of the decoders, every loss against its stage."""
+  from w2s import train
+  opts = resolve(config)
+  dataset = options.build(opts.dataset, 'dataset')
+  templates.check(opts.template, dataset.splits['train'].keys())
+  for split in ('train', 'test'):
+    raw = dataset.splits[split]
+    missing = [k for k in RESPONSES if k not in raw]
+    if missing:
+      raise UserError(f'dataset {opts.dataset.name!r} has no {missing[0]!r} field; the preference '
+                      'protocol needs pairs (prompt, response_a, response_b, label), e.g. '
+                      'arithmetic view=\'pairs\'')
+    gold = np.asarray(raw['label'])
+    if gold.ndim != 1 or not np.isin(gold, (0, 1)).all():
+      raise UserError(f'dataset {opts.dataset.name!r} {split} labels must be 0 or 1 (the index '
+                      'of the preferred response)')
+    _encode(opts, raw)  # identical responses, prompts that fill max_length: a UserError now
+  weak = gs.make_decoder(opts.weak, num_classes=1)
+  strong = gs.make_decoder(opts.strong, num_classes=1)
+  gs.check_decoders(weak, strong, 'weak judge and strong decoder (they read the same tokens)')
+  tok = text.load_tokenizer(opts.tokenizer)
+  if tok.get_vocab_size() > gs.vocab_size(strong):
+    raise UserError(f'tokenizer {opts.tokenizer} has {tok.get_vocab_size()} tokens but the models '
+                    f'only {gs.vocab_size(strong)}; set the models\' vocab_size or the tokenizer')
+  for role, module in ((opts.weak, weak), (opts.strong, strong)):
+    limit = getattr(module.backbone.config, 'position_limit', None)
+    if limit is not None and opts.max_length > limit:
+      raise UserError(f'max_length={opts.max_length} exceeds {role.role}\'s {limit} positions; '
+                      'lower max_length or give the model more positions (max_len)')
+  train.check_loss(opts.weak.loss, num_classes=2, where='weak.loss', expect=None)
+  for name, loss in opts.students:
+    kind = opts.kinds[name]
+    train.check_loss(loss, num_classes=2, where=f'student_losses.{name} (a {kind} student)',
+                     expect=_expect(kind))
+  for kind in KINDS:
+    train.check_loss(opts.ceilings[kind], num_classes=2, where=f'ceiling.{kind}',
+                     expect=_expect(kind))
+  for where, section, loss in _trains(opts):
+    topts = gs.learners.train_options(section, where, loss=loss, seed=0, run=dict(opts.run))
+    if topts.eval_every and not opts.splits.get('val_fraction'):
+      raise UserError(f'{where}.eval_every needs splits.val_fraction > 0')
+  return opts, dataset, weak, strong
+
+
+def _trains(opts):
+  sft = options.plugin('losses', {'name': 'sft'}, 'loss')
+  for role in (opts.weak, opts.strong):
+    if role.pretrain is not None:
+      yield f'{role.role}.pretrain', role.pretrain, sft
+  yield 'weak.train', opts.weak.train, opts.weak.loss
+  for kind in set(opts.kinds.values()):
+    yield ('strong.train' if kind == 'policy' else 'reward_train'), opts.trains[kind], \
+        opts.ceilings[kind]
+  for name, loss in opts.students:
+    yield f'student {name}', opts.trains[opts.kinds[name]], loss
+
+
+def _encode(opts: Options, raw: Mapping) -> dict:
+  """tokens.encode_pairs of raw's (prompt, response_a, response_b): [N, 2, T] arrays."""
+  a, b = ([str(x) for x in raw[k]] for k in RESPONSES)
+  return tokens.encode_pairs(gs.prompts_of(raw, opts.template), a, b, opts.tokenizer,
+                             max_length=opts.max_length, ids=np.asarray(raw['id']).tolist())
+
+
+def token_key(opts: Options) -> tuple:
+  """What decides a pair's tokens by id: the data, the template, the tokenizer, max_length."""
+  return (opts.dataset.spec(), opts.tokenizer, opts.template, opts.max_length)
+
+
+def stage_plan(opts: Options, root: str, seed: int) -> dict:
+  base = (opts.dataset.spec(), options.plain(opts.splits), *token_key(opts)[1:], seed)
+  plan = {'pretrain': {}}
+  for role in (opts.weak, opts.strong):
+    if role.pretrain is not None:
+      plan['pretrain'][role.role] = Stage(root, f'pretrain_{role.role}', opts.corpus,
+                                          opts.tokenizer, role.pretrain_spec())
+  plan['reference'] = plan['pretrain'].get('strong') or Stage(
+      root, 'reference', opts.strong.pretrain_spec())
+  plan['weak'] = Stage(root, 'weak', base, opts.weak.spec(), seed=seed)
+  strong = opts.strong.pretrain_spec()
+  kinds = sorted(set(opts.kinds.values()))
+  plan['ceilings'] = {k: Stage(root, 'ceiling' if k == 'policy' else 'ceiling_rm', base, strong,
+                               k, options.plain(opts.trains[k]), opts.ceilings[k].spec(),
+                               seed=seed) for k in kinds}
+  plan['students'] = {n: Stage(root, f'student_{n}', base, strong, opts.kinds[n],
+                               options.plain(opts.trains[opts.kinds[n]]), loss.spec(),
+                               plan['weak'].key, seed=seed) for n, loss in opts.students}
+  trained = [plan['weak'], *plan['ceilings'].values(), *plan['students'].values()]
+  number_stages(trained, opts.seeds.index(seed), len(opts.seeds))
+  plan['trained'] = trained
+  return plan
+
+
+class Frozen:
+  """A decoder used as it is (no pretraining stage): its checkpoint's parameters, loaded when
+  first asked for; the reference of policies trained from a pretrained=DIR model."""
+
+  def __init__(self, stage: Stage, module, length: int):
+    self.stage, self.module, self.length, self._params = stage, module, length, None
+
+  def params(self):
+    if self._params is None:
+      from w2s.models import hf_import
+      self._params = hf_import.init_params(self.module, jax.random.PRNGKey(0),
+                                           gs.init_batch(self.length))
+    return self._params
+
+
+class Scores:
+  """[N, 2] per-response scores of pairs by one trained (or frozen) model, kept by example id
+  (one store per model stage, score kind and tokenization): a rerun, another student or another
+  seed reads them instead of restoring the model."""
+
+  def __init__(self, root: str, trained, what: str, apply_fn, *, opts: Options, mesh,
+               name: str | None = None):
+    self.trained, self.apply_fn, self.mesh, self.opts = trained, apply_fn, mesh, opts
+    kind = trained.stage.kind
+    self.store = by_id_store.ByIdStore(root, what, name or kind, ('scores',),
+                                       (trained.stage.key, what, token_key(opts)),
+                                       spec={'stage': kind, 'scores': what})
+
+  def of(self, rows: Mapping) -> np.ndarray:
+    from w2s.predict import predict
+    what = f'{self.store.family} {self.store.name}'
+
+    def produce(sub):
+      out = predict(self.trained.module, self.trained.params(), sub,
+                    batch_size=self.opts.eval_batch_size, mesh=self.mesh, name=what,
+                    apply_fn=self.apply_fn)
+      return {'id': out['id'], 'scores': out['logits']}
+    return self.store.get(rows, produce, chunk=max(8 * self.opts.eval_batch_size, 256),
+                          what=what)['scores']
+
+
+def pair_rows(enc: Mapping, ids, labels, ref_logp=None) -> dict:
+  """Trainer rows of pairs: 'id', the [N, 2, T] token arrays, 'label' [N, 2] (soft preference),
+  'confidence' [N] = max label (wdpo) and, for policies, 'ref_logp' [N, 2]."""
+  labels = np.asarray(labels, np.float32)
+  rows = {'id': np.asarray(ids, np.int64), 'input_ids': enc['input_ids'],
+          'attention_mask': enc['attention_mask'], 'loss_mask': enc['loss_mask'],
+          'label': labels, 'confidence': labels.max(axis=-1)}
+  if ref_logp is not None:
+    rows['ref_logp'] = np.asarray(ref_logp, np.float32)
+  return rows
+
+
+def fit_rewards(stage: Stage, module, examples: dict, *, topts, mesh, init_params, val_examples,
+                eval_batch_size: int, length: int, apply_fn):
+  """`train.fit` of a reward-model stage (`sequence.reward_apply_fn`: rewards [B, 2] of pairs)
+  in the stage's directory; the classification evaluator scores val by its loss and pairwise
+  accuracy."""
+  from w2s import train
+  return train.fit(module, examples, cfg=topts, workdir=stage.dir, mesh=mesh,
+                   init_params=init_params, name=stage.kind, fingerprint={'stage': stage.key},
+                   val_examples=val_examples if topts.eval_every else None,
+                   eval_batch_size=eval_batch_size, apply_fn=apply_fn,
+                   init_batch=gs.init_batch(length))
+
+
+def run(*, config, workdir: str) -> dict:
+  opts, dataset, weak_m, strong_m = check(config)
+  mesh = gs.mesh_of(opts.num_devices, opts.mesh_shape)
+  root = opts.shared_dir or workdir
+  corpus = _corpus_rows(opts, dataset.splits.get('test'))
+  # one apply function per (module, use): predict's and the evaluators' jit caches key on it
+  fns = {'reward_weak': sequence.reward_apply_fn(weak_m),
+         'reward_strong': sequence.reward_apply_fn(strong_m),
+         'logp': sequence.logprob_apply_fn(strong_m)}
+  per_seed, pre = [], {}
+  for seed in opts.seeds:
+    plan = stage_plan(opts, root, seed)
+    for role, module in ((opts.weak, weak_m), (opts.strong, strong_m)):
+      if role.role in plan['pretrain'] and role.role not in pre:
+        pre[role.role] = gs.pretrain(plan['pretrain'][role.role], role, module, corpus,
+                                     run=dict(opts.run), mesh=mesh,
+                                     eval_batch_size=opts.eval_batch_size)
+    reference = pre.get('strong') or Frozen(plan['reference'], strong_m, opts.max_length)
+    per_seed.append(_seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh,
+                          root, fns))
+    print(pr.seed_line(per_seed[-1], [n for n, _ in opts.students]), flush=True)
+  names = [n for n, _ in opts.students]
+  results = results_lib.summarize(per_seed, names, config.to_dict(), metrics=METRICS)
+  results['protocol'] = 'preference'
+  results['kinds'] = dict(opts.kinds)
+  if jax.process_index() == 0:
+    pr.plot(results, workdir, stage_root=root)
+    print(pr.table(results), flush=True)
+  return results
+
+
+def _seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh, root, fns) -> dict:
+  parts = splits_lib.weak_to_strong(dataset, seed=seed, **opts.splits)
+  raw = {k: parts.splits[v] for k, v in (('a', 'weak_train'), ('b', 'strong_train'),
+                                         ('test', 'test'))}
+  if 'val' in parts.splits:
+    raw['val'] = parts.splits['val']
+  enc = {k: _encode(opts, r) for k, r in raw.items()}
+  gold = {k: np.asarray(r['label'], np.int64) for k, r in raw.items()}
+  onehot = {k: np.eye(2, dtype=np.float32)[g] for k, g in gold.items()}
+  truncated = {'prompts': sum(int(e['truncated_prompts']) for e in enc.values()),
+               'responses': sum(int(e['truncated_responses']) for e in enc.values())}
+  rows = lambda k, labels, ref=None: pair_rows(enc[k], raw[k]['id'], labels, ref)
+  has_val = 'val' in raw
+
+  def fit(stage, kind, module, init, train_rows, val_rows, section, loss):
+    topts = gs.learners.train_options(section, stage.kind, loss=loss, seed=seed,
+                                      run=dict(opts.run))
+    init_params = (lambda _targets: init.params()) if init is not None else None
+    kw = dict(topts=topts, mesh=mesh, init_params=init_params, val_examples=val_rows,
+              eval_batch_size=opts.eval_batch_size, length=opts.max_length)
+    if kind == 'policy':
+      return gs.Trained(stage, module, lambda: gs.fit_tokens(stage, module, train_rows, **kw))
+    apply_fn = fns['reward_weak' if module is weak_m else 'reward_strong']
+    return gs.Trained(stage, module, lambda: fit_rewards(stage, module, train_rows,
+                                                         apply_fn=apply_fn, **kw))
+
+  # the weak judge: a reward model on A's gold pairs; its soft labels of B and val
+  judge = fit(plan['weak'], 'reward_model', weak_m, pre.get('weak'), rows('a', onehot['a']),
+              rows('val', onehot['val']) if has_val else None, opts.weak.train, opts.weak.loss)
+  judge_scores = Scores(root, judge, 'rewards', fns['reward_weak'], opts=opts, mesh=mesh)
+  judged = {k: judge_scores.of(rows(k, onehot[k])) for k in raw if k != 'a'}
+  weak_labels = {k: pr.soft_preference(r) for k, r in judged.items()}
+  judge_pred = {k: pr.preferred(r) for k, r in judged.items()}
+  # the reference's log-probs, once per example id; only policies read them
+  kinds = set(opts.kinds.values())
+  ref = {}
+  if 'policy' in kinds:
+    ref_scores = Scores(root, reference, 'ref_logp', fns['logp'], opts=opts, mesh=mesh,
+                        name='reference')
+    ref = {k: ref_scores.of(rows(k, onehot[k])) for k in raw if k != 'a'}
+
+  def trained_rows(kind, k, labels):
+    return rows(k, labels, ref.get(k) if kind == 'policy' else None)
+
+  def test_pred(kind, trained):
+    if kind == 'reward_model':
+      s = Scores(root, trained, 'rewards', fns['reward_strong'], opts=opts, mesh=mesh)
+      return pr.preferred(s.of(rows('test', onehot['test'])))
+    s = Scores(root, trained, 'logp', fns['logp'], opts=opts, mesh=mesh)
+    return pr.preferred(pr.implicit_rewards(s.of(rows('test', onehot['test'])), ref['test']))
+
+  acc_ceiling = {}
+  for kind, stage in plan['ceilings'].items():
+    ceiling = fit(stage, kind, strong_m, pre.get('strong'), trained_rows(kind, 'b', onehot['b']),
+                  trained_rows(kind, 'val', onehot['val']) if has_val else None,
+                  opts.trains[kind], opts.ceilings[kind])
+    acc_ceiling[kind] = float(np.mean(test_pred(kind, ceiling) == gold['test']))
+  record = {'seed': seed, 'n_weak_train': len(gold['a']), 'n_strong_train': len(gold['b']),
+            'n_val': len(gold.get('val', ())), 'n_test': len(gold['test']),
+            'stages': gs.stage_dirs(root, plan['trained']), 'truncated': truncated,
+            'judge': {'acc_test': float(np.mean(judge_pred['test'] == gold['test'])),
+                      'acc_b': float(np.mean(judge_pred['b'] == gold['b'])),
+                      'confidence_b': float(weak_labels['b'].max(-1).mean())}}
+  for name, loss in opts.students:
+    kind = opts.kinds[name]
+    student = fit(plan['students'][name], kind, strong_m, pre.get('strong'),
+                  trained_rows(kind, 'b', weak_labels['b']),
+                  trained_rows(kind, 'val', weak_labels['val']) if has_val else None,
+                  opts.trains[kind], loss)
+    record[name] = pr.score(judge_pred['test'], test_pred(kind, student), gold['test'],
+                            acc_ceiling[kind])
+    record[name]['kind'] = kind
+  return record
