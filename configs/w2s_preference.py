@@ -26,7 +26,8 @@ from ml_collections import ConfigDict
 from w2s import config_args
 from w2s.configs import w2s_sft
 
-ARGS = dict(seeds=5, losses='dpo+cdpo+wdpo+ipo+rm', beta=0.1, digits=3, runlocal=False)
+ARGS = dict(seeds=5, losses='dpo+cdpo+wdpo+ipo+rm', beta=0.1, digits=w2s_sft.ARGS['digits'],
+            runlocal=False)
 
 
 def students(names: str, beta: float) -> tuple[dict, dict]:

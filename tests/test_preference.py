@@ -124,11 +124,28 @@ def test_runlocal_end_to_end_and_rerun_with_one_more_student(tmp_path):
 @pytest.mark.parametrize('arg, extra, says', [
     ('runlocal,losses=dpo+rm', ('--config.student_kinds.rm=policy',), "'bradley_terry' is a "
      'classification loss'),
-    ('runlocal,losses=dpo+no_such_loss', (), 'no_such_loss'),
-    ('runlocal,losses=sft', (), "'sft' is a sequence (SFT) loss"),
+    ('runlocal,losses=dpo+no_such_loss', (), "unknown loss 'no_such_loss'"),
 ])
 def test_dry_run_refuses_a_loss_the_student_cannot_train(arg, extra, says):
   out = _run(None, arg, '--dry_run', *extra)
   assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
   errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and says in errors[0], out.stderr[-2000:]
+
+
+@pytest.mark.parametrize('arg, key, value, says', [
+    ('runlocal,losses=sft', None, None, "'sft' is a sequence (SFT) loss but this stage trains "
+     'with a preference-pair loss'),
+    ('runlocal', 'max_length', 200, "exceeds weak's 128 positions"),
+    ('runlocal', 'max_length', 12, 'prompts fill max_length=12'),
+])
+def test_check_refuses_what_cannot_run(arg, key, value, says):
+  from w2s.configs import w2s_preference
+  from w2s.errors import UserError
+  from w2s.protocols import preference
+  config = w2s_preference.get_config(arg)
+  if key is not None:
+    config[key] = value
+  with pytest.raises(UserError) as e:
+    preference.check(config)
+  assert says in str(e.value) and '\n' not in str(e.value)
