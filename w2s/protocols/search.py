@@ -168,6 +168,9 @@ def check(config):
   tokens.encode_sft(gs.prompts_of(sample, opts.template),
                     [str(a) for a in sample[opts.answer_field]], opts.tokenizer,
                     max_length=opts.max_length)
+  if 'test' not in dataset.splits:
+    raise UserError(f'dataset {opts.dataset.name} has no test split; the search answers test '
+                    'prompts')
   width = _prompt_width(opts, dataset.splits['test'], (large, small))
   limit = getattr(small.backbone.config, 'position_limit', None)
   if limit is not None and opts.max_length > limit:
@@ -224,13 +227,14 @@ class Loaded:
   """A model used as it is (no pretraining stage: a `pretrained=DIR` checkpoint), with the
   interface of `gs.Trained` (`stage`, `module`, `params()`), loaded only when first asked for."""
 
-  def __init__(self, root: str, role: gs.DecoderRole, module):
+  def __init__(self, root: str, role: gs.DecoderRole, module, mesh):
     self.stage = Stage(root, f'loaded_{role.role}', role.model.spec())
-    self.module, self._params = module, None
+    self.module, self.mesh, self._params = module, mesh, None
 
   def params(self):
-    if self._params is None:
-      self._params = hf_import.init_params(self.module, jax.random.key(0), gs.init_batch(8))
+    if self._params is None:  # on the devices once, not with every batch
+      host = hf_import.init_params(self.module, jax.random.key(0), gs.init_batch(8))
+      self._params = jax.device_put(host, sharding.replicated(self.mesh))
     return self._params
 
 
@@ -333,7 +337,7 @@ def run(*, config, workdir: str) -> dict:
         frozen[role.role] = (
             gs.pretrain(plan['pretrain'][role.role], role, module, corpus, run=dict(opts.run),
                         mesh=mesh, eval_batch_size=opts.eval_batch_size)
-            if role.role in plan['pretrain'] else Loaded(root, role, module))
+            if role.role in plan['pretrain'] else Loaded(root, role, module, mesh))
     per_seed.append(_seed(opts, dataset, seed, plan, frozen, small_m, mesh, root, width))
     print(_seed_line(per_seed[-1]), flush=True)
   results = summarize(per_seed, config.to_dict())
