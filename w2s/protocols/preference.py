@@ -44,7 +44,6 @@ from w2s.data import text
 from w2s.errors import UserError
 from w2s.generative import templates, tokens
 from w2s.models import sequence
-from w2s.protocols import by_id_store
 from w2s.protocols import generative_stages as gs
 from w2s.protocols import preference_results as pr
 from w2s.protocols import results as results_lib
@@ -253,32 +252,6 @@ class Frozen:
     return self._params
 
 
-class Scores:
-  """[N, 2] per-response scores of pairs by one trained (or frozen) model, kept by example id
-  (one store per model stage, score kind and tokenization): a rerun, another student or another
-  seed reads them instead of restoring the model."""
-
-  def __init__(self, root: str, trained, what: str, apply_fn, *, opts: Options, mesh,
-               name: str | None = None):
-    self.trained, self.apply_fn, self.mesh, self.opts = trained, apply_fn, mesh, opts
-    kind = trained.stage.kind
-    self.store = by_id_store.ByIdStore(root, what, name or kind, ('scores',),
-                                       (trained.stage.key, what, token_key(opts)),
-                                       spec={'stage': kind, 'scores': what})
-
-  def of(self, rows: Mapping) -> np.ndarray:
-    from w2s.predict import predict
-    what = f'{self.store.family} {self.store.name}'
-
-    def produce(sub):
-      out = predict(self.trained.module, self.trained.params(), sub,
-                    batch_size=self.opts.eval_batch_size, mesh=self.mesh, name=what,
-                    apply_fn=self.apply_fn)
-      return {'id': out['id'], 'scores': out['logits']}
-    return self.store.get(rows, produce, chunk=max(8 * self.opts.eval_batch_size, 256),
-                          what=what)['scores']
-
-
 def pair_rows(enc: Mapping, ids, labels, ref_logp=None) -> dict:
   """Trainer rows of pairs: 'id', the [N, 2, T] token arrays, 'label' [N, 2] (soft preference),
   'confidence' [N] = max label (wdpo) and, for policies, 'ref_logp' [N, 2]."""
@@ -335,14 +308,17 @@ def run(*, config, workdir: str) -> dict:
   return results
 
 
-def _seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh, root, fns) -> dict:
+def _pair_data(opts, dataset, seed) -> tuple[dict, dict, dict]:
+  """The seed's parts 'a', 'b', 'val' (if any), 'test': (raw examples, encoded pairs, gold [N])."""
   parts = splits_lib.weak_to_strong(dataset, seed=seed, **opts.splits)
-  raw = {k: parts.splits[v] for k, v in (('a', 'weak_train'), ('b', 'strong_train'),
-                                         ('test', 'test'))}
-  if 'val' in parts.splits:
-    raw['val'] = parts.splits['val']
+  names = {'a': 'weak_train', 'b': 'strong_train', 'val': 'val', 'test': 'test'}
+  raw = {k: parts.splits[v] for k, v in names.items() if v in parts.splits}
   enc = {k: _encode(opts, r) for k, r in raw.items()}
-  gold = {k: np.asarray(r['label'], np.int64) for k, r in raw.items()}
+  return raw, enc, {k: np.asarray(r['label'], np.int64) for k, r in raw.items()}
+
+
+def _seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh, root, fns) -> dict:
+  raw, enc, gold = _pair_data(opts, dataset, seed)
   onehot = {k: np.eye(2, dtype=np.float32)[g] for k, g in gold.items()}
   truncated = {'prompts': sum(int(e['truncated_prompts']) for e in enc.values()),
                'responses': sum(int(e['truncated_responses']) for e in enc.values())}
@@ -364,7 +340,10 @@ def _seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh, roo
   # the weak judge: a reward model on A's gold pairs; its soft labels of B and val
   judge = fit(plan['weak'], 'reward_model', weak_m, pre.get('weak'), rows('a', onehot['a']),
               rows('val', onehot['val']) if has_val else None, opts.weak.train, opts.weak.loss)
-  judge_scores = Scores(root, judge, 'rewards', fns['reward_weak'], opts=opts, mesh=mesh)
+  scores = lambda trained, what, fn, name=None: pr.Scores(
+      root, trained, what, fns[fn], key=token_key(opts), batch_size=opts.eval_batch_size,
+      mesh=mesh, name=name)
+  judge_scores = scores(judge, 'rewards', 'reward_weak')
   judged = {k: judge_scores.of(rows(k, onehot[k])) for k in raw if k != 'a'}
   weak_labels = {k: pr.soft_preference(r) for k, r in judged.items()}
   judge_pred = {k: pr.preferred(r) for k, r in judged.items()}
@@ -372,8 +351,7 @@ def _seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh, roo
   kinds = set(opts.kinds.values())
   ref = {}
   if 'policy' in kinds:
-    ref_scores = Scores(root, reference, 'ref_logp', fns['logp'], opts=opts, mesh=mesh,
-                        name='reference')
+    ref_scores = scores(reference, 'ref_logp', 'logp', name='reference')
     ref = {k: ref_scores.of(rows(k, onehot[k])) for k in raw if k != 'a'}
 
   def trained_rows(kind, k, labels):
@@ -381,9 +359,9 @@ def _seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh, roo
 
   def test_pred(kind, trained):
     if kind == 'reward_model':
-      s = Scores(root, trained, 'rewards', fns['reward_strong'], opts=opts, mesh=mesh)
-      return pr.preferred(s.of(rows('test', onehot['test'])))
-    s = Scores(root, trained, 'logp', fns['logp'], opts=opts, mesh=mesh)
+      return pr.preferred(scores(trained, 'rewards', 'reward_strong').of(
+          rows('test', onehot['test'])))
+    s = scores(trained, 'logp', 'logp')
     return pr.preferred(pr.implicit_rewards(s.of(rows('test', onehot['test'])), ref['test']))
 
   acc_ceiling = {}

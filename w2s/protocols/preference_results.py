@@ -1,5 +1,5 @@
-"""Pairwise scores of the preference protocol: which response a judge, a reward model or a policy
-prefers, pairwise accuracy against the gold preference, PGR, agreement with the weak judge and the
+"""Pairwise scores of the preference protocol: per-response scores kept by example id, which
+response a judge, a reward model or a policy prefers, pairwise accuracy against the gold preference, PGR, agreement with the weak judge and the
 Super(ficial)-alignment split (Yang et al. 2024, "Super(ficial)-alignment: Strong Models May
 Deceive Weak Models in Weak-to-Strong Generalization").
 
@@ -14,11 +14,39 @@ import os
 import numpy as np
 
 from w2s import plots, scores
+from w2s.protocols import by_id_store
 from w2s.protocols import results as results_lib
 
 # per-seed, per-student numbers summarised over seeds (results_lib.summarize)
 METRICS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr', 'agreement', 'acc_weak_wrong',
            'acc_weak_right', 'weak_right_minus_wrong')
+
+
+class Scores:
+  """[N, 2] per-response scores of pairs by one trained (or frozen) model, kept by example id in a
+  `ByIdStore` `<root>/<what>/<name>-<key>/` (one per model stage, score kind and tokenization
+  `key`): a rerun, another student or another seed reads them instead of restoring the model.
+  `what`: 'rewards' (`sequence.reward_apply_fn`), 'logp' / 'ref_logp' (`logprob_apply_fn`)."""
+
+  def __init__(self, root: str, trained, what: str, apply_fn, *, key, batch_size: int, mesh,
+               name: str | None = None):
+    self.trained, self.apply_fn, self.mesh, self.batch_size = trained, apply_fn, mesh, batch_size
+    kind = trained.stage.kind
+    self.store = by_id_store.ByIdStore(root, what, name or kind, ('scores',),
+                                       (trained.stage.key, what, key),
+                                       spec={'stage': kind, 'scores': what})
+
+  def of(self, rows) -> np.ndarray:
+    """[N, 2] float32 scores of `rows` (pair examples with 'id'), in their order."""
+    from w2s.predict import predict
+    what = f'{self.store.family} {self.store.name}'
+
+    def produce(sub):
+      out = predict(self.trained.module, self.trained.params(), sub, batch_size=self.batch_size,
+                    mesh=self.mesh, name=what, apply_fn=self.apply_fn)
+      return {'id': out['id'], 'scores': out['logits']}
+    return self.store.get(rows, produce, chunk=max(8 * self.batch_size, 256),
+                          what=what)['scores']
 
 
 def preferred(pair_scores) -> np.ndarray:
