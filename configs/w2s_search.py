@@ -23,17 +23,22 @@ guided - unguided paired difference over seeds with a t-interval.
 
 Arguments: beam=W (4), samples=K (4), chunk=L (2), seeds=N (5), new_tokens=N (answer tokens,
 w2s_sft's 8 by default), temperature (of the large model's samples, 0.7: our choice, not the
-paper's), digits=D, runlocal (tiny models and splits, seconds: a smoke test). For accelerators:
-weak_ckpt=DIR, strong_ckpt=DIR, data=DIR as in configs/w2s_sft.py (Hugging Face decoders sharing
-one tokenizer, e.g. Qwen2.5-0.5B as small and Qwen2.5-7B as large; a GSM8K-style `files` task).
+paper's), digits=D (w2s_sft's operand digits), runlocal (tiny models and splits, seconds: a smoke
+test). For accelerators: weak_ckpt=DIR, strong_ckpt=DIR, data=DIR as in configs/w2s_sft.py
+(Hugging Face decoders sharing one tokenizer, e.g. Qwen2.5-0.5B as small and Qwen2.5-7B as large;
+a GSM8K-style `files` task); there search.batch_size is 2 prompts (B * W * K rows; each scoring
+pass holds [rows, T + N, V] float32 logits, about 8 GB per small model at 32 rows of 400 tokens
+over Qwen's 152k tokens).
 """
 from ml_collections import ConfigDict
 
 from w2s import config_args
 from w2s.configs import w2s_sft
 
-ARGS = dict(beam=4, samples=4, chunk=2, seeds=5, new_tokens=0, temperature=0.7, digits=3,
-            runlocal=False, weak_ckpt='', strong_ckpt='', data='')
+# seeds, digits, runlocal and the checkpoints go on to w2s_sft.get_config (its defaults)
+ARGS = dict(beam=4, samples=4, chunk=2, seeds=w2s_sft.ARGS['seeds'], new_tokens=0,
+            temperature=0.7, digits=w2s_sft.ARGS['digits'], runlocal=False, weak_ckpt='',
+            strong_ckpt='', data='')
 SHARED = ('dataset', 'splits', 'tokenizer', 'template', 'answer', 'max_length', 'corpus', 'seeds',
           'eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'smoke')
 
@@ -51,5 +56,5 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c['search'] = dict(beam_width=a['beam'], samples_per_beam=a['samples'], chunk_length=a['chunk'],
                      max_new_tokens=a['new_tokens'] or base['sampling']['max_new_tokens'],
                      temperature=a['temperature'], top_p=1.0,
-                     batch_size=base['sampling']['batch_size'])
+                     batch_size=2 if a['weak_ckpt'] else base['sampling']['batch_size'])
   return ConfigDict(c, type_safe=True)
