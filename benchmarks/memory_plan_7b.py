@@ -1,6 +1,6 @@
 """Per-device memory plan of the generative weak-to-strong students, from abstract shapes only.
 
-    python benchmarks/memory_plan_7b.py                     # the tables (seconds; 8 fake CPU devices)
+    python benchmarks/memory_plan_7b.py                  # the tables (~40 s, 8 fake CPU devices)
     python benchmarks/memory_plan_7b.py --batch 32 --seq 512 --json /tmp/plan.json
     python benchmarks/memory_plan_7b.py --plans 7b-lora-fsdp8 --compile   # + XLA's own analysis
 
@@ -34,8 +34,10 @@ Rows, per device (and x devices for all of them together):
       tensor (the LM head / embedding) unsharded with its float32 gradient before reduce-scatter.
   logits        [b, T, V] float32: the residual the softmax backward keeps, and its gradient.
 XLA schedules and fuses further, so this is a plan, not a measurement: `--compile` adds XLA's
-`memory_analysis` of the real jitted step (`w2s.memory.plan`; on the CPU XLA:CPU's numbers, which
-upcast bf16 matmuls and overstate a GPU's temporaries).
+`memory_analysis` of the real jitted step (`w2s.memory.plan`). The script runs on the CPU unless
+JAX_PLATFORMS says otherwise: `JAX_PLATFORMS=cuda ... --compile` on a host with the plan's devices
+gives XLA:gpu's figure; XLA:CPU's (bf16 matmuls in float32, remat barely lowering its temporaries)
+is far above this plan, see experiments/generative/accelerators.md.
 """
 import argparse
 import functools
@@ -302,9 +304,9 @@ def table(r: dict) -> str:
   trainable = (c['adapters'] + c['head']) if s['lora'] else total_params
   lines = [f"**{r['plan']}**: {s['size']}, {'LoRA r=%d' % s['lora'] if s['lora'] else 'full'}, "
            f"{n} device(s) (mesh {r['mesh']}), weights {s['param_dtype']}, compute {s['dtype']}, "
-           f"remat {s['remat']}, B={r['batch']} T={r['seq']}, accum {s['accum']} -> b={r['micro_batch']} "
-           f"rows per device; {c['checkpoint'] / 1e9:.3f}B checkpoint params, {trainable:,} trained "
-           f"({trainable / total_params:.2%})", '',
+           f"remat {s['remat']}, B={r['batch']} T={r['seq']}, accum {s['accum']} -> "
+           f"b={r['micro_batch']} rows per device; {c['checkpoint'] / 1e9:.3f}B checkpoint params, "
+           f"{trainable:,} trained ({trainable / total_params:.2%})", '',
            f'| GiB | per device | all {n} device(s) |', '|---|---:|---:|']
   for k in ROWS:
     lines.append(f"| {LABELS[k]} | {_gib(r['per_device'][k])} | {_gib(r['all_devices'][k])} |")
