@@ -383,7 +383,8 @@ def _seed(opts, dataset, seed, plan, frozen, small_m, mesh, root, width) -> dict
   record = {'seed': seed, 'n_tuned_train': len(a['id']), 'n_test': len(test['id']),
             'score_guided': float(np.mean(searched['guided']['score'])),
             'stages': gs.stage_dirs(root, [plan['tuned'], *plan['pretrain'].values()]),
-            'truncated': truncated, 'seconds': time.time() - t0}
+            'truncated': truncated, 'seconds': {'seed': time.time() - t0, **{
+                k: s.store.seconds for k, s in searchers.items()}}}  # a rerun's search: 0
   for name, t in texts.items():
     record[f'acc_{name}'] = float(gs.exact_match(t, gold(test), opts.extractor).mean())
   record['examples'] = [{'prompt': p, 'gold': g, **{k: str(t[i]) for k, t in texts.items()}}
