@@ -80,6 +80,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.mesh = dict(num_devices=0)
+  c.shared_dir = ''  # stages live here instead of the workdir (shared by several configs)
   if a['weak_ckpt'] or a['strong_ckpt'] or a['data']:
     _real(c, a)
   if a['runlocal']:  # presets: an argument the user wrote wins over them
@@ -116,9 +117,14 @@ def _real(c, a) -> None:
   c.max_length = 512
   c.corpus = None
   lr = float(a['lr']) or (1e-4 if lora else 1e-5)
-  c.weak = dict(model=dict(family, pretrained=a['weak_ckpt']), pretrain=None,
-                train=_train(1e-5, 1000, 32, eval_every=100))
+  # bf16 weights with float32 master copies, remat; the strong student sharded over 'fsdp'
+  # (benchmarks/memory_plan_7b.py: 7B LoRA + FSDP over 8 H100s plans 12.3 GiB a device)
+  c.weak = dict(model=dict(family, pretrained=a['weak_ckpt'], remat=True, dtype='bfloat16'),
+                pretrain=None, train=dict(_train(1e-5, 1000, 32, eval_every=100),
+                                          param_dtype='bfloat16'))
   c.strong = dict(model=dict(family, pretrained=a['strong_ckpt'], lora=lora, remat=True,
                              dtype='bfloat16'), pretrain=None,
-                  train=_train(lr, 1000, 32, eval_every=100))
+                  train=dict(_train(lr, 1000, 32, eval_every=100), partition='fsdp',
+                             param_dtype='bfloat16'))
+  c.mesh = dict(num_devices=0, shape=dict(fsdp=-1))
   c.sampling.max_new_tokens = 256

@@ -51,7 +51,8 @@ def _check_plugins(c: ConfigDict) -> None:
       registry.get('label_models', role.label_model.name)
       continue
     registry.get('models', role.model.name)
-    registry.get('losses', role.loss.name)
+    if 'loss' in role:  # generative roles default to 'sft'
+      registry.get('losses', role.loss.name)
     if role.get('frozen'):
       registry.get('models', role.head.name)
     train = role.get('train', {})
@@ -61,6 +62,8 @@ def _check_plugins(c: ConfigDict) -> None:
     if train.get('ssl'):
       registry.get('ssl', train.ssl.name)
   for spec in c.get('student_losses', {}).values():
+    registry.get('losses', spec.name)
+  for spec in c.get('ceiling', {}).values():  # the preference protocol's ceiling per student kind
     registry.get('losses', spec.name)
   if 'pseudo' in c:
     registry.get('pseudo_labels', c.pseudo.select.name)
@@ -413,8 +416,25 @@ def test_ssl_catalog_bad_arguments_fail_with_one_line(file, arg, message):
 _BASE = {'w2s_debate.py': 'data=/d,debater=/q,weak=/g',
          'w2s_release.py': 'data=/d,weak_ckpt=/w,strong_ckpt=/s'}
 # runlocal replaces the checkpoints with tiny random models by design (w2s_release's docstring)
-_RUNLOCAL_IGNORES = {'w2s_release.py': {'weak_ckpt', 'strong_ckpt', 'ckpt_arch'}}
+_RUNLOCAL_IGNORES = {'w2s_release.py': {'weak_ckpt', 'strong_ckpt', 'ckpt_arch'},
+                     'w2s_sft.py': {'weak_ckpt', 'strong_ckpt', 'data', 'lora', 'lr'},
+                     'w2s_search.py': {'weak_ckpt', 'strong_ckpt', 'data'}}
 _RUNLOCAL_CASES = {
+    'w2s_sft.py': {'seeds': ('seeds=3', ['seeds']),
+                   'losses': ('losses=sft_sum', ['student_losses']),
+                   'filter': ('filter=majority', ['filter.name']),
+                   'samples': ('samples=3', ['sampling.num_samples']),
+                   'rounds': ('rounds=2', ['rounds']), 'digits': ('digits=3', ['dataset.digits'])},
+    'w2s_preference.py': {'seeds': ('seeds=3', ['seeds']),
+                          'losses': ('losses=dpo', ['student_losses']),
+                          'beta': ('beta=0.2', ['ceiling.policy.beta']),
+                          'digits': ('digits=3', ['dataset.digits'])},
+    'w2s_search.py': {'beam': ('beam=2', ['search.beam_width']),
+                      'samples': ('samples=2', ['search.samples_per_beam']),
+                      'chunk': ('chunk=3', ['search.chunk_length']), 'seeds': ('seeds=3', ['seeds']),
+                      'new_tokens': ('new_tokens=6', ['search.max_new_tokens']),
+                      'temperature': ('temperature=1.0', ['search.temperature']),
+                      'digits': ('digits=3', ['dataset.digits'])},
     'llp.py': {'bag': ('bag=32', ['bags.size']), 'loss': ('loss=proportion', ['model.loss']),
                'steps': ('steps=50', ['model.train.num_steps']), 'seeds': ('seeds=4', ['seeds'])},
     'pixel_debate.py': {'pixels': ('pixels=5', ['pixels']),

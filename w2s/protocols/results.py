@@ -250,7 +250,7 @@ def _reliability(results, test_probs):
 
 def held_out_against(kind: str) -> str:
   """What a stage kind's held-out accuracy is measured against (its own label source)."""
-  if kind in ('weak', 'ceiling'):
+  if kind in ('weak', 'ceiling') or kind.startswith('ceiling_'):
     return 'held-out acc. vs ground truth of val'
   if kind.startswith('student_') and '_round' not in kind:
     return 'held-out acc. vs WEAK labels of val'
