@@ -63,7 +63,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
                    reward_model=dict(name='bradley_terry'))
   c.student_losses, c.student_kinds = students(a['losses'], float(a['beta']))
   c.seeds = tuple(range(int(a['seeds'])))
-  for key in ('eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh'):
+  for key in ('eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh',
+              'shared_dir'):
     c[key] = base[key].to_dict() if isinstance(base[key], ConfigDict) else base[key]
   if a['runlocal']:  # presets: an argument the user wrote wins over them
     c.smoke = True  # a smoke test, not a result: tables and plots say so

@@ -40,7 +40,8 @@ ARGS = dict(beam=4, samples=4, chunk=2, seeds=w2s_sft.ARGS['seeds'], new_tokens=
             temperature=0.7, digits=w2s_sft.ARGS['digits'], runlocal=False, weak_ckpt='',
             strong_ckpt='', data='')
 SHARED = ('dataset', 'splits', 'tokenizer', 'template', 'answer', 'max_length', 'corpus', 'seeds',
-          'eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'smoke')
+          'eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'smoke',
+          'shared_dir')
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
