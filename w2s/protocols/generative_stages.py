@@ -256,6 +256,30 @@ def check_decoders(a, b, what: str) -> None:
                     'use models with one tokenizer')
 
 
+def require(c: Mapping, keys, protocol: str) -> None:
+  """A UserError naming the first of `keys` the config lacks."""
+  for key in keys:
+    if key not in c:
+      raise UserError(f'config.{key} is required by the {protocol} protocol')
+
+
+def run_options(c: Mapping) -> dict:
+  """The run-level fields every generative protocol's Options has, checked: seeds,
+  eval_batch_size, run (log / checkpoint settings), num_devices, mesh_shape, shared_dir."""
+  mesh = c.get('mesh') or {}
+  options.check_keys(mesh, ('num_devices', 'shape'), 'mesh')
+  shared = c.get('shared_dir') or ''
+  if not isinstance(shared, str):
+    raise UserError(f'shared_dir={shared!r} must be a directory path (or empty: the workdir)')
+  return dict(seeds=options.seeds_of(c['seeds']),
+              eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
+              run=options.run_settings(c),
+              num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
+                                           allow_zero=True),
+              mesh_shape=mesh.get('shape'),
+              shared_dir=os.path.abspath(os.path.expanduser(shared)) if shared else '')
+
+
 def mesh_of(num_devices: int, shape) -> Any:
   return sharding.make_mesh(num_devices, shape)
 

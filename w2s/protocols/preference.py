@@ -86,10 +86,8 @@ class Options:
 def resolve(config) -> Options:
   c = options.plain(config)
   options.check_keys(c, TOP_KEYS, 'config')
-  for key in ('dataset', 'splits', 'tokenizer', 'template', 'weak', 'strong', 'student_losses',
-              'seeds', 'eval_batch_size'):
-    if key not in c:
-      raise UserError(f'config.{key} is required by the preference protocol')
+  gs.require(c, ('dataset', 'splits', 'tokenizer', 'template', 'weak', 'strong', 'student_losses',
+              'seeds', 'eval_batch_size'), 'preference')
   weak = gs.DecoderRole.from_section('weak', c['weak'], default_loss='bradley_terry')
   if 'loss' in (c['strong'] or {}):
     raise UserError('strong.loss is not used by the preference protocol; name the students\' '
@@ -118,17 +116,13 @@ def resolve(config) -> Options:
     if (role.pretrain is None) != (corpus is None):
       raise UserError(f'{role.role}.pretrain and corpus go together: give both (pretraining '
                       'on the corpus) or neither (the model as it is, e.g. pretrained=DIR)')
-  mesh = c.get('mesh') or {}
   return Options(
       dataset=options.plugin('datasets', c['dataset'], 'dataset'), splits=c['splits'],
       tokenizer=str(c['tokenizer']), template=str(c['template']),
       max_length=options.positive(c.get('max_length', 64), 'max_length'), corpus=corpus,
       weak=weak, strong=strong,
       trains={'policy': strong.train, 'reward_model': c.get('reward_train') or strong.train},
-      ceilings=ceilings, students=students, kinds=kinds, seeds=options.seeds_of(c['seeds']),
-      eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
-      run=options.run_settings(c), num_devices=int(mesh.get('num_devices', 0)),
-      mesh_shape=mesh.get('shape'), shared_dir=c.get('shared_dir') or '')
+      ceilings=ceilings, students=students, kinds=kinds, **gs.run_options(c))
 
 
 def _kind_of(loss: options.Plugin) -> str:

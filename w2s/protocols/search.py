@@ -111,10 +111,8 @@ class Options:
 def resolve(config) -> Options:
   c = options.plain(config)
   options.check_keys(c, TOP_KEYS, 'config')
-  for key in ('dataset', 'splits', 'tokenizer', 'template', 'large', 'small', 'search', 'seeds',
-              'eval_batch_size'):
-    if key not in c:
-      raise UserError(f'config.{key} is required by the search protocol')
+  gs.require(c, ('dataset', 'splits', 'tokenizer', 'template', 'large', 'small', 'search', 'seeds',
+              'eval_batch_size'), 'search')
   answer = dict(c.get('answer') or {})
   options.check_keys(answer, ('field', 'extractor'), 'answer')
   extractor = answer.get('extractor', 'last_number')
@@ -134,17 +132,13 @@ def resolve(config) -> Options:
     if (role.pretrain is None) != (corpus is None):
       raise UserError(f'{role.role}.pretrain and corpus go together: give both (pretraining '
                       'on the corpus) or neither (the model as it is, e.g. pretrained=DIR)')
-  mesh = c.get('mesh') or {}
   return Options(
       dataset=options.plugin('datasets', c['dataset'], 'dataset'), splits=c['splits'],
       tokenizer=str(c['tokenizer']), template=str(c['template']),
       answer_field=answer.get('field', 'answer'), extractor=extractor,
       max_length=options.positive(c.get('max_length', 64), 'max_length'), corpus=corpus,
       large=large, small=small, search=Settings.from_section(c['search']),
-      seeds=options.seeds_of(c['seeds']),
-      eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'),
-      run=options.run_settings(c), num_devices=int(mesh.get('num_devices', 0)),
-      mesh_shape=mesh.get('shape'), shared_dir=c.get('shared_dir') or '')
+      **gs.run_options(c))
 
 
 def check(config):
