@@ -142,3 +142,18 @@ def test_dataset_split_on_the_arithmetic_task_then_weak_to_strong():
   np.testing.assert_array_equal(by_scores.splits['test']['id'], by_digits.splits['test']['id'])
   with pytest.raises(UserError, match="no 'test' example is harder"):
     splits.easy_to_hard_dataset(ds, by='carries', threshold=3)
+
+
+def test_weak_to_strong_with_hardness_trains_easy_and_tests_hard():
+  """splits.hardness (a config option of every protocol): A, B and val come from the easy items,
+  test holds only items harder than all of them."""
+  from w2s.data import arithmetic
+  ds = arithmetic.load(digits=(2, 3), num_train=200, num_test=60)
+  parts = splits.weak_to_strong(ds, seed=1, val_fraction=0.1,
+                                hardness=dict(by='carries', threshold=0))
+  train_rows = [parts.splits[k] for k in ('weak_train', 'strong_train', 'val')]
+  assert all((np.asarray(r['carries']) == 0).all() for r in train_rows)
+  assert (np.asarray(parts.splits['test']['carries']) > 0).all()
+  assert len(parts.splits['test']['id']) == int((ds.splits['test']['carries'] > 0).sum())
+  with pytest.raises(UserError, match="by='scores'"):
+    splits.weak_to_strong(ds, hardness=dict(by='scores', easy_fraction=0.5))

@@ -105,14 +105,27 @@ def weak_to_strong(dataset: base.Dataset, *, seed: int = 0, weak_fraction: float
                    val_fraction: float = 0.0, balance: bool = False, balance_test: bool = False,
                    max_weak: int | None = None, max_strong: int | None = None,
                    max_val: int | None = None, max_test: int | None = None,
-                   train_split: str = 'train', test_split: str = 'test') -> base.Dataset:
+                   train_split: str = 'train', test_split: str = 'test',
+                   hardness: dict | None = None) -> base.Dataset:
   """The protocol's splits: 'weak_train' (A), 'strong_train' (B), 'val' (if val_fraction > 0), 'test'.
 
   `val_fraction` of the train groups go to 'val', then `weak_fraction` of the rest to A and the
   remainder to B. `balance` and the `max_*` caps apply per part after partitioning (see
   `select`); the test split is only balanced with `balance_test` and capped with `max_test`.
+  `hardness=dict(by=<field>|'length', easy_fraction=... or threshold=...)` makes it easy-to-hard
+  (Sun et al. 2024; Hase et al. 2024): A, B and val come from the easy part of train, test keeps
+  only the items harder than every one of them (`easy_to_hard_dataset`), for every protocol.
   Returns a Dataset with the same metadata and only these splits.
   """
+  if hardness:
+    h = dict(hardness)
+    if h.get('by') == 'scores':
+      raise UserError("splits.hardness by='scores' needs per-example scores (the weak model's "
+                      "confidence): call splits.easy_to_hard_dataset with scores=; a config can "
+                      "use a field or 'length'")
+    dataset = easy_to_hard_dataset(dataset, seed=seed, train_split=train_split,
+                                   test_split=test_split, **h)
+    train_split, test_split = 'train', 'test'
   if not 0 < weak_fraction < 1:
     raise UserError(f'weak_fraction={weak_fraction} must be in (0, 1)')
   if not 0 <= val_fraction < 1:
