@@ -110,7 +110,8 @@ def _real(c, a) -> None:
                     'sharing a tokenizer, and the task files)')
   family = dict(name='llama', lm_head=True)
   lora = dict(rank=int(a['lora']), alpha=2 * int(a['lora'])) if a['lora'] else None
-  c.dataset = dict(name='files', path=a['data'], text='question', label=None)
+  c.dataset = dict(name='files', path=a['data'], text='question', label=None,
+                   strings=('answer',))
   c.template = 'Question: {text}\nAnswer:'
   c.answer = dict(field='answer', extractor='last_number')
   c.tokenizer = a['strong_ckpt']

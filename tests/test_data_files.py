@@ -293,3 +293,23 @@ def test_bad_input_is_one_error_line_at_dry_run(tmp_path, case):
              _dataset_flag(**{k: v for k, v in hparams.items() if v is not None}))
   _one_error(out, *words)
   assert out.stdout == ''
+
+
+def test_a_generation_task_has_no_classes_and_keeps_its_answers(tmp_path):
+  """label=None + strings=('answer',): a GSM8K-style task for the generative protocols (every
+  row class 0, the answer kept as text, a missing answer one error naming the row)."""
+  rows = [{'question': f'what is {i} plus 1?', 'answer': f'it is {i + 1}'} for i in range(5)]
+  for split in ('train', 'test'):
+    with open(tmp_path / f'{split}.jsonl', 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
+  ds = registry.get('datasets', 'files')(path=str(tmp_path), text='question', label=None,
+                                          strings=('answer',))
+  train = ds.splits['train']
+  assert ds.num_classes == 1 and (train['label'] == 0).all()
+  assert list(train['answer']) == [r['answer'] for r in rows]
+  assert list(train['text']) == [r['question'] for r in rows]
+  with open(tmp_path / 'test.jsonl', 'a') as f:
+    f.write(json.dumps({'question': 'no answer here'}) + '\n')
+  with pytest.raises(UserError, match=r"test.jsonl: (line|row) 6.*'answer'"):
+    registry.get('datasets', 'files')(path=str(tmp_path), text='question', label=None,
+                                      strings=('answer',))

@@ -5,6 +5,7 @@
 A bad value is one UserError naming the file, the row and the option that names the column (see
 `w2s.data.files` for the options and the row numbering).
 """
+import collections
 import hashlib
 import math
 import re
@@ -23,10 +24,16 @@ MAX_ID = 2**31  # ids travel as int32 in device batches
 class Columns:
   """The column options, checked."""
 
-  def __init__(self, *, text, text_pair, features, label, id_, group):
-    for opt, v in (('text', text), ('label', label)):
-      if not isinstance(v, str) or not v:
-        raise UserError(f'{_WHERE}: {opt}={v!r} must name a column')
+  def __init__(self, *, text, text_pair, features, label, id_, group, strings=()):
+    if not isinstance(text, str) or not text:
+      raise UserError(f'{_WHERE}: text={text!r} must name a column')
+    if label is not None and (not isinstance(label, str) or not label):
+      raise UserError(f'{_WHERE}: label={label!r} must name a column, or be None (a task with no '
+                      'classes, e.g. generation: every row gets class 0)')
+    strings = (strings,) if isinstance(strings, str) else tuple(strings or ())
+    if not all(isinstance(c, str) and c for c in strings):
+      raise UserError(f'{_WHERE}: strings={strings!r} must list columns kept as text (answers)')
+    self.strings = strings
     for opt, v in (('text_pair', text_pair), ('id', id_), ('group', group)):
       if v is not None and (not isinstance(v, str) or not v):
         raise UserError(f'{_WHERE}: {opt}={v!r} must name a column (or be None)')
@@ -46,7 +53,7 @@ class Columns:
 
   def options(self) -> dict:
     return dict(text=self.text, text_pair=self.text_pair, features=self.features,
-                label=self.label, id=self.id, group=self.group)
+                label=self.label, id=self.id, group=self.group, strings=list(self.strings))
 
 
 class Split:
@@ -56,6 +63,7 @@ class Split:
     self.wheres, self.src, self.rows = [], [], []
     self.text, self.pair, self.x, self.label, self.id, self.group = [], [], [], [], [], []
     self.strings = {}  # unmapped string label -> first row holding it
+    self.kept = collections.defaultdict(list)  # the `strings=` columns, as text
 
   def where(self, i: int) -> str:
     return f'{self.wheres[self.src[i]]}: row {self.rows[i]}'
@@ -73,6 +81,8 @@ class Split:
         out['text_pair'] = _objects(self.pair)
     if cols.group is not None:
       out['group'] = np.array(self.group, np.int64)
+    for c in cols.strings:
+      out[c] = _objects(self.kept[c])
     return out
 
 
@@ -96,7 +106,12 @@ def read_split(split, sources, cols: Columns, mapping) -> Split:
         r.text.append(_text(record, cols.text, 'text', at))
         if cols.text_pair is not None:
           r.pair.append(_pair(record, cols, at, in_file))
-      r.label.append(_label(r, record, at, cols.label, mapping) if labelled else base.UNKNOWN)
+      if cols.label is None:
+        r.label.append(0)
+      else:
+        r.label.append(_label(r, record, at, cols.label, mapping) if labelled else base.UNKNOWN)
+      for c in cols.strings:
+        r.kept[c].append(_text(record, c, c, at))
       if cols.id is not None:
         r.id.append(_id(_value(record, cols.id, 'id', at), cols.id, at))
       if cols.group is not None:

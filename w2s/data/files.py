@@ -17,7 +17,10 @@ the `w2s.data.base.Dataset` contract. Options:
   features           numeric input instead of text (input kind 'vector', 'x' float32 [N, D]): a
                      list of columns, one column holding a list of numbers per row, or a prefix
                      ending in '*' ('px_*': every column whose name starts with 'px_', file order)
-  label              the label column ('label'): ints 0..C-1, or strings mapped by label_names
+  label              the label column ('label'): ints 0..C-1, or strings mapped by label_names;
+                     None for a task with no classes (generation: every row is class 0)
+  strings            columns kept as text beside the input (e.g. ('answer',) of a GSM8K-style
+                     task, which the generative protocols score by exact match)
   label_names        class names: a list (position = class index) or a mapping {'neg': 0, ...};
                      by default str(0..C-1) with C = the largest label + 1 (HF: its ClassLabel)
   id                 an int column of example ids in [0, 2**31), unique across every split; by
@@ -57,13 +60,13 @@ def load(*, train=None, test=None, validation=None, unlabelled=None, path: str |
          hf: str | None = None, hf_config: str | None = None, text: str = 'text',
          text_pair: str | None = None, features=None, label: str = 'label', label_names=None,
          id: str | None = None, group: str | None = None,  # pylint: disable=redefined-builtin
-         data_dir: str | None = None) -> base.Dataset:
+         strings=(), data_dir: str | None = None) -> base.Dataset:
   """Reads the splits (see module docstring); Examples have 'id', 'label', 'text' [+ 'text_pair']
   or 'x' [N, D], and 'group' when `group` is given."""
   del data_dir  # files are read where they lie
   given = dict(train=train, validation=validation, test=test, unlabelled=unlabelled)
   cols = file_rows.Columns(text=text, text_pair=text_pair, features=features, label=label,
-                           id_=id, group=group)
+                           id_=id, group=group, strings=strings)
   if hf is not None:
     if path is not None:
       raise UserError(f'{_WHERE}: give hf= or path= (files), not both')
@@ -218,6 +221,8 @@ def _label_names(spec):
 
 def _classes(read: dict, names, mapping, cols: file_rows.Columns):
   """(num_classes, label names), or a UserError naming the first row with a bad label."""
+  if cols.label is None:  # no classes (generation): every row is class 0
+    return 1, ['none']
   strings = {}  # string label -> its first row
   for r in read.values():
     for v, at in r.strings.items():
