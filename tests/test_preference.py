@@ -149,3 +149,52 @@ def test_check_refuses_what_cannot_run(arg, key, value, says):
   with pytest.raises(UserError) as e:
     preference.check(config)
   assert says in str(e.value) and '\n' not in str(e.value)
+
+
+def test_sigterm_in_reference_logprobs_and_dpo_training_resumes_identically(tmp_path, monkeypatch):
+  """SIGTERM while the reference log-probs are stored, then as the DPO student starts training:
+  each run stops (Preempted: exit 143 from the CLI), and the rerun ends with the numbers of an
+  uninterrupted run."""
+  import signal
+  sys.path.insert(0, REPO)
+  from configs import w2s_preference
+  from w2s import preemption, train
+  from w2s.protocols import by_id_store, generative_stages
+  config = w2s_preference.get_config('runlocal,losses=dpo')
+  numbers = lambda r: json.dumps([{k: v for k, v in s.items() if k != 'stages'}
+                                  for s in r['per_seed']], sort_keys=True)
+  straight = numbers(train.train_and_evaluate(config, str(tmp_path / 'straight')))
+
+  real_get = by_id_store.ByIdStore.get
+
+  def get_then_sigterm(self, raw, produce, **kw):
+    def produce_then_sigterm(sub):
+      out = produce(sub)
+      if self.family == 'ref_logp':
+        preemption._handler(signal.SIGTERM, None)
+      return out
+    return real_get(self, raw, produce_then_sigterm, **kw)
+  monkeypatch.setattr(by_id_store.ByIdStore, 'get', get_then_sigterm)
+  work = str(tmp_path / 'preempted')
+  try:
+    with pytest.raises(preemption.Preempted):
+      train.train_and_evaluate(config, work)
+  finally:
+    preemption.reset()
+  monkeypatch.setattr(by_id_store.ByIdStore, 'get', real_get)
+  assert glob.glob(os.path.join(work, 'ref_logp', '*', 'part-*.npz'))  # the finished part kept
+
+  real_fit = generative_stages.fit_tokens
+
+  def fit_then_sigterm(stage, *a, **kw):
+    if stage.kind == 'student_dpo':
+      preemption._handler(signal.SIGTERM, None)
+    return real_fit(stage, *a, **kw)
+  monkeypatch.setattr(generative_stages, 'fit_tokens', fit_then_sigterm)
+  try:
+    with pytest.raises(preemption.Preempted, match='student_dpo'):
+      train.train_and_evaluate(config, work)
+  finally:
+    preemption.reset()
+  monkeypatch.setattr(generative_stages, 'fit_tokens', real_fit)
+  assert numbers(train.train_and_evaluate(config, work)) == straight
