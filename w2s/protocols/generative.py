@@ -53,7 +53,7 @@ METRICS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr', 'agreement', 'acc_we
 
 
 @dataclasses.dataclass(frozen=True)
-class Options:
+class Options(gs.RunFields):
   dataset: options.Plugin
   splits: Mapping[str, Any]
   tokenizer: str
@@ -69,12 +69,6 @@ class Options:
   student_train: Mapping[str, Any]
   students: tuple[tuple[str, options.Plugin], ...]
   rounds: int
-  seeds: tuple[int, ...]
-  eval_batch_size: int
-  run: Mapping[str, int]
-  num_devices: int
-  mesh_shape: Any
-  shared_dir: str
 
 
 def resolve(config) -> Options:

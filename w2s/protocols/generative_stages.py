@@ -256,6 +256,17 @@ def check_decoders(a, b, what: str) -> None:
                     'use models with one tokenizer')
 
 
+@dataclasses.dataclass(frozen=True)
+class RunFields:
+  """The run-level fields of every generative protocol's Options (`run_options` fills them)."""
+  seeds: tuple[int, ...]
+  eval_batch_size: int
+  run: Mapping[str, int]
+  num_devices: int
+  mesh_shape: Any
+  shared_dir: str
+
+
 def require(c: Mapping, keys, protocol: str) -> None:
   """A UserError naming the first of `keys` the config lacks."""
   for key in keys:

@@ -62,7 +62,7 @@ METRICS = pr.METRICS
 
 
 @dataclasses.dataclass(frozen=True)
-class Options:
+class Options(gs.RunFields):
   dataset: options.Plugin
   splits: Mapping[str, Any]
   tokenizer: str
@@ -75,12 +75,6 @@ class Options:
   ceilings: Mapping[str, options.Plugin]          # kind -> ceiling loss
   students: tuple[tuple[str, options.Plugin], ...]
   kinds: Mapping[str, str]                        # student name -> kind
-  seeds: tuple[int, ...]
-  eval_batch_size: int
-  run: Mapping[str, int]
-  num_devices: int
-  mesh_shape: Any
-  shared_dir: str
 
 
 def resolve(config) -> Options:

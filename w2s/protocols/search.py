@@ -88,7 +88,7 @@ class Settings:
 
 
 @dataclasses.dataclass(frozen=True)
-class Options:
+class Options(gs.RunFields):
   dataset: options.Plugin
   splits: Mapping[str, Any]
   tokenizer: str
@@ -100,12 +100,6 @@ class Options:
   large: gs.DecoderRole
   small: gs.DecoderRole
   search: Settings
-  seeds: tuple[int, ...]
-  eval_batch_size: int
-  run: Mapping[str, int]
-  num_devices: int
-  mesh_shape: Any
-  shared_dir: str
 
 
 def resolve(config) -> Options:
