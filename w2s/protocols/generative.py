@@ -126,10 +126,10 @@ def check(config):
   if tok.get_vocab_size() > gs.vocab_size(strong):
     raise UserError(f'tokenizer {opts.tokenizer} has {tok.get_vocab_size()} tokens but the models '
                     f'only {gs.vocab_size(strong)}; set the models\' vocab_size or the tokenizer')
-  enc = tokens.encode_sft(gs.prompts_of(sample, opts.template),
-                          [str(a) for a in sample[opts.answer_field]], opts.tokenizer,
-                          max_length=opts.max_length)
-  del enc
+  # prompts that fill max_length (or text the tokenizer cannot take) fail here
+  tokens.encode_sft(gs.prompts_of(sample, opts.template),
+                    [str(a) for a in sample[opts.answer_field]], opts.tokenizer,
+                    max_length=opts.max_length)
   for role, module in ((opts.weak, weak), (opts.strong, strong)):
     limit = getattr(module.backbone.config, 'position_limit', None)
     if limit is not None and opts.max_length > limit:
@@ -137,10 +137,7 @@ def check(config):
     train.check_loss(role.loss, num_classes=1, where=f'{role.role}.loss', expect='tokens')
   for name, loss in opts.students:
     train.check_loss(loss, num_classes=1, where=f'student_losses.{name}', expect='tokens')
-  for where, section, loss in _trains(opts):
-    opts_ = gs.learners.train_options(section, where, loss=loss, seed=0, run=dict(opts.run))
-    if opts_.eval_every and not opts.splits.get('val_fraction'):
-      raise UserError(f'{where}.eval_every needs splits.val_fraction > 0')
+  gs.check_train_sections(_trains(opts), opts, opts.splits)
   return opts, dataset, weak, strong
 
 

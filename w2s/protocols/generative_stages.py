@@ -82,9 +82,8 @@ def vocab_size(module) -> int:
   return int(module.backbone.config.vocab_size)
 
 
-def init_batch(length: int, pairs: bool = False) -> dict:
+def init_batch(length: int) -> dict:
   """What `module.init` reads (the classification call on [1, T] tokens), whatever the rows."""
-  del pairs
   return {'input_ids': np.zeros((1, length), np.int32),
           'attention_mask': np.ones((1, length), np.int32)}
 
@@ -265,6 +264,15 @@ class RunFields:
   num_devices: int
   mesh_shape: Any
   shared_dir: str
+
+
+def check_train_sections(trains, opts: RunFields, splits: Mapping) -> None:
+  """Every (where, train section, loss) of a protocol's stages checked as its fit will read it;
+  held-out evaluation (`eval_every`) needs a val slice."""
+  for where, section, loss in trains:
+    topts = learners.train_options(section, where, loss=loss, seed=0, run=dict(opts.run))
+    if topts.eval_every and not splits.get('val_fraction'):
+      raise UserError(f'{where}.eval_every needs splits.val_fraction > 0')
 
 
 def require(c: Mapping, keys, protocol: str) -> None:

@@ -169,10 +169,7 @@ def check(config):
   for kind in KINDS:
     train.check_loss(opts.ceilings[kind], num_classes=2, where=f'ceiling.{kind}',
                      expect=_expect(kind))
-  for where, section, loss in _trains(opts):
-    topts = gs.learners.train_options(section, where, loss=loss, seed=0, run=dict(opts.run))
-    if topts.eval_every and not opts.splits.get('val_fraction'):
-      raise UserError(f'{where}.eval_every needs splits.val_fraction > 0')
+  gs.check_train_sections(_trains(opts), opts, opts.splits)
   return opts, dataset, weak, strong
 
 

@@ -164,10 +164,7 @@ def check(config):
   if limit is not None and opts.max_length > limit:
     raise UserError(f'max_length={opts.max_length} exceeds small\'s {limit} positions')
   train.check_loss(opts.small.loss, num_classes=1, where='small.loss', expect='tokens')
-  for where, section, loss in _trains(opts):
-    topts = gs.learners.train_options(section, where, loss=loss, seed=0, run=dict(opts.run))
-    if topts.eval_every and not opts.splits.get('val_fraction'):
-      raise UserError(f'{where}.eval_every needs splits.val_fraction > 0')
+  gs.check_train_sections(_trains(opts), opts, opts.splits)
   return opts, dataset, large, small, width
 
 
