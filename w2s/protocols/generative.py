@@ -28,6 +28,7 @@ Truncated prompts and responses are counted in the results, never silent.
 """
 import collections
 import dataclasses
+import sys
 from typing import Any, Mapping
 
 import jax
@@ -182,11 +183,12 @@ def _corpus_rows(opts: Options, test) -> dict | None:
     return None
   c = dict(opts.corpus)
   module = registry.get('datasets', c.get('dataset', opts.dataset.name))
-  corpus_fn = getattr(__import__(module.__module__, fromlist=['corpus']), 'corpus', None)
+  source = sys.modules[module.__module__]  # the dataset's own module (registry-loaded)
+  corpus_fn = getattr(source, 'corpus', None)
   if corpus_fn is None:
     raise UserError(f'corpus.dataset={c.get("dataset")!r} has no corpus(num_docs, seed) function')
   kw = dict(c.get('options') or {})
-  problems = getattr(__import__(module.__module__, fromlist=['problems']), 'problems', None)
+  problems = getattr(source, 'problems', None)
   if problems is not None:  # never state a test problem in pretraining
     kw['exclude'] = problems(test)
   docs = corpus_fn(int(c.get('num_docs', 20000)), int(c.get('seed', 0)), **kw)
