@@ -86,6 +86,52 @@ def test_anthropic_hh_pairs(tmp_path, data_dir):
   assert all(t.startswith('good' if y else 'bad') for t, y in zip(sample['text'], sample['label']))
 
 
+HH_ROWS = [  # HH's form: full transcripts sharing all but the final assistant turn
+    dict(chosen='\n\nHuman: hi\n\nAssistant: hello!', rejected='\n\nHuman: hi\n\nAssistant: go away'),
+    dict(chosen='\n\nHuman: 2+2?\n\nAssistant: 5\n\nHuman: sure?\n\nAssistant: no, 4',
+         rejected='\n\nHuman: 2+2?\n\nAssistant: 5\n\nHuman: sure?\n\nAssistant: yes'),
+    dict(chosen='\n\nHuman: a\n\nAssistant: x', rejected='\n\nHuman: b\n\nAssistant: y'),
+    dict(chosen='\n\nHuman: same\n\nAssistant: ok', rejected='\n\nHuman: same\n\nAssistant: ok'),
+    dict(chosen='\n\nHuman: no reply', rejected='\n\nHuman: no reply'),
+    dict(chosen='\n\nHuman: tea?\n\nAssistant: Yes.', rejected='\n\nHuman: tea?\n\nAssistant: No.'),
+]
+
+
+def test_anthropic_hh_prompt_pairs_split_the_final_turn(tmp_path, data_dir, capsys):
+  _write_jsonl(tmp_path / 'hh/helpful-base/train.jsonl', HH_ROWS)
+  _write_jsonl(tmp_path / 'hh/helpful-base/test.jsonl', HH_ROWS[:2])
+  ds = _load('anthropic_hh', tmp_path / 'hh', data_dir, mode='prompt_pairs', seed=3)
+  ex = ds.splits['train']
+  # rows 2 (prompts differ), 3 (identical replies), 4 (no assistant turn) skipped and counted
+  assert ex['id'].tolist() == [0, 1, 5]
+  assert ds.notes['skipped_pairs']['train'] == {'prompts_differ': 2, 'identical_responses': 1}
+  assert ds.notes['skipped_pairs']['test'] == {'prompts_differ': 0, 'identical_responses': 0}
+  assert 'train: kept 3 of 6 pairs, skipped 2 prompts differ, 1 identical responses' in \
+      capsys.readouterr().out
+  assert ex['prompt'].tolist() == [
+      '\n\nHuman: hi\n\nAssistant:',
+      '\n\nHuman: 2+2?\n\nAssistant: 5\n\nHuman: sure?\n\nAssistant:',  # multi-turn: the last
+      '\n\nHuman: tea?\n\nAssistant:']
+  assert ex['chosen'].tolist() == [' hello!', ' no, 4', ' Yes.']
+  rejected = [' go away', ' yes', ' No.']
+  coins = [int(np.random.default_rng([3, r]).random() >= 0.5) for r in (0, 1, 5)]  # 'sample''s
+  assert ex['label'].tolist() == coins
+  for i, y in enumerate(coins):
+    pair = (ex['response_a'][i], ex['response_b'][i])
+    assert pair[y] == ex['chosen'][i] and pair[1 - y] == rejected[i]
+    assert ex['prompt'][i] + ex['chosen'][i] == HH_ROWS[ex['id'][i]]['chosen']
+  assert ds.num_classes == 2 and ds.splits['test']['id'].tolist() == [2 * 10**8, 2 * 10**8 + 1]
+  orders = {tuple(_load('anthropic_hh', tmp_path / 'hh', data_dir, mode='prompt_pairs',
+                        seed=s).splits['train']['label']) for s in range(6)}
+  assert len(orders) > 1  # the order is drawn, not fixed
+  _write_jsonl(tmp_path / 'bad/helpful-base/train.jsonl', HH_ROWS[2:5])
+  _write_jsonl(tmp_path / 'bad/helpful-base/test.jsonl', HH_ROWS[:1])
+  with pytest.raises(UserError, match=r'anthropic_hh train: none of its 3 pairs share a prompt'):
+    _load('anthropic_hh', tmp_path / 'bad', data_dir, mode='prompt_pairs')
+  with pytest.raises(UserError, match="mode 'pairs' is not one of"):
+    _load('anthropic_hh', tmp_path / 'hh', data_dir, mode='pairs')
+
+
 @pytest.mark.parametrize('bad_row, message', [
     ({'title': 't', 'label': 1}, "row 3: missing field 'content'"),
     ({'title': 't', 'content': 'c', 'label': 2}, 'row 3: unknown label label=2'),
