@@ -9,12 +9,13 @@ y = (c_1..c_L, eos) of |y| = L + 1 tokens (|y| = L without it):
 
   'sum'   log pi(y | x) = sum_t log pi(y_t | x, y_<t), the sequence log-prob of the response
           (lm-eval-harness's `acc` ranks continuations by this sum, there without eos);
-  'mean'  log pi(y | x) / |y|, the mean token log-prob: a length normalisation that keeps longer
-          choices from losing for their length alone. lm-eval-harness's `acc_norm` divides by the
-          choice's length in UTF-8 bytes instead; with a character-level tokenizer (w2s.data.
-          arithmetic) and eos=False the two are the same ranking.
+  'mean'  log pi(y | x) / |y|, the mean token log-prob: the per-token normalisation Brown et al.
+          use on most tasks, which keeps longer choices from losing for their length alone.
+          lm-eval-harness's `acc_norm` divides by the choice string's length in characters
+          instead (`len(choice)`); with a character-level tokenizer (w2s.data.arithmetic) and
+          eos=False, |y| is the scored string's character count too.
 
-Why eos by default: a prompt-tuned model answers ' 16' and stops, and the end-of-text token is what
+Why eos by default: a model fine-tuned on answers (SFT) answers ' 16' and stops, and the end-of-text token is what
 separates ' 16' from a prefix of ' 164' (without it the sum can only fall as a choice grows, so a
 choice that is a prefix of another always wins under 'sum'). This is also how `w2s.generative.
 tokens.encode_sft` builds the responses the models are trained on.
