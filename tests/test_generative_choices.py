@@ -67,11 +67,6 @@ def _score(prompts=PROMPTS, cands=CHOICES, *, devices=1, **kw):
                                mesh=sharding.make_mesh(devices), **kw)
 
 
-@functools.lru_cache(maxsize=None)
-def _sum_8():
-  return _score(devices=8)
-
-
 def test_sum_is_the_hand_sequence_logprob_on_ragged_choices():
   out = _score()
   hand = np.array([[_hand(p, c) for c in row] for p, row in zip(PROMPTS, CHOICES)])
@@ -118,7 +113,7 @@ def test_truncation_is_counted_and_scored_on_the_kept_tokens():
 
 
 def test_eight_devices_equal_one():
-  one, eight = _score(), _sum_8()
+  one, eight = _score(), _score(devices=8)
   np.testing.assert_allclose(eight['scores'], one['scores'], rtol=1e-5)
   np.testing.assert_array_equal(eight['choice'], one['choice'])
   np.testing.assert_array_equal(eight['num_tokens'], one['num_tokens'])
