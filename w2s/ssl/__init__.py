@@ -36,7 +36,9 @@ Returns:
 
 Padding rows never change the loss, the aux or the state. Everything is jittable; batch
 statistics (FreeMatch's EMAs, FlexMatch's counts) are global under jit on sharded arrays.
+`dist_align` is a shared piece (distribution alignment, SoftMatch / AdaMatch), not an algorithm.
 """
 
 ALGORITHMS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda',
-              'flexmatch', 'freematch', 'doubly_robust')
+              'flexmatch', 'freematch', 'doubly_robust', 'softmatch', 'adamatch', 'dash',
+              'defixmatch')
