@@ -144,13 +144,12 @@ SM_STATE = {'p_model': np.array([0.5, 0.3, 0.2]), 'p_target': np.ones(3) / 3,
             'mu': np.array(0.9), 'var': np.array(0.5)}
 
 
-@pytest.mark.parametrize('padded', [False, True])
-def test_softmatch_values_and_state(padded):
+def test_softmatch_values_and_state():  # padded (unpadded: test_padding_never_changes_anything)
   for state, m in ((SM_STATE, 0.999), (SM_STATE, 0.5),
                    ({k: np.asarray(v, np.float64) for k, v in
                      softmatch.init_state(num_classes=3).items()}, 0.999)):
     p_model, mu, var, w, loss_u = _softmatch_by_hand(state, m)
-    loss, aux, new = _call(softmatch, state=state, hparams=dict(momentum=m), padded=padded)
+    loss, aux, new = _call(softmatch, state=state, hparams=dict(momentum=m), padded=True)
     _close(new['p_model'], p_model)
     _close(new['mu'], mu)
     _close(new['var'], var)
@@ -199,14 +198,15 @@ def _adamatch_by_hand(state, m=0.999, tau=0.95, lx=LX):
 
 
 AM_STATE = {'p_model': np.array([0.2, 0.5, 0.3]), 'p_target': np.array([0.3, 0.3, 0.4])}
+AM_SKEW = {'p_model': np.array([0.9, 0.05, 0.05]), 'p_target': np.array([0.1, 0.45, 0.45])}
 
 
-@pytest.mark.parametrize('padded', [False, True])
-def test_adamatch_values_and_state(padded):
+def test_adamatch_values_and_state():  # padded (unpadded: test_padding_never_changes_anything)
   init = {k: np.asarray(v, np.float64) for k, v in adamatch.init_state(num_classes=3).items()}
-  for state, m in ((init, 0.999), (AM_STATE, 0.999), (AM_STATE, 0.5)):
-    p_model, p_target, threshold, keep, loss_u = _adamatch_by_hand(state, m)
-    loss, aux, new = _call(adamatch, state=state, hparams=dict(momentum=m), padded=padded)
+  for state, m, tau in ((init, 0.999, 0.95), (AM_STATE, 0.999, 0.95), (AM_STATE, 0.5, 0.95),
+                        (AM_SKEW, 0.999, 0.5)):
+    p_model, p_target, threshold, keep, loss_u = _adamatch_by_hand(state, m, tau)
+    loss, aux, new = _call(adamatch, state=state, hparams=dict(momentum=m, tau=tau), padded=True)
     _close(new['p_model'], p_model)
     _close(new['p_target'], p_target)
     _close(aux['threshold'], threshold)
@@ -215,6 +215,9 @@ def test_adamatch_values_and_state(padded):
     _close(loss, SUP + loss_u)
   # from init the aligned row 2 moves to class 2 (rare in p~) and falls under c_tau = 0.70
   assert _adamatch_by_hand(init)[3].tolist() == [True, True, False]
+  # the pseudo-label is the aligned argmax: row 2 (q argmax 0) is kept as class 1
+  p_model, p_target, _, keep, _ = _adamatch_by_hand(AM_SKEW, tau=0.5)
+  assert keep[2] and _align(PW, p_target, p_model)[2].argmax() == 1
 
 
 def test_adamatch_threshold_follows_the_labelled_confidence():
@@ -351,7 +354,8 @@ def test_sharded_equals_single_device(name):
   rng = np.random.default_rng(1)
   state = {'softmatch': {'p_model': rng.dirichlet(np.ones(c)), 'p_target': np.ones(c) / c,
                          'mu': 0.6, 'var': 0.05},
-           'adamatch': {'p_model': rng.dirichlet(np.ones(c)), 'p_target': rng.dirichlet(np.ones(c))},
+           'adamatch': {'p_model': rng.dirichlet(np.ones(c)),
+                        'p_target': rng.dirichlet(np.ones(c))},
            'dash': {'rho_hat': -1.0}}.get(name)  # dash measures the global labelled CE here
   batch, state = _cast(_random_batch(c=c)), _cast(state)
   step = T0 + 6 * EVERY if name == 'dash' else 30  # rho_6 = C rho_hat / 1.27^6 keeps some rows

@@ -37,6 +37,7 @@ Returns:
 Padding rows never change the loss, the aux or the state. Everything is jittable; batch
 statistics (FreeMatch's EMAs, FlexMatch's counts) are global under jit on sharded arrays.
 `dist_align` is a shared piece (distribution alignment, SoftMatch / AdaMatch), not an algorithm.
+`defixmatch.loss` also takes logits_xs [B, C] (a strong view of x_l), which the step does not pass.
 """
 
 ALGORITHMS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda',

@@ -4,8 +4,8 @@ Berthelot, Roelofs, Sohn, Carlini, Kurakin 2022, "AdaMatch: A Unified Approach t
 Semi-Supervised Learning and Domain Adaptation" (ICLR); USB's adamatch:
 
   p_l = sg(softmax(z(a(x_l)))) [B, C],  q = sg(softmax(z(a(x_u)))) [M, C]
-  q~  = Normalize(q * p*_t / p~_t)     (relative distribution alignment, `w2s.ssl.dist_align`
-                                        with target='model': p* the EMA of mean_l p_l, p~ of mean_u q)
+  q~  = Normalize(q * p*_t / p~_t)     (relative distribution alignment, `w2s.ssl.dist_align`,
+                                        target='model': p* the EMA of mean_l p_l, p~ of mean_u q)
   c_tau = tau * mean_l max p_l         (relative confidence threshold)
   L = CE(x_l) + lambda_u (1 / M) sum_u 1(max q~ >= c_tau) H(onehot(argmax q~), p(A(x_u)))
 

@@ -18,8 +18,9 @@ counts steps absolutely (2,048 warm-up steps, rho updated every 10 epochs of 1,0
 rho_every 10240 / 2^20, so a short run keeps USB's shape.
 
 Deviation: rho_hat is the mean labelled CE of the first batch at t >= T0 (the warmed-up model's
-loss on the labelled data, the quantity the paper names); USB uses the loss on the evaluation
-split, which a train step does not see (and which would look at held-out data). During warm-up
+loss on labelled data, estimated on one batch); USB uses the loss on the evaluation split, which
+a train step does not see (and which would look at held-out data). On a few labels the
+warmed-up model may fit L closely, so rho_hat (and rho_t) can come out lower than USB's. During warm-up
 the unlabelled term is 0, with the same forward passes as later (USB skips U there).
 
 State: {'rho_hat': [] float32}, -1 until the warm-up ends.

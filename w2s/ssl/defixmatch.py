@@ -14,16 +14,16 @@ pseudo-labels' quality, the objective is the supervised risk plus a control vari
 
 Interface: L_fix(L) needs the student's logits on a strong view A(x_l) of the labelled batch,
 which the SSL step (w2s/ssl_step.py) does not compute. `logits_xs` [B, C] takes them where a
-caller has them (exact USB form above). Without them (the step as it is) the labelled term
-uses the weak view as both target and prediction:
+caller has them (the exact form above). Deviation without them (the step as it is): the
+labelled CE is the weak view's alone and L_fix(L) uses the weak view as target and prediction,
 
-  L_fix(L) = (1 / B) sum_l 1(max q(a(x_l)) >= tau) H(q^(a(x_l)), p(a(x_l))),  L = CE(a(x_l)) + ...
+  L_fix(L) = (1 / B) sum_l 1(max q(a(x_l)) >= tau) H(q^(a(x_l)), p(a(x_l))).
 
-i.e. the debiasing term of the same loss without augmentation consistency on L (it still pulls
-the labelled rows' confident predictions back, the gradient that makes the estimate unbiased).
-With lambda_u 1 and hard labels a confident, correctly predicted labelled row's CE and its
-debiasing term cancel in this form: such rows stop pulling, as in the paper's weak/strong form
-where the strong view's net weight becomes 1/2 - 1.
+L_fix(U) still compares the weak view's target with the strong view, so the two terms no longer
+have the same expectation: a model fits its own weak-view argmax better than the strong view
+does, L_fix(L) is the smaller, and the correction is weaker than the paper's. Its gradient still
+pushes back on the labelled rows' confident predictions; with lambda_u 1 and hard labels the CE
+and the debiasing term of a confident, correctly predicted labelled row cancel (gradient 0).
 
 Defaults (USB = the paper): tau 0.95, lambda_u 1, hard labels (`hard=False`: softmax(z / T),
 T 0.5, as `w2s.ssl.fixmatch`; USB's code feeds probabilities, i.e. T = 1).
