@@ -19,7 +19,7 @@ label counts of their papers:
     python -m w2s.main --config configs/ssl.py:task=imdb,algo=fixmatch --workdir DIR
 
 Arguments: algo (supervised | pseudo_label | pi_model | mean_teacher | fixmatch | uda |
-flexmatch | freematch | doubly_robust: w2s/ssl/; default the task's recipe: uda on imdb, else
+flexmatch | freematch | doubly_robust | softmatch | adamatch | dash | defixmatch: w2s/ssl/; default the task's recipe: uda on imdb, else
 fixmatch), labels (total, a multiple of the classes, split evenly over them; default the task's
 first benchmark count), task (mnist: MNIST-5k, offline; cifar10 | svhn | stl10 | imdb: TFDS),
 extra (svhn only: train on train + the 531,131 'extra' images, "SVHN+Extra"), steps, seeds,
@@ -66,8 +66,7 @@ from ml_collections import ConfigDict
 from w2s import config_args, sweep
 from w2s.errors import UserError
 
-ALGOS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda', 'flexmatch',
-         'freematch', 'doubly_robust')
+from w2s.ssl import ALGORITHMS as ALGOS
 _FIXMATCH = dict(batch=64, steps=1 << 20, ema=0.999,
                  optimizer=dict(name='sgd', learning_rate=0.03, momentum=0.9, nesterov=True))
 TASKS = {  # task -> dataset, classes, benchmark label counts (the first is the default), recipe

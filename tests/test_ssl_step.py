@@ -34,7 +34,7 @@ def _model():
   return registry.build('models', dict(name='mlp', hidden=(32,), dropout=0.1), num_classes=10)
 
 
-@pytest.mark.parametrize('algo', ['fixmatch', 'flexmatch', 'mean_teacher'])
+@pytest.mark.parametrize('algo', ['fixmatch', 'flexmatch', 'mean_teacher', 'defixmatch'])
 def test_eight_devices_match_one(digits, tmp_path, algo):
   lab, unl = digits
   cfg = _cfg(algo, ema_decay=0.9 if algo == 'fixmatch' else 0.0)
@@ -52,7 +52,7 @@ def test_eight_devices_match_one(digits, tmp_path, algo):
     assert 'ema' in eight.extra
 
 
-@pytest.mark.parametrize('algo', ['flexmatch', 'mean_teacher'])
+@pytest.mark.parametrize('algo', ['flexmatch', 'mean_teacher', 'softmatch'])
 def test_resume_continues_state_and_teacher_exactly(digits, tmp_path, algo):
   lab, unl = digits
   mesh = sharding.make_mesh(1)
@@ -116,7 +116,7 @@ def test_bad_ssl_input_is_one_clear_error(digits, tmp_path):
   with pytest.raises(UserError, match='fewer than one unlabelled batch'):
     train.fit(_model(), lab, cfg={**_cfg('fixmatch'), 'unlabelled_ratio': 100},
               workdir=str(tmp_path / 'mu'), mesh=mesh, unlabelled=unl)
-  with pytest.raises(UserError, match='unknown ssl algorithm .nope.; known: doubly_robust'):
+  with pytest.raises(UserError, match='unknown ssl algorithm .nope.; known: adamatch, '):
     train.fit(_model(), lab, cfg=_cfg('nope'), workdir=str(tmp_path / 'x'), mesh=mesh,
               unlabelled=unl)
   with pytest.raises(UserError, match='needs unlabelled examples'):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2s import registry, sharding
+from w2s import registry
 from w2s.errors import UserError
 from w2s.ssl import ALGORITHMS, adamatch, dash, defixmatch, dist_align, softmatch
 
@@ -307,65 +307,3 @@ def test_defixmatch_debiasing_cancels_and_its_gradient():
   grad = jax.jit(jax.grad(lambda z: defixmatch.loss(**{**args, 'logits_x': z}, tau=0.6)[0]))
   _close(grad(args['logits_x']), [[0.0, 0.0, 0.0], [-0.1, 0.1, 0.0]], atol=1e-6)
 
-
-# ---- shared properties (as tests/test_ssl.py for the older modules) ------------------------------
-
-STATES = {'softmatch': SM_STATE, 'adamatch': AM_STATE, 'dash': {'rho_hat': np.array(-1.0)},
-          'defixmatch': None}
-
-
-@pytest.mark.parametrize('name', sorted(NEW))
-def test_padding_never_changes_anything(name):
-  mod, state = NEW[name], STATES[name]
-  chex.assert_trees_all_close(_call(mod, state=state, padded=True), _call(mod, state=state),
-                              rtol=1e-6)
-
-
-@pytest.mark.parametrize('name', sorted(NEW))
-def test_no_gradient_through_the_targets(name):
-  mod, state = NEW[name], STATES[name]
-  args = _inputs()
-  fn = functools.partial(mod.loss, total_steps=TOTAL, state=None if state is None else
-                         _cast(state), **{k: v for k, v in args.items()
-                                          if k not in ('logits_uw', 'logits_us')})
-  g_uw, g_us = jax.jit(jax.grad(lambda uw, us: fn(logits_uw=uw, logits_us=us)[0],
-                                argnums=(0, 1)))(args['logits_uw'], args['logits_us'])
-  assert float(jnp.abs(g_uw).max()) == 0.0
-  assert float(jnp.abs(g_us).max()) > 1e-4  # the strong view is what trains
-
-
-def _random_batch(seed=0, b=16, m=32, c=5):
-  rng = np.random.default_rng(seed)
-  logits_uw = rng.normal(size=(m, c)) * 3
-  logits_uw = logits_uw[np.argsort(logits_uw.max(-1))]  # shards see different confidences
-  mask_x, mask_u = np.ones(b), np.ones(m)
-  mask_x[[2, 15]] = 0
-  mask_u[[0, 9, 30, 31]] = 0
-  return dict(logits_x=rng.normal(size=(b, c)) * 2, labels_x=rng.dirichlet(np.ones(c), size=b),
-              mask_x=mask_x, logits_uw=logits_uw, logits_us=rng.normal(size=(m, c)) * 2,
-              mask_u=mask_u, index_u=rng.permutation(64)[:m].astype(np.int32))
-
-
-@pytest.mark.parametrize('name', sorted(NEW))
-def test_sharded_equals_single_device(name):
-  if jax.device_count() < 8:
-    pytest.skip('needs 8 devices (tests/conftest.py)')
-  mod, c = NEW[name], 5
-  rng = np.random.default_rng(1)
-  state = {'softmatch': {'p_model': rng.dirichlet(np.ones(c)), 'p_target': np.ones(c) / c,
-                         'mu': 0.6, 'var': 0.05},
-           'adamatch': {'p_model': rng.dirichlet(np.ones(c)),
-                        'p_target': rng.dirichlet(np.ones(c))},
-           'dash': {'rho_hat': -1.0}}.get(name)  # dash measures the global labelled CE here
-  batch, state = _cast(_random_batch(c=c)), _cast(state)
-  step = T0 + 6 * EVERY if name == 'dash' else 30  # rho_6 = C rho_hat / 1.27^6 keeps some rows
-  fn = jax.jit(functools.partial(mod.loss, total_steps=TOTAL, step=jnp.int32(step)))
-  dev0 = jax.devices()[0]
-  single = fn(**jax.device_put(batch, dev0), state=jax.device_put(state, dev0))
-  mesh = sharding.make_mesh(0)
-  sharded_batch = jax.device_put(batch, sharding.data_sharded(mesh))
-  sharded = fn(**sharded_batch, state=jax.device_put(state, sharding.replicated(mesh)))
-  assert len(sharded_batch['logits_us'].sharding.device_set) == 8
-  chex.assert_trees_all_close(jax.device_get(sharded), jax.device_get(single), rtol=1e-5,
-                              atol=1e-7)
-  assert 0.0 < float(single[1]['mask_rate']) < 1.0  # the check has teeth: rows on both sides

@@ -83,7 +83,7 @@ def _inputs(batch: dict) -> dict:
 
 
 def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, needs_teacher: bool,
-               ema: float, tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
+               ema: float, needs_labelled_strong: bool = False, tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
                weak: Callable | None, strong: Callable | None):
   """One update on {'x': labelled batch [B], 'u': unlabelled batch [mu B]} (global arrays)."""
   rng = jax.random.fold_in(state.rng, state.step)
@@ -96,6 +96,10 @@ def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, nee
     logits_x = apply_fn(params, _inputs(xw), train=True, rng=d[0])
     logits_uw = apply_fn(params, _inputs(uw), train=True, rng=d[1])
     logits_us = apply_fn(params, _inputs(us), train=True, rng=d[2])
+    more = {}
+    if needs_labelled_strong:  # A(x_l) (DeFixMatch); its own keys, so no other stream moves
+      xs = _views(strong, jax.random.fold_in(rng, 1), x)
+      more['logits_xs'] = apply_fn(params, _inputs(xs), train=True, rng=jax.random.fold_in(d[0], 1))
     teacher = None
     if needs_teacher:
       teacher = apply_fn(jax.lax.stop_gradient(state.extra['ema']), _inputs(uw), train=False,
@@ -103,7 +107,7 @@ def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, nee
     loss, aux, new_state = loss_fn(
         logits_x=logits_x, labels_x=x['label'], mask_x=x['mask'], logits_uw=logits_uw,
         logits_us=logits_us, mask_u=u['mask'], step=state.step, total_steps=total_steps,
-        state=state.extra.get('ssl'), index_u=u['index'], logits_ut=teacher)
+        state=state.extra.get('ssl'), index_u=u['index'], logits_ut=teacher, **more)
     return loss, (aux, new_state, logits_x, logits_uw)
 
   (loss, (aux, new_ssl, logits_x, logits_uw)), grads = jax.value_and_grad(
@@ -136,6 +140,7 @@ def make_step(opts, *, apply_fn, tx, schedule, total_steps: int):
   return functools.partial(
       train_step, apply_fn=apply_fn, loss_fn=functools.partial(mod.loss, **opts.ssl.hparams),
       needs_teacher=getattr(mod, 'NEEDS_TEACHER', False), ema=ema_decay(opts), tx=tx,
+      needs_labelled_strong=getattr(mod, 'NEEDS_LABELLED_STRONG', False),
       schedule=schedule, total_steps=total_steps,
       weak=build(opts.weak_augment, 'train.weak_augment'),
       strong=build(opts.strong_augment, 'train.strong_augment'))

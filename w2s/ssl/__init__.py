@@ -5,6 +5,9 @@ Every module `w2s.ssl.<name>` has the same interface, which the SSL train step c
   NEEDS_TEACHER: bool
       True (Mean Teacher): the step keeps an EMA copy of the student (decay: the module's
       `EMA_DECAY`) and passes its logits on the weak view as `logits_ut`.
+  NEEDS_LABELLED_STRONG: bool (optional, default False)
+      True (DeFixMatch): the step also runs the student on a strong view A(x_l) of the labelled
+      batch and passes those logits as `logits_xs` [B, C].
   init_state(*, num_classes, num_unlabelled, **hparams) -> dict        (stateful modules only)
       The algorithm's state (a pytree of arrays), kept by the step across steps and checkpoints.
   loss(*, logits_x, labels_x, mask_x, logits_uw, logits_us, mask_u, step, total_steps,

@@ -12,18 +12,12 @@ difference is an unbiased (zero-mean) correction of the supervised risk: whateve
 pseudo-labels' quality, the objective is the supervised risk plus a control variate
 (doubly-robust in spirit, compare `w2s.ssl.doubly_robust`).
 
-Interface: L_fix(L) needs the student's logits on a strong view A(x_l) of the labelled batch,
-which the SSL step (w2s/ssl_step.py) does not compute. `logits_xs` [B, C] takes them where a
-caller has them (the exact form above). Deviation without them (the step as it is): the
-labelled CE is the weak view's alone and L_fix(L) uses the weak view as target and prediction,
-
-  L_fix(L) = (1 / B) sum_l 1(max q(a(x_l)) >= tau) H(q^(a(x_l)), p(a(x_l))).
-
-L_fix(U) still compares the weak view's target with the strong view, so the two terms no longer
-have the same expectation: a model fits its own weak-view argmax better than the strong view
-does, L_fix(L) is the smaller, and the correction is weaker than the paper's. Its gradient still
-pushes back on the labelled rows' confident predictions; with lambda_u 1 and hard labels the CE
-and the debiasing term of a confident, correctly predicted labelled row cancel (gradient 0).
+Interface: L_fix(L) needs the student's logits on a strong view A(x_l) of the labelled batch:
+the module sets NEEDS_LABELLED_STRONG, so the SSL step (w2s/ssl_step.py) passes them as
+`logits_xs` [B, C] and the loss is the exact form above. A caller without them (logits_xs=None)
+gets a weaker variant: the labelled CE is the weak view's alone and L_fix(L) uses the weak view as
+target and prediction, L_fix(L) = (1 / B) sum_l 1(max q(a(x_l)) >= tau) H(q^(a(x_l)), p(a(x_l))),
+whose expectation is no longer that of L_fix(U) (the correction is weaker than the paper's).
 
 Defaults (USB = the paper): tau 0.95, lambda_u 1, hard labels (`hard=False`: softmax(z / T),
 T 0.5, as `w2s.ssl.fixmatch`; USB's code feeds probabilities, i.e. T = 1).
@@ -32,6 +26,7 @@ from w2s.ssl import fixmatch
 from w2s.ssl import supervised
 
 NEEDS_TEACHER = False
+NEEDS_LABELLED_STRONG = True  # the step passes logits_xs = z(A(x_l))
 
 
 def loss(*, logits_x, labels_x, mask_x, logits_uw, logits_us, mask_u, step=None,
