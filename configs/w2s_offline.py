@@ -25,7 +25,9 @@ finetune (fine-tune all of MiniLM instead of the frozen probe; slow on a CPU), l
 MiniLM through rank-R LoRA adapters on its attention and MLP kernels, Hu et al. 2021: only the
 adapters and the head train; lr 5e-4 by default, lora_lr=...; both with dropout off, as the
 release fine-tunes), ensemble=K (K bagged weak
-supervisors trained at once; their votes feed the `reliability` loss).
+supervisors trained at once; their votes feed the `reliability` loss), clean=knn|logreg|topo
+(B's weak labels cleaned on the strong model's frozen MiniLM features before the students train,
+with the cleaner's defaults: `w2s/cleaning/`, `w2s/protocols/cleaning_stage.py`).
 """
 import re
 
@@ -44,7 +46,7 @@ def _train(lr, epochs, batch_size=32, warmup=0.0, eval_every=50):
 
 
 ARGS = dict(seeds=5, losses='xent+logconf', runlocal=False, finetune=False, ensemble=1, lora=0,
-            lora_lr=5e-4)  # arguments and defaults
+            lora_lr=5e-4, clean='')  # arguments and defaults
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -83,6 +85,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
   key = lambda n: re.sub(r'\W', '_', n.rpartition(':')[2] or n)
   c.student_losses = {key(n): losses.get(n, dict(name=n)) for n in names}
   c.student_order = tuple(key(n) for n in names)  # the table's order (ConfigDict sorts keys)
+  if a['clean']:  # a cleaner of w2s/cleaning/ between the weak labels of B and the students
+    c.clean = dict(name=a['clean'])
   c.chain = ()            # bootstrapping: intermediate learner sections, weak -> ... -> strong
   c.relabel_rounds = 0    # strong-to-strong relabelling rounds after the student
   c.eval_batch_size = 256

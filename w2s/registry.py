@@ -35,6 +35,7 @@ ENTRY_POINTS = {
     'augment': ('w2s.augment', 'make'),  # pure jittable fn(rng, batch) -> batch, in the train step
     'label_models': ('w2s.label_models', 'aggregate'),  # vote matrix [n, m] -> soft labels [n, C]
     'label_noise': ('w2s.label_noise', 'corrupt'),  # controlled noise on training labels
+    'cleaners': ('w2s.cleaning', 'clean'),  # weak labels of B relabelled / filtered on features
 }
 
 
@@ -59,7 +60,8 @@ def singular_name(kind: str) -> str:
   """'losses' -> 'loss', 'ssl' -> 'ssl algorithm', ...: one plug-in of the kind, for messages."""
   return {'losses': 'loss', 'ssl': 'ssl algorithm', 'augment': 'augmentation',
           'pseudo_labels': 'pseudo-label policy',
-          'label_models': 'label model', 'label_noise': 'label-noise injector'}.get(kind, kind[:-1])
+          'label_models': 'label model', 'label_noise': 'label-noise injector',
+          'cleaners': 'cleaner'}.get(kind, kind[:-1])
 
 
 def _entry(kind):

@@ -2,10 +2,11 @@
 
 Per seed: split train into A (weak_train), B (strong_train) and optionally a held-out 'val' slice
 -> weak supervisor on A's ground truth (or labelling functions + a label model, `programmatic.py`)
--> weak soft labels on B, val and test -> strong ceiling on
-B's ground truth -> for each student loss, the strong student on B's weak labels (optionally through
-a bootstrapping chain of intermediate models, and strong-to-strong relabelling rounds) -> test
-accuracy, PGR and the diagnostics of `w2s.scores`. Over seeds: means with bootstrap 95% CIs,
+-> weak soft labels on B, val and test -> strong ceiling on B's ground truth -> (optionally,
+`clean`: B's weak labels relabelled / filtered on the strong model's features,
+`cleaning_stage.py`) -> for each student loss, the strong student on B's weak labels (optionally
+through a bootstrapping chain of intermediate models, and strong-to-strong relabelling rounds) ->
+test accuracy, PGR and the diagnostics of `w2s.scores`. Over seeds: means with bootstrap 95% CIs,
 `results.json`, a table and plots. Every stage's outputs are keyed by the config that produced them
 (`stages.py`), so a rerun skips finished stages and all students share one set of weak labels.
 
@@ -25,12 +26,14 @@ import numpy as np
 from w2s import ensemble, metrics, options, preemption, selection, sharding, train
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import learners, programmatic, results as results_lib, role_check
+from w2s.protocols import cleaning_stage, learners, programmatic, role_check
+from w2s.protocols import results as results_lib
 from w2s.protocols.stages import Stage, join_by_id, number_stages
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
             'student_losses', 'student_order', 'chain', 'relabel_rounds', 'eval_batch_size',
-            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke')
+            'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke',
+            'clean')
 STUDENT_KEYS = ('train',)
 
 
@@ -52,6 +55,7 @@ class Options:
   num_devices: int
   mesh_shape: Mapping[str, int] | None = None       # {'data': -1, 'fsdp': 1, 'tensor': 1}
   shared_dir: str = ''   # stages and feature caches live here instead of the workdir (sweeps)
+  clean: options.Plugin | None = None  # a cleaner of B's weak labels (cleaning_stage), or None
 
 
 def resolve(config, input_kind: str | None = None) -> Options:
@@ -92,7 +96,7 @@ def resolve(config, input_kind: str | None = None) -> Options:
       eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'), run=run,
       num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
                                    allow_zero=True), mesh_shape=mesh.get('shape'),
-      shared_dir=_shared_dir(c.get('shared_dir')))
+      shared_dir=_shared_dir(c.get('shared_dir')), clean=cleaning_stage.resolve(c.get('clean')))
   _check_stage_options(opts)
   return opts
 
@@ -117,9 +121,9 @@ def _shared_dir(value) -> str:
 
 def stage_plan(opts: Options, root: str, seed: int) -> dict:
   """The stages of one seed, each keyed by exactly what produces it: {'weak', 'ceiling',
-  'chain': [...], 'students': {name: [round 0, round 1, ...]}}. `run` trains them; a sweep's
-  dry run lists which are done. Under one `root`, runs that share a stage's inputs share its
-  directory (e.g. one weak supervisor for every strong-model size)."""
+  'chain': [...], 'clean': [] or [stage], 'students': {name: [round 0, round 1, ...]}}. `run`
+  trains them; a sweep's dry run lists which are done. Under one `root`, runs that share a stage's
+  inputs share its directory (e.g. one weak supervisor for every strong-model size)."""
   base = (opts.dataset.spec(), options.plain(opts.splits), options.plain(opts.tokenizer), seed)
   weak = Stage(root, 'weak', base, opts.weak.spec(), seed=seed)
   plan = {'weak': weak, 'ceiling': Stage(root, 'ceiling', base, opts.strong.spec(), seed=seed),
@@ -128,6 +132,8 @@ def stage_plan(opts: Options, root: str, seed: int) -> dict:
   for role in opts.chain:  # bootstrapping: weak -> intermediate -> ... -> strong
     plan['chain'].append(Stage(root, role.role, base, role.spec(), key, seed=seed))
     key = plan['chain'][-1].key
+  plan['clean'] = cleaning_stage.plan(root, base, opts.clean, opts.strong, key, seed)
+  key = plan['clean'][-1].key if plan['clean'] else key  # the students learn the cleaned labels
   for name, loss in opts.students:
     rounds, k = [], key
     for r in range(opts.relabel_rounds + 1):
@@ -136,8 +142,8 @@ def stage_plan(opts: Options, root: str, seed: int) -> dict:
                           loss.spec(), k, seed=seed))
       k = rounds[-1].key
     plan['students'][name] = rounds
-  number_stages([weak, plan['ceiling'], *plan['chain'], *sum(plan['students'].values(), [])],
-                opts.seeds.index(seed), len(opts.seeds))
+  number_stages([weak, plan['ceiling'], *plan['chain'], *plan['clean'],
+                 *sum(plan['students'].values(), [])], opts.seeds.index(seed), len(opts.seeds))
   return plan
 
 
@@ -174,6 +180,8 @@ def check(config):
   _check_losses(opts, dataset.num_classes)
   if isinstance(opts.weak, programmatic.Options):
     programmatic.check(opts.weak, dataset)
+  if opts.clean is not None:
+    cleaning_stage.check(opts.clean, dataset.num_classes)
   _trace_roles(opts, dataset)
   return opts, dataset
 
@@ -310,6 +318,7 @@ def run(*, config, workdir: str) -> dict:
   weak = learners.make(opts.weak, **common) if trained else None
   strong = learners.make(opts.strong, **common)
   chain = [learners.make(r, **common) for r in opts.chain]
+  clean_features = cleaning_stage.features_fn(strong, C, **common)
   fit_kw = dict(mesh=mesh, eval_batch_size=opts.eval_batch_size, num_classes=C)
   per_seed, test_probs = [], []  # test_probs: each seed's test probabilities, for the figures
   for seed in opts.seeds:
@@ -340,21 +349,25 @@ def run(*, config, workdir: str) -> dict:
           with_val({'strong_train': b, 'test': test}),
           opts=topt(f'{learner.name}.train', learner.opts.train, learner.opts.loss),
           val=_teacher_val(teacher, val), **fit_kw)
+    # B's rows and the teacher's labels of them as the students read them: cleaned if asked
+    teacher, b_student, cleaned = cleaning_stage.run(plan['clean'], opts.clean, clean_features,
+                                                     b, teacher, C)
     record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
               'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id'])}
+    record.update({'clean': cleaned} if cleaned else {})
     record['held_out'] = {'weak': _held_out(weak_out), 'ceiling': _held_out(ceiling_out)}
     if not trained:  # coverage and accuracy of the rules' labels on B and test (report only)
       record['weak_labels'] = programmatic.report(weak_out, {'strong_train': b, 'test': test})
     # where each stage's checkpoints and metrics.jsonl live (relative to the stage root)
     record['stages'] = {st.kind: os.path.relpath(st.dir, root) for st in (
-        plan['weak'], plan['ceiling'], *plan['chain'],
+        plan['weak'], plan['ceiling'], *plan['chain'], *plan['clean'],
         *(r for rounds in plan['students'].values() for r in rounds))}
     weak_test = _probs_on(weak_out, 'test', test, 'weak test labels')
     probs = {'label': np.asarray(test['label']), 'weak': weak_test,
              'ceiling': _probs_on(ceiling_out, 'test', test, 'ceiling')}
     for name, loss in opts.students:
-      student_out = _student(plan['students'][name], loss, strong, b, test, val, teacher, opts,
-                             fit_kw, topt)
+      student_out = _student(plan['students'][name], loss, strong, b_student, test, val, teacher,
+                             opts, fit_kw, topt)
       probs[f'student_{name}'] = _probs_on(student_out, 'test', test, 'student')
       record[name] = results_lib.score_seed(weak_test, probs[f'student_{name}'], probs['ceiling'],
                                             test['label'])
