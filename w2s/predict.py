@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2s import metrics, preemption, registry, sharding
+from w2s import metrics, preemption, registry, selection, sharding
 from w2s.data import pipeline
 from w2s.errors import UserError
 from w2s.steps import eval_step, linen_apply_fn, loss_step_kwargs
@@ -29,14 +29,19 @@ def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
   (step_frac = 1, so logconf's full auxiliary weight), with the slice's batch statistics (the
   whole slice is one batch: a proportion loss sees every val bag whole); a
   stateful loss (per-example state that val examples lack) is scored by cross-entropy instead.
-  `val_accuracy` is agreement with the labels' argmax. Logits with a member axis ([N, K, C],
-  ensembles) give per-member values [K]."""
+  `val_accuracy` is agreement with the labels' argmax. With `opts.select_metric == 'auroc'` it
+  also gives `val_auroc`, the AUROC of the labels' argmax (`selection.auroc`). Logits with a
+  member axis ([N, K, C], ensembles) give per-member values [K]."""
   if val_examples is None or not opts.eval_every:
     return None
   if not len(val_examples['id']):
     raise UserError(f'{name}: eval_every={opts.eval_every} but the held-out slice is empty; '
                     'give the splits a val_fraction > 0 (or set eval_every=0)')
+  with_auroc = selection.metric(opts) == 'auroc'
   if getattr(opts.loss.entry(), 'inputs', None) is not None:
+    if with_auroc:
+      raise UserError(f'{name}: select_metric="auroc" scores classification logits; loss '
+                      f'{opts.loss.name!r} is token-level: select on the loss')
     return _token_evaluator(module, val_examples, opts, mesh=mesh, name=name,
                             batch_size=batch_size, apply_fn=apply_fn)
   order = {int(i): r for r, i in enumerate(val_examples['id'])}
@@ -55,7 +60,10 @@ def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
       loss = score(logits, batch)
     target = batch['label'].argmax(-1)
     acc = (logits.argmax(-1) == (target[:, None] if logits.ndim == 3 else target)).mean(0)
-    return {'val_loss': np.asarray(loss), 'val_accuracy': np.asarray(acc)}
+    out = {'val_loss': np.asarray(loss), 'val_accuracy': np.asarray(acc)}
+    if with_auroc:
+      out['val_auroc'] = selection.auroc(batch['label'], logits)
+    return out
   return evaluator
 
 

@@ -277,7 +277,7 @@ def outputs_if_done(stage: Stage) -> dict | None:
 def finish_stage(stage: Stage, outputs: dict, state, last: dict) -> dict:
   """Records a trained stage: its outputs plus what selection saw (held-out loss and accuracy
   against the stage's own label source), its metrics, steps and selection summary."""
-  for key in ('val_loss', 'val_accuracy'):
+  for key in ('val_loss', 'val_accuracy', 'val_auroc'):
     if key in last:
       outputs[key] = np.float32(last[key])
   stage.finish(outputs, {'train_metrics': last, 'steps': int(np.max(state.step)),
@@ -385,7 +385,7 @@ def run(*, config, workdir: str) -> dict:
 def _held_out(outputs: dict) -> dict:
   """A stage's held-out numbers against its own label source (ground truth for the weak model
   and the ceiling, weak labels for a student): what hyperparameters may be chosen on."""
-  return {k: float(outputs[k]) for k in ('val_loss', 'val_accuracy') if k in outputs}
+  return {k: float(outputs[k]) for k in ('val_loss', 'val_accuracy', 'val_auroc') if k in outputs}
 
 
 def _teacher_val(teacher: dict, val):
