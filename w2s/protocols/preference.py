@@ -5,21 +5,25 @@ sigmoid(r_weak(y_0) - r_weak(y_1)) supervise a strong one); Rafailov et al. 2023
 al. 2023 (IPO), Mitchell 2023 (conservative DPO), confidence-weighted DPO (methods.md), Yang et
 al. 2024 ("Super(ficial)-alignment": does the strong model do well only where the weak judge can
 check?). Data: a dataset's preference pairs (prompt, response_a, response_b, gold 'label' = the
-index of the preferred response; the arithmetic task's view='pairs'). Per seed, after the
-weak-to-strong split of train into A, B and val (`splits.weak_to_strong`):
+index of the preferred response; the arithmetic task's view='pairs', Anthropic HH-RLHF's
+mode='prompt_pairs'). Per seed, after the weak-to-strong split of train into A, B and val
+(`splits.weak_to_strong`):
 
 * pretrain (optional, once for all seeds): each role's decoder as a causal LM on the protocol's
   corpus, the stages of the generative protocol (`generative_stages.pretrain`; same corpus, model
   and section = the same stage directory, shared under one `shared_dir`);
-* weak judge: the weak decoder with a scalar head (pooling 'last') trained as a reward model with
-  `weak.loss` (Bradley-Terry) on A's gold pairs, selected on val's gold pairs; it labels B and
-  val with soft labels softmax(r_weak) and is scored on test (acc_weak);
+* weak judge (`judge.name`): 'reward_model' (default): the weak decoder with a scalar head
+  (pooling 'last') trained as a reward model with `weak.loss` (Bradley-Terry) on A's gold pairs,
+  selected on val's gold pairs; it labels B and val with soft labels softmax(r_weak) and is scored
+  on test (acc_weak). 'delta' (Geng et al. 2025, `preference_delta`): `weak` and a smaller
+  `weak_small` decoder, each SFT on A's gold answers, answer B's and val's prompts; the students
+  train on those pairs, chosen = the larger's answer;
 * reference: the strong pretrained decoder; its sequence log-probs of both responses of every
   pair, log pi_ref(y|x) [N, 2], computed once per example id (a `ByIdStore` keyed by the
   reference stage and the tokenization) and reused by every student, seed and rerun;
 * students, one per `student_losses` entry, of one of two kinds (`student_kinds`, else from the
   loss: a 'pairs' loss trains a policy, a classification-shaped one a reward model):
-  'policy' - the strong decoder trained on B's weak-labelled pairs with a DPO-family loss
+  'policy' - the strong decoder trained on B's judged pairs with a DPO-family loss
   (dpo, ipo, cdpo, wdpo; batch 'ref_logp' [N, 2] and 'confidence' = max label [N]);
   'reward_model' - the strong decoder with a scalar head trained with Bradley-Terry on them;
   selected on the weak labels of val (never test, never B's gold);
@@ -30,8 +34,12 @@ Scores on test: pairwise accuracy (a reward model: r(correct) > r(wrong); a poli
 reward beta * (log pi - log pi_ref) prefers the correct response) of the weak judge, each student
 and its ceiling; PGR; agreement with the judge; accuracy where the judge is right / wrong and their
 difference (the Super(ficial)-alignment deception measure). Means with Student-t 95% intervals over
-seeds (none below 3) and paired differences between students.
+seeds (none below 3) and paired differences between students. Prompts longer than
+`max_prompt_length` tokens (if set) keep their end, responses that do not fit max_length lose
+theirs; both are counted in each seed's 'truncated'; pairs a dataset skipped (`dataset.notes`)
+are in the results' 'dataset_notes'.
 """
+import collections
 import dataclasses
 from typing import Any, Mapping
 
@@ -45,19 +53,22 @@ from w2s.errors import UserError
 from w2s.generative import templates, tokens
 from w2s.models import sequence
 from w2s.protocols import generative_stages as gs
+from w2s.protocols import preference_delta as delta
 from w2s.protocols import preference_results as pr
+from w2s.protocols import preference_stages as ps
+from w2s.protocols.preference_stages import pair_rows, token_key
 from w2s.protocols import results as results_lib
 from w2s.protocols.generative import _corpus_rows
 from w2s.protocols.stages import Stage, number_stages
 
-TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'template', 'max_length', 'corpus',
-            'weak', 'strong', 'reward_train', 'ceiling', 'student_losses', 'student_kinds',
+TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'template', 'max_length',
+            'max_prompt_length', 'corpus', 'judge', 'weak', 'weak_small', 'strong', 'reward_train', 'ceiling', 'student_losses', 'student_kinds',
             'seeds', 'eval_batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints',
             'mesh', 'shared_dir', 'smoke')
 CORPUS_KEYS = ('dataset', 'num_docs', 'seed', 'seq_len', 'options')
 KINDS = ('policy', 'reward_model')
 CEILINGS = {'policy': {'name': 'dpo', 'beta': 0.1}, 'reward_model': {'name': 'bradley_terry'}}
-RESPONSES = ('response_a', 'response_b')
+RESPONSES = ps.RESPONSES
 METRICS = pr.METRICS
 
 
@@ -68,8 +79,11 @@ class Options(gs.RunFields):
   tokenizer: str
   template: str
   max_length: int
+  max_prompt_length: int | None
   corpus: Mapping[str, Any] | None
+  judge: Mapping[str, Any]                        # preference_delta.resolve_judge
   weak: gs.DecoderRole
+  weak_small: gs.DecoderRole | None               # judge 'delta' only
   strong: gs.DecoderRole
   trains: Mapping[str, Any]                       # kind -> the strong decoder's train section
   ceilings: Mapping[str, options.Plugin]          # kind -> ceiling loss
@@ -82,7 +96,18 @@ def resolve(config) -> Options:
   options.check_keys(c, TOP_KEYS, 'config')
   gs.require(c, ('dataset', 'splits', 'tokenizer', 'template', 'weak', 'strong', 'student_losses',
               'seeds', 'eval_batch_size'), 'preference')
-  weak = gs.DecoderRole.from_section('weak', c['weak'], default_loss='bradley_terry')
+  judge = delta.resolve_judge(c.get('judge'))
+  is_delta = judge['name'] == 'delta'
+  weak = gs.DecoderRole.from_section('weak', c['weak'],
+                                     default_loss='sft' if is_delta else 'bradley_terry')
+  weak_small = None
+  if is_delta:
+    if not c.get('weak_small'):
+      raise UserError("judge 'delta' needs weak_small=dict(model=..., train=...): the smaller "
+                      'weak decoder whose answers are the rejected ones')
+    weak_small = gs.DecoderRole.from_section('weak_small', c['weak_small'])
+  elif c.get('weak_small'):
+    raise UserError("weak_small is read only by judge=dict(name='delta'); drop it or set the judge")
   if 'loss' in (c['strong'] or {}):
     raise UserError('strong.loss is not used by the preference protocol; name the students\' '
                     'losses in student_losses and the ceilings\' in ceiling=dict(policy=..., '
@@ -106,17 +131,34 @@ def resolve(config) -> Options:
   corpus = c.get('corpus')
   if corpus is not None:
     options.check_keys(corpus, CORPUS_KEYS, 'corpus')
-  for role in (weak, strong):
-    if (role.pretrain is None) != (corpus is None):
+  for role in (weak, weak_small, strong):
+    if role is not None and (role.pretrain is None) != (corpus is None):
       raise UserError(f'{role.role}.pretrain and corpus go together: give both (pretraining '
                       'on the corpus) or neither (the model as it is, e.g. pretrained=DIR)')
   return Options(
       dataset=options.plugin('datasets', c['dataset'], 'dataset'), splits=c['splits'],
       tokenizer=str(c['tokenizer']), template=str(c['template']),
-      max_length=options.positive(c.get('max_length', 64), 'max_length'), corpus=corpus,
-      weak=weak, strong=strong,
+      max_length=options.positive(c.get('max_length', 64), 'max_length'),
+      max_prompt_length=_max_prompt_length(c), corpus=corpus, judge=judge, weak=weak,
+      weak_small=weak_small, strong=strong,
       trains={'policy': strong.train, 'reward_model': c.get('reward_train') or strong.train},
       ceilings=ceilings, students=students, kinds=kinds, **gs.run_options(c))
+
+
+def _max_prompt_length(c) -> int | None:
+  m, length = c.get('max_prompt_length'), c.get('max_length', 64)
+  if m is None:
+    return None
+  m = options.positive(m, 'max_prompt_length')
+  if m >= length:
+    raise UserError(f'max_prompt_length={m} leaves no room for a response in max_length={length}; '
+                    'make it smaller than max_length')
+  return m
+
+
+def roles(opts: 'Options') -> list[gs.DecoderRole]:
+  """The decoder roles the run trains or reads: weak (, weak_small), strong."""
+  return [r for r in (opts.weak, opts.weak_small, opts.strong) if r is not None]
 
 
 def _kind_of(loss: options.Plugin) -> str:
@@ -148,20 +190,28 @@ def check(config):
     if gold.ndim != 1 or not np.isin(gold, (0, 1)).all():
       raise UserError(f'dataset {opts.dataset.name!r} {split} labels must be 0 or 1 (the index '
                       'of the preferred response)')
-    _encode(opts, raw)  # identical responses, prompts that fill max_length: a UserError now
-  weak = gs.make_decoder(opts.weak, num_classes=1)
-  strong = gs.make_decoder(opts.strong, num_classes=1)
-  gs.check_decoders(weak, strong, 'weak judge and strong decoder (they read the same tokens)')
+    ps.encode(opts, raw)  # identical responses, prompts that fill max_length: a UserError now
+  modules = {r.role: gs.make_decoder(r, num_classes=1) for r in roles(opts)}
+  weak, strong = modules['weak'], modules['strong']
+  for role in roles(opts)[:-1]:
+    gs.check_decoders(modules[role.role], strong, f'{role.role} and strong decoder (they read '
+                      'the same tokens)')
+  if opts.weak_small is not None:
+    _check_delta(opts, dataset)
   tok = text.load_tokenizer(opts.tokenizer)
   if tok.get_vocab_size() > gs.vocab_size(strong):
     raise UserError(f'tokenizer {opts.tokenizer} has {tok.get_vocab_size()} tokens but the models '
                     f'only {gs.vocab_size(strong)}; set the models\' vocab_size or the tokenizer')
-  for role, module in ((opts.weak, weak), (opts.strong, strong)):
-    limit = getattr(module.backbone.config, 'position_limit', None)
+  for role in roles(opts):
+    limit = getattr(modules[role.role].backbone.config, 'position_limit', None)
     if limit is not None and opts.max_length > limit:
       raise UserError(f'max_length={opts.max_length} exceeds {role.role}\'s {limit} positions; '
                       'lower max_length or give the model more positions (max_len)')
-  train.check_loss(opts.weak.loss, num_classes=2, where='weak.loss', expect=None)
+  if opts.weak_small is None:
+    train.check_loss(opts.weak.loss, num_classes=2, where='weak.loss', expect=None)
+  else:  # Delta: both weak decoders are SFT'd on gold answers
+    for role in roles(opts)[:-1]:
+      train.check_loss(role.loss, num_classes=1, where=f'{role.role}.loss', expect='tokens')
   for name, loss in opts.students:
     kind = opts.kinds[name]
     train.check_loss(loss, num_classes=2, where=f'student_losses.{name} (a {kind} student)',
@@ -173,12 +223,25 @@ def check(config):
   return opts, dataset, weak, strong
 
 
+def _check_delta(opts, dataset) -> None:
+  """The Delta judge's SFT data: the answer field, prompts that fit max_length."""
+  field = opts.judge['answer']
+  sample = {k: np.asarray(v)[:64] for k, v in dataset.splits['train'].items()}
+  if field not in sample:
+    raise UserError(f'judge.answer={field!r} is not a field of {opts.dataset.name}; it has '
+                    f'{sorted(sample)} (the Delta judge fine-tunes the weak decoders on it)')
+  tokens.encode_sft(gs.prompts_of(sample, opts.template), [str(a) for a in sample[field]],
+                    opts.tokenizer, max_length=opts.max_length,
+                    max_prompt_length=opts.max_prompt_length)
+
+
 def _trains(opts):
   sft = options.plugin('losses', {'name': 'sft'}, 'loss')
-  for role in (opts.weak, opts.strong):
+  for role in roles(opts):
     if role.pretrain is not None:
       yield f'{role.role}.pretrain', role.pretrain, sft
-  yield 'weak.train', opts.weak.train, opts.weak.loss
+  for role in roles(opts)[:-1]:
+    yield f'{role.role}.train', role.train, role.loss
   for kind in set(opts.kinds.values()):
     yield ('strong.train' if kind == 'policy' else 'reward_train'), opts.trains[kind], \
         opts.ceilings[kind]
@@ -186,28 +249,22 @@ def _trains(opts):
     yield f'student {name}', opts.trains[opts.kinds[name]], loss
 
 
-def _encode(opts: Options, raw: Mapping) -> dict:
-  """tokens.encode_pairs of raw's (prompt, response_a, response_b): [N, 2, T] arrays."""
-  a, b = ([str(x) for x in raw[k]] for k in RESPONSES)
-  return tokens.encode_pairs(gs.prompts_of(raw, opts.template), a, b, opts.tokenizer,
-                             max_length=opts.max_length, ids=np.asarray(raw['id']).tolist())
-
-
-def token_key(opts: Options) -> tuple:
-  """What decides a pair's tokens by id: the data, the template, the tokenizer, max_length."""
-  return (opts.dataset.spec(), opts.tokenizer, opts.template, opts.max_length)
-
-
 def stage_plan(opts: Options, root: str, seed: int) -> dict:
   base = (opts.dataset.spec(), options.plain(opts.splits), *token_key(opts)[1:], seed)
   plan = {'pretrain': {}}
-  for role in (opts.weak, opts.strong):
+  for role in roles(opts):
     if role.pretrain is not None:
       plan['pretrain'][role.role] = Stage(root, f'pretrain_{role.role}', opts.corpus,
                                           opts.tokenizer, role.pretrain_spec())
   plan['reference'] = plan['pretrain'].get('strong') or Stage(
       root, 'reference', opts.strong.pretrain_spec())
-  plan['weak'] = Stage(root, 'weak', base, opts.weak.spec(), seed=seed)
+  if opts.weak_small is None:  # the reward-model judge (keys as before the Delta judge existed)
+    plan['weak'] = Stage(root, 'weak', base, opts.weak.spec(), seed=seed)
+    teacher = plan['weak'].key
+  else:  # Delta: both weak decoders SFT on the answer field; students keyed by both and the judge
+    for role in roles(opts)[:-1]:
+      plan[role.role] = Stage(root, role.role, base, role.spec(), opts.judge['answer'], seed=seed)
+    teacher = (plan['weak'].key, plan['weak_small'].key, options.plain(opts.judge))
   strong = opts.strong.pretrain_spec()
   kinds = sorted(set(opts.kinds.values()))
   plan['ceilings'] = {k: Stage(root, 'ceiling' if k == 'policy' else 'ceiling_rm', base, strong,
@@ -215,51 +272,12 @@ def stage_plan(opts: Options, root: str, seed: int) -> dict:
                                seed=seed) for k in kinds}
   plan['students'] = {n: Stage(root, f'student_{n}', base, strong, opts.kinds[n],
                                options.plain(opts.trains[opts.kinds[n]]), loss.spec(),
-                               plan['weak'].key, seed=seed) for n, loss in opts.students}
-  trained = [plan['weak'], *plan['ceilings'].values(), *plan['students'].values()]
+                               teacher, seed=seed) for n, loss in opts.students}
+  judges = [plan[r.role] for r in roles(opts)[:-1]]
+  trained = [*judges, *plan['ceilings'].values(), *plan['students'].values()]
   number_stages(trained, opts.seeds.index(seed), len(opts.seeds))
   plan['trained'] = trained
   return plan
-
-
-class Frozen:
-  """A decoder used as it is (no pretraining stage): its checkpoint's parameters, loaded when
-  first asked for; the reference of policies trained from a pretrained=DIR model."""
-
-  def __init__(self, stage: Stage, module, length: int):
-    self.stage, self.module, self.length, self._params = stage, module, length, None
-
-  def params(self):
-    if self._params is None:
-      from w2s.models import hf_import
-      self._params = hf_import.init_params(self.module, jax.random.PRNGKey(0),
-                                           gs.init_batch(self.length))
-    return self._params
-
-
-def pair_rows(enc: Mapping, ids, labels, ref_logp=None) -> dict:
-  """Trainer rows of pairs: 'id', the [N, 2, T] token arrays, 'label' [N, 2] (soft preference),
-  'confidence' [N] = max label (wdpo) and, for policies, 'ref_logp' [N, 2]."""
-  labels = np.asarray(labels, np.float32)
-  rows = {'id': np.asarray(ids, np.int64), 'input_ids': enc['input_ids'],
-          'attention_mask': enc['attention_mask'], 'loss_mask': enc['loss_mask'],
-          'label': labels, 'confidence': labels.max(axis=-1)}
-  if ref_logp is not None:
-    rows['ref_logp'] = np.asarray(ref_logp, np.float32)
-  return rows
-
-
-def fit_rewards(stage: Stage, module, examples: dict, *, topts, mesh, init_params, val_examples,
-                eval_batch_size: int, length: int, apply_fn):
-  """`train.fit` of a reward-model stage (`sequence.reward_apply_fn`: rewards [B, 2] of pairs)
-  in the stage's directory; the classification evaluator scores val by its loss and pairwise
-  accuracy."""
-  from w2s import train
-  return train.fit(module, examples, cfg=topts, workdir=stage.dir, mesh=mesh,
-                   init_params=init_params, name=stage.kind, fingerprint={'stage': stage.key},
-                   val_examples=val_examples if topts.eval_every else None,
-                   eval_batch_size=eval_batch_size, apply_fn=apply_fn,
-                   init_batch=gs.init_batch(length))
 
 
 def run(*, config, workdir: str) -> dict:
@@ -267,26 +285,34 @@ def run(*, config, workdir: str) -> dict:
   mesh = gs.mesh_of(opts.num_devices, opts.mesh_shape)
   root = opts.shared_dir or workdir
   corpus = _corpus_rows(opts, dataset.splits.get('test'))
+  modules = {'weak': weak_m, 'strong': strong_m}
   # one apply function per (module, use): predict's and the evaluators' jit caches key on it
   fns = {'reward_weak': sequence.reward_apply_fn(weak_m),
          'reward_strong': sequence.reward_apply_fn(strong_m),
          'logp': sequence.logprob_apply_fn(strong_m)}
+  if opts.weak_small is not None:
+    modules['weak_small'] = gs.make_decoder(opts.weak_small, num_classes=1)
+    fns.update({f'logp_{r}': sequence.logprob_apply_fn(modules[r]) for r in ('weak', 'weak_small')})
   per_seed, pre = [], {}
   for seed in opts.seeds:
     plan = stage_plan(opts, root, seed)
-    for role, module in ((opts.weak, weak_m), (opts.strong, strong_m)):
+    for role in roles(opts):
       if role.role in plan['pretrain'] and role.role not in pre:
-        pre[role.role] = gs.pretrain(plan['pretrain'][role.role], role, module, corpus,
-                                     run=dict(opts.run), mesh=mesh,
+        pre[role.role] = gs.pretrain(plan['pretrain'][role.role], role, modules[role.role],
+                                     corpus, run=dict(opts.run), mesh=mesh,
                                      eval_batch_size=opts.eval_batch_size)
-    reference = pre.get('strong') or Frozen(plan['reference'], strong_m, opts.max_length)
-    per_seed.append(_seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh,
-                          root, fns))
+    reference = pre.get('strong') or ps.Frozen(plan['reference'], strong_m, opts.max_length)
+    per_seed.append(_seed(opts, dataset, seed, plan, pre, reference, modules, mesh, root, fns))
     print(pr.seed_line(per_seed[-1], [n for n, _ in opts.students]), flush=True)
   names = [n for n, _ in opts.students]
   results = results_lib.summarize(per_seed, names, config.to_dict(), metrics=METRICS)
   results['protocol'] = 'preference'
   results['kinds'] = dict(opts.kinds)
+  results['judge'] = opts.judge['name']
+  results['delta'] = pr.delta_summary(per_seed)
+  notes = getattr(dataset, 'notes', None)
+  if notes:
+    results['dataset_notes'] = notes
   if jax.process_index() == 0:
     pr.plot(results, workdir, stage_root=root)
     print(pr.table(results), flush=True)
@@ -298,76 +324,83 @@ def _pair_data(opts, dataset, seed) -> tuple[dict, dict, dict]:
   parts = splits_lib.weak_to_strong(dataset, seed=seed, **opts.splits)
   names = {'a': 'weak_train', 'b': 'strong_train', 'val': 'val', 'test': 'test'}
   raw = {k: parts.splits[v] for k, v in names.items() if v in parts.splits}
-  enc = {k: _encode(opts, r) for k, r in raw.items()}
+  enc = {k: ps.encode(opts, r) for k, r in raw.items()}
   return raw, enc, {k: np.asarray(r['label'], np.int64) for k, r in raw.items()}
 
 
-def _seed(opts, dataset, seed, plan, pre, reference, weak_m, strong_m, mesh, root, fns) -> dict:
+def _seed(opts, dataset, seed, plan, pre, reference, modules, mesh, root, fns) -> dict:
   raw, enc, gold = _pair_data(opts, dataset, seed)
   onehot = {k: np.eye(2, dtype=np.float32)[g] for k, g in gold.items()}
-  truncated = {'prompts': sum(int(e['truncated_prompts']) for e in enc.values()),
-               'responses': sum(int(e['truncated_responses']) for e in enc.values())}
+  truncated = collections.Counter(
+      prompts=sum(int(e['truncated_prompts']) for e in enc.values()),
+      responses=sum(int(e['truncated_responses']) for e in enc.values()))
   rows = lambda k, labels, ref=None: pair_rows(enc[k], raw[k]['id'], labels, ref)
   has_val = 'val' in raw
-
-  def fit(stage, kind, module, init, train_rows, val_rows, section, loss):
-    topts = gs.learners.train_options(section, stage.kind, loss=loss, seed=seed,
-                                      run=dict(opts.run))
-    init_params = (lambda _targets: init.params()) if init is not None else None
-    kw = dict(topts=topts, mesh=mesh, init_params=init_params, val_examples=val_rows,
-              eval_batch_size=opts.eval_batch_size, length=opts.max_length)
-    if kind == 'policy':
-      return gs.Trained(stage, module, lambda: gs.fit_tokens(stage, module, train_rows, **kw))
-    apply_fn = fns['reward_weak' if module is weak_m else 'reward_strong']
-    return gs.Trained(stage, module, lambda: fit_rewards(stage, module, train_rows,
-                                                         apply_fn=apply_fn, **kw))
-
-  # the weak judge: a reward model on A's gold pairs; its soft labels of B and val
-  judge = fit(plan['weak'], 'reward_model', weak_m, pre.get('weak'), rows('a', onehot['a']),
-              rows('val', onehot['val']) if has_val else None, opts.weak.train, opts.weak.loss)
-  scores = lambda trained, what, fn, name=None: pr.Scores(
-      root, trained, what, fns[fn], key=token_key(opts), batch_size=opts.eval_batch_size,
-      mesh=mesh, name=name)
-  judge_scores = scores(judge, 'rewards', 'reward_weak')
-  judged = {k: judge_scores.of(rows(k, onehot[k])) for k in raw if k != 'a'}
-  weak_labels = {k: pr.soft_preference(r) for k, r in judged.items()}
-  judge_pred = {k: pr.preferred(r) for k, r in judged.items()}
-  # the reference's log-probs, once per example id; only policies read them
+  ctx = ps.SeedContext(opts, seed, mesh, root, fns, modules)
+  ctx.test_rows = rows('test', onehot['test'])
   kinds = set(opts.kinds.values())
-  ref = {}
-  if 'policy' in kinds:
-    ref_scores = scores(reference, 'ref_logp', 'logp', name='reference')
-    ref = {k: ref_scores.of(rows(k, onehot[k])) for k in raw if k != 'a'}
+  # the reference's log-probs, once per example id (and per Delta construction); only policies
+  # read them
+  gold_ref = ctx.scores(reference, 'ref_logp', 'logp', name='reference')
+  ref = {k: gold_ref.of(rows(k, onehot[k])) for k in raw if k != 'a'} if 'policy' in kinds else {}
+  judge_info = {}
+  if opts.weak_small is None:
+    # the weak judge: a reward model on A's gold pairs; its soft labels of B and val
+    judge = ctx.fit(plan['weak'], 'reward_model', modules['weak'], pre.get('weak'),
+                    rows('a', onehot['a']), rows('val', onehot['val']) if has_val else None,
+                    opts.weak.train, opts.weak.loss)
+    judged = {k: ctx.scores(judge, 'rewards', 'reward_weak').of(rows(k, onehot[k]))
+              for k in raw if k != 'a'}
+    weak_labels = {k: pr.soft_preference(r) for k, r in judged.items()}
+    judge_test = pr.preferred(judged['test'])
+    judge_info = {'acc_b': float(np.mean(pr.preferred(judged['b']) == gold['b'])),
+                  'confidence_b': float(weak_labels['b'].max(-1).mean())}
+    taught = {k: (enc[k], raw[k]['id'], weak_labels[k], ref.get(k)) for k in ('b', 'val')
+              if k in raw}
+  else:  # Delta: pairs of the two weak decoders' answers, chosen = the larger's
+    made, key, judge_test, judge_info = delta.teach(ctx, opts, raw, plan, pre, modules, seed,
+                                                    truncated)
+    delta_ref = ctx.scores(reference, 'ref_logp', 'logp', name='reference_delta',
+                           key=(token_key(opts), 'delta', key))
+    taught = {}
+    for k, (kept, e) in made.items():
+      truncated['prompts'] += int(e['truncated_prompts'])
+      truncated['responses'] += int(e['truncated_responses'])
+      labels = np.eye(2, dtype=np.float32)[kept['label']]
+      taught[k] = (e, kept['id'], labels, delta_ref.of(pair_rows(e, kept['id'], labels))
+                   if 'policy' in kinds else None)
 
   def trained_rows(kind, k, labels):
     return rows(k, labels, ref.get(k) if kind == 'policy' else None)
 
+  def taught_rows(kind, k):
+    e, ids, labels, ref_logp = taught[k]
+    return pair_rows(e, ids, labels, ref_logp if kind == 'policy' else None)
+
   def test_pred(kind, trained):
     if kind == 'reward_model':
-      return pr.preferred(scores(trained, 'rewards', 'reward_strong').of(
-          rows('test', onehot['test'])))
-    s = scores(trained, 'logp', 'logp')
-    return pr.preferred(pr.implicit_rewards(s.of(rows('test', onehot['test'])), ref['test']))
+      return pr.preferred(ctx.scores(trained, 'rewards', 'reward_strong').of(ctx.test_rows))
+    s = ctx.scores(trained, 'logp', 'logp')
+    return pr.preferred(pr.implicit_rewards(s.of(ctx.test_rows), ref['test']))
 
   acc_ceiling = {}
   for kind, stage in plan['ceilings'].items():
-    ceiling = fit(stage, kind, strong_m, pre.get('strong'), trained_rows(kind, 'b', onehot['b']),
-                  trained_rows(kind, 'val', onehot['val']) if has_val else None,
-                  opts.trains[kind], opts.ceilings[kind])
+    ceiling = ctx.fit(stage, kind, modules['strong'], pre.get('strong'),
+                      trained_rows(kind, 'b', onehot['b']),
+                      trained_rows(kind, 'val', onehot['val']) if has_val else None,
+                      opts.trains[kind], opts.ceilings[kind])
     acc_ceiling[kind] = float(np.mean(test_pred(kind, ceiling) == gold['test']))
   record = {'seed': seed, 'n_weak_train': len(gold['a']), 'n_strong_train': len(gold['b']),
             'n_val': len(gold.get('val', ())), 'n_test': len(gold['test']),
-            'stages': gs.stage_dirs(root, plan['trained']), 'truncated': truncated,
-            'judge': {'acc_test': float(np.mean(judge_pred['test'] == gold['test'])),
-                      'acc_b': float(np.mean(judge_pred['b'] == gold['b'])),
-                      'confidence_b': float(weak_labels['b'].max(-1).mean())}}
+            'stages': gs.stage_dirs(root, plan['trained']),
+            'judge': {'acc_test': float(np.mean(judge_test == gold['test'])), **judge_info}}
   for name, loss in opts.students:
     kind = opts.kinds[name]
-    student = fit(plan['students'][name], kind, strong_m, pre.get('strong'),
-                  trained_rows(kind, 'b', weak_labels['b']),
-                  trained_rows(kind, 'val', weak_labels['val']) if has_val else None,
-                  opts.trains[kind], loss)
-    record[name] = pr.score(judge_pred['test'], test_pred(kind, student), gold['test'],
+    student = ctx.fit(plan['students'][name], kind, modules['strong'], pre.get('strong'),
+                      taught_rows(kind, 'b'), taught_rows(kind, 'val') if has_val else None,
+                      opts.trains[kind], loss)
+    record[name] = pr.score(judge_test, test_pred(kind, student), gold['test'],
                             acc_ceiling[kind])
     record[name]['kind'] = kind
+  record['truncated'] = dict(truncated)
   return record

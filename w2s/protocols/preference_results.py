@@ -1,7 +1,8 @@
 """Pairwise scores of the preference protocol: per-response scores kept by example id, which
 response a judge, a reward model or a policy prefers, pairwise accuracy against the gold preference, PGR, agreement with the weak judge and the
 Super(ficial)-alignment split (Yang et al. 2024, "Super(ficial)-alignment: Strong Models May
-Deceive Weak Models in Weak-to-Strong Generalization").
+Deceive Weak Models in Weak-to-Strong Generalization"), and the Delta judge's reported pair
+correctness (Geng et al. 2025).
 
 A pair's scores are [N, 2], one per response: rewards r(x, y_k) of a reward model (Bradley-Terry,
 Ouyang et al. 2022), or for a DPO-family policy its implicit reward beta * (log pi(y_k|x) -
@@ -92,8 +93,26 @@ def score(weak_pred, student_pred, gold, acc_ceiling: float) -> dict:
           'n_weak_wrong': int((~weak_right).sum()), 'n_weak_right': int(weak_right.sum())}
 
 
+# the Delta judge's pairs of B (preference_delta.correct_shares): reported, never trained on
+DELTA_SHARES = ('chosen_correct', 'rejected_correct', 'delta_right', 'delta_wrong')
+
+
+def delta_summary(per_seed: list[dict]) -> dict:
+  """{share: seed summary} of the Delta pairs' correctness shares ({} for another judge, or when
+  the judge has no extractor)."""
+  judges = [r['judge'] for r in per_seed]
+  if not judges or any(DELTA_SHARES[0] not in j for j in judges):
+    return {}
+  return {k: scores.summarize_seeds([j[k] for j in judges])._asdict() for k in DELTA_SHARES}
+
+
 def seed_line(record: dict, names: list[str]) -> str:
   parts = [f'seed {record["seed"]}: weak judge {record["judge"]["acc_test"]:.4f}']
+  if DELTA_SHARES[0] in record['judge']:
+    j = record['judge']
+    parts.append(f'(Delta pairs of B: {j["n_pairs_b"]} kept, {j["n_identical_b"]} identical '
+                 f'dropped, chosen correct {j["chosen_correct"]:.4f}, rejected correct '
+                 f'{j["rejected_correct"]:.4f})')
   for n in names:
     r = record[n]
     pgr = 'undefined' if r.get('pgr_undefined') else f'{r["pgr"]:.2f}'
@@ -114,9 +133,15 @@ def table(results: dict) -> str:
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
-  return (head + '\nSuper(ficial)-alignment: student accuracy (%) on test pairs the weak judge '
-          'gets right / wrong (a large gap: good where the judge can check, bad where it cannot):'
-          '\n' + '\n'.join(lines))
+  out = (head + '\nSuper(ficial)-alignment: student accuracy (%) on test pairs the weak judge '
+         'gets right / wrong (a large gap: good where the judge can check, bad where it cannot):'
+         '\n' + '\n'.join(lines))
+  shares = results.get('delta') or {}
+  if shares:
+    out += ('\nDelta pairs of B (%; chosen = the larger weak model\'s answer; B\'s gold used '
+            'only here): ' + ', '.join(f'{k.replace("_", " ")} {fmt(shares[k], 100)}'
+                                       for k in DELTA_SHARES))
+  return out
 
 
 def ceilings(results: dict) -> dict:
