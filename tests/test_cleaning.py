@@ -177,6 +177,8 @@ def test_check_runs_the_cleaner_before_anything_trains():
     cleaning_stage.check(options.plugin('cleaners', dict(name='topo', contamination=1.5),
                                         'clean'), 2)
   assert cleaning_stage.resolve(None) is None and cleaning_stage.resolve({}) is None
+  with pytest.raises(UserError, match="strong.model 'mlp' has none"):  # no backbone features
+    cleaning_stage.check(options.plugin('cleaners', dict(name='knn'), 'clean'), 2, _strong())
 
 
 def test_stage_relabels_filters_and_is_skipped_when_done(tmp_path, capsys):

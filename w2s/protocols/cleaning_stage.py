@@ -37,9 +37,16 @@ def resolve(section) -> options.Plugin | None:
   return options.plugin('cleaners', section, 'clean')
 
 
-def check(p: options.Plugin, num_classes: int) -> None:
-  """The cleaner with its options run once on made-up features and labels (enough rows for its
-  integer options, e.g. k), so a bad option fails in `--dry_run`, before any stage trains."""
+def check(p: options.Plugin, num_classes: int, strong: learners.RoleOptions | None = None) -> None:
+  """The strong model has features (a backbone), and the cleaner with its options runs once on
+  made-up features and labels (enough rows for its integer options, e.g. k): a bad option fails
+  in `--dry_run`, before any stage trains."""
+  if strong is not None:
+    model = options.build(strong.model, 'strong.model', num_classes=num_classes)
+    if not callable(getattr(type(model), 'features', None)):
+      raise UserError(f'clean reads the strong model\'s backbone features, but strong.model '
+                      f'{strong.model.name!r} has none (no `features` method); use a backbone '
+                      'model (bert, gpt2, llama, cnn, resnet, ...) or drop clean')
   ints = [v for v in p.hparams.values() if isinstance(v, int) and not isinstance(v, bool)]
   n = min(4096, 32 + 2 * max(ints, default=0))
   rng = np.random.default_rng(0)

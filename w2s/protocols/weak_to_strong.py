@@ -181,7 +181,7 @@ def check(config):
   if isinstance(opts.weak, programmatic.Options):
     programmatic.check(opts.weak, dataset)
   if opts.clean is not None:
-    cleaning_stage.check(opts.clean, dataset.num_classes)
+    cleaning_stage.check(opts.clean, dataset.num_classes, opts.strong)
   _trace_roles(opts, dataset)
   return opts, dataset
 
