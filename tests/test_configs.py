@@ -479,7 +479,8 @@ _RUNLOCAL_CASES = {
                        'finetune': ('finetune', ['strong.frozen', 'strong.model']),
                        'ensemble': ('ensemble=3', ['weak.ensemble.size']),
                        'lora': ('lora=4', ['strong.model.lora']),
-                       'lora_lr': ('lora=4,lora_lr=0.002', ['strong.train.optimizer'])},
+                       'lora_lr': ('lora=4,lora_lr=0.002', ['strong.train.optimizer']),
+                       'clean': ('clean=knn', ['clean'])},
     'w2s_scaling.py': {'seeds': ('seeds=3', ['seeds']),
                        'losses': ('losses=xent', ['student_losses', 'student_order'])},
     'w2s_release.py': {

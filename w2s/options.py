@@ -42,15 +42,16 @@ TRAIN_DEFAULTS = dict(optimizer=None, schedule=dict(name='constant'), batch_size
                       num_epochs=0.0, num_steps=0, accum_steps=1, eval_every=0, select='last',
                       patience=0, partition='replicate', param_dtype='float32', augment=None,
                       ssl=None, unlabelled_ratio=7, weak_augment=None, strong_augment=None,
-                      ema_decay=0.0, group_by=None)
+                      ema_decay=0.0, group_by=None, select_metric='loss')
 # Keys that change where arrays live, never what they hold (a checkpoint restores across them).
 LAYOUT_ONLY = ('partition',)
 # Run-level keys that cannot change a result (excluded from checkpoint fingerprints).
 RUN_ONLY = ('log_every', 'checkpoint_every', 'keep_checkpoints')
 SELECT = ('last', 'best')
+SELECT_METRICS = ('loss', 'auroc')  # w2s.selection.METRICS: lowest held-out loss, highest AUROC
 # Options added after results were published: left out of fingerprints while at their defaults.
 LATER_OPTIONS = ('param_dtype', 'augment', 'ssl', 'unlabelled_ratio', 'weak_augment',
-                 'strong_augment', 'ema_decay', 'group_by')
+                 'strong_augment', 'ema_decay', 'group_by', 'select_metric')
 
 
 RUN_DEFAULTS = (('log_every', 50), ('checkpoint_every', 500), ('keep_checkpoints', 2))
@@ -198,6 +199,7 @@ class TrainOptions:
   ema_decay: float = 0.0          # > 0: keep an EMA of the params (evaluation, Mean Teacher)
   group_by: str | None = None     # a column (e.g. 'bag_id'): batches hold whole groups of it;
                                   # None: the loss's own `group_by` (proportion), else rows
+  select_metric: str = 'loss'     # what select='best' / patience read: 'loss' or 'auroc'
 
   @classmethod
   def from_section(cls, section, where: str, *, loss, seed: int, log_every: int,
@@ -235,7 +237,8 @@ class TrainOptions:
                strong_augment=_maybe_plugin('augment', t['strong_augment'],
                                             f'{where}.strong_augment'),
                ema_decay=positive(t['ema_decay'], f'{where}.ema_decay', kind=float,
-                                  allow_zero=True), group_by=t['group_by'])
+                                  allow_zero=True), group_by=t['group_by'],
+               select_metric=t['select_metric'])
     if opts.group_by is not None and (not isinstance(opts.group_by, str) or not opts.group_by):
       raise UserError(f'{where}.group_by={opts.group_by!r} must be a column name (e.g. '
                       "'bag_id') or None")
@@ -249,6 +252,12 @@ class TrainOptions:
                       'num_steps > 0')
     if opts.select not in SELECT:
       raise UserError(f'{where}.select={opts.select!r}; use one of {", ".join(SELECT)}')
+    if opts.select_metric not in SELECT_METRICS:
+      raise UserError(f'{where}.select_metric={opts.select_metric!r}; use one of '
+                      f'{", ".join(SELECT_METRICS)}')
+    if opts.select_metric != 'loss' and opts.select != 'best' and not opts.patience:
+      raise UserError(f'{where}.select_metric={opts.select_metric!r} is read by select="best" '
+                      'and patience only; set select="best" or drop select_metric')
     if (opts.select == 'best' or opts.patience) and not opts.eval_every:
       raise UserError(f'{where}: select="best" and patience need eval_every > 0 (evaluations '
                       'on the held-out slice)')

@@ -226,7 +226,7 @@ def status(workdir: str, checked: dict) -> str:
   stages = []
   for seed in opts.seeds:
     plan = weak_to_strong.stage_plan(opts, workdir, seed)
-    stages += [plan['weak'], plan['ceiling'], *plan['chain'],
+    stages += [plan['weak'], plan['ceiling'], *plan['chain'], *plan['clean'],
                *(s for rounds in plan['students'].values() for s in rounds)]
   return f'{sum(s.done() for s in stages)}/{len(stages)} stages done'
 

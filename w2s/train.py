@@ -292,7 +292,7 @@ def run_loop(state, batches: Callable[[int], Any], *, step_fn, cfg, steps: int, 
       stop = False
       if due_eval:
         val = evaluator(state.params)
-        state, stop = selection.update(state, val['val_loss'], step, cfg.patience)
+        state, stop = selection.update(state, val, step, cfg.patience)
         writer.write(step, {k: float(np.mean(v)) for k, v in val.items()})
       due_save = step % cfg.checkpoint_every == 0 or step == steps or preempted or stop
       if due_log or due_save:
