@@ -13,7 +13,9 @@ the weak and strong views a(x_u), A(x_u) on device with the rng folded from the 
 student on all three, and lets the algorithm turn the logits into one loss. Per-algorithm state
 (FlexMatch's per-example classes, FreeMatch's EMAs) and the EMA teacher (Mean Teacher; FixMatch's
 EMA for evaluation) live in `TrainState.extra` ('ssl', 'ema'), so checkpoints carry them and a
-resumed run continues them exactly. The hidden labels of U are never given to the algorithm;
+resumed run continues them exactly. Algorithms that act on inputs (MixMatch's MixUp, VAT's
+adversarial shift; the module sets INPUT_LEVEL) get the student and the views themselves: see
+`_input_level_loss` and `w2s.ssl`. The hidden labels of U are never given to the algorithm;
 the step only logs the accuracy of the weak-view pseudo-labels against them ('pseudo_acc'),
 counting only rows whose label is known: rows of a dataset's own unlabelled split (label -1,
 e.g. STL-10's 100k images) are excluded, and 'pseudo_known' logs the share of the unlabelled
@@ -48,8 +50,10 @@ def ema_decay(opts) -> float:
   return opts.ema_decay or getattr(algorithm(opts), 'EMA_DECAY', 0.999)
 
 
-def check(opts, mesh, num_unlabelled: int) -> None:
-  """UserError unless the options suit the ssl step and U holds one unlabelled batch."""
+def check(opts, mesh, num_unlabelled: int, examples: dict | None = None) -> None:
+  """UserError unless the options suit the ssl step and U holds one unlabelled batch; with
+  `examples` (U as the model sees it), also unless an INPUT_LEVEL algorithm (MixMatch, VAT, ...)
+  gets float inputs (the step checks that too, when it is traced, before the first update)."""
   if opts.augment is not None:
     raise UserError('train.augment is for supervised steps; with train.ssl use weak_augment '
                     '(labelled batch and a(x_u)) and strong_augment (A(x_u))')
@@ -59,6 +63,10 @@ def check(opts, mesh, num_unlabelled: int) -> None:
   if num_unlabelled < m:
     raise UserError(f'the unlabelled split has {num_unlabelled} rows, fewer than one unlabelled '
                     f'batch of {m}; lower batch_size or unlabelled_ratio')
+  mod = algorithm(opts)
+  if examples is not None and getattr(mod, 'INPUT_LEVEL', False):
+    from w2s.ssl import mixup
+    mixup.float_inputs(_inputs(pipeline.sample_rows(examples)), opts.ssl.name)
   if opts.accum_steps != 1:
     raise UserError('train.accum_steps > 1 is not supported with train.ssl yet; use 1')
 
@@ -82,33 +90,61 @@ def _inputs(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k not in INPUTS_SKIP}
 
 
+def _input_level_loss(loss_fn, apply_fn, state, x, u, xw, keys, weak, strong, total_steps):
+  """`loss_of(params)` of an INPUT_LEVEL algorithm: it gets the student as `apply(inputs, key)`
+  (train mode; key None: eval mode) and the views of U as `u_view(kind, k)`: k = 0 is the view
+  the logit-level algorithms see (same key), k > 0 folds k into that key."""
+  r_uw, r_us, r_d = keys
+
+  def u_view(kind: str, k: int) -> dict:
+    make, key = {'weak': (weak, r_uw), 'strong': (strong, r_us)}[kind]
+    return _inputs(_views(make, key if k == 0 else jax.random.fold_in(key, k), u))
+
+  def loss_of(params):
+    def apply(inputs, key):
+      return apply_fn(params, inputs, train=key is not None, rng=key)
+    loss, aux, new_state, logits_x, logits_uw = loss_fn(
+        apply=apply, x=_inputs(xw), labels_x=x['label'], mask_x=x['mask'], u_view=u_view,
+        mask_u=u['mask'], rng=r_d, step=state.step, total_steps=total_steps,
+        state=state.extra.get('ssl'), index_u=u['index'])
+    return loss, (aux, new_state, logits_x, logits_uw)
+  return loss_of
+
+
 def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, needs_teacher: bool,
-               ema: float, needs_labelled_strong: bool = False, tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
+               ema: float, needs_labelled_strong: bool = False, input_level: bool = False,
+               tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
                weak: Callable | None, strong: Callable | None):
   """One update on {'x': labelled batch [B], 'u': unlabelled batch [mu B]} (global arrays)."""
   rng = jax.random.fold_in(state.rng, state.step)
   r_xw, r_uw, r_us, r_d = jax.random.split(rng, 4)
   x, u = batch['x'], batch['u']
-  xw, uw, us = _views(weak, r_xw, x), _views(weak, r_uw, u), _views(strong, r_us, u)
+  xw = _views(weak, r_xw, x)
+  if input_level:  # MixMatch, ReMixMatch, VAT: the algorithm runs the student itself
+    loss_of = _input_level_loss(loss_fn, apply_fn, state, x, u, xw, (r_uw, r_us, r_d), weak,
+                                strong, total_steps)
+  else:
+    uw, us = _views(weak, r_uw, u), _views(strong, r_us, u)
 
-  def loss_of(params):
-    d = jax.random.split(r_d, 3)
-    logits_x = apply_fn(params, _inputs(xw), train=True, rng=d[0])
-    logits_uw = apply_fn(params, _inputs(uw), train=True, rng=d[1])
-    logits_us = apply_fn(params, _inputs(us), train=True, rng=d[2])
-    more = {}
-    if needs_labelled_strong:  # A(x_l) (DeFixMatch); its own keys, so no other stream moves
-      xs = _views(strong, jax.random.fold_in(rng, 1), x)
-      more['logits_xs'] = apply_fn(params, _inputs(xs), train=True, rng=jax.random.fold_in(d[0], 1))
-    teacher = None
-    if needs_teacher:
-      teacher = apply_fn(jax.lax.stop_gradient(state.extra['ema']), _inputs(uw), train=False,
-                         rng=None)
-    loss, aux, new_state = loss_fn(
-        logits_x=logits_x, labels_x=x['label'], mask_x=x['mask'], logits_uw=logits_uw,
-        logits_us=logits_us, mask_u=u['mask'], step=state.step, total_steps=total_steps,
-        state=state.extra.get('ssl'), index_u=u['index'], logits_ut=teacher, **more)
-    return loss, (aux, new_state, logits_x, logits_uw)
+    def loss_of(params):
+      d = jax.random.split(r_d, 3)
+      logits_x = apply_fn(params, _inputs(xw), train=True, rng=d[0])
+      logits_uw = apply_fn(params, _inputs(uw), train=True, rng=d[1])
+      logits_us = apply_fn(params, _inputs(us), train=True, rng=d[2])
+      more = {}
+      if needs_labelled_strong:  # A(x_l) (DeFixMatch); its own keys, so no other stream moves
+        xs = _views(strong, jax.random.fold_in(rng, 1), x)
+        more['logits_xs'] = apply_fn(params, _inputs(xs), train=True,
+                                     rng=jax.random.fold_in(d[0], 1))
+      teacher = None
+      if needs_teacher:
+        teacher = apply_fn(jax.lax.stop_gradient(state.extra['ema']), _inputs(uw), train=False,
+                           rng=None)
+      loss, aux, new_state = loss_fn(
+          logits_x=logits_x, labels_x=x['label'], mask_x=x['mask'], logits_uw=logits_uw,
+          logits_us=logits_us, mask_u=u['mask'], step=state.step, total_steps=total_steps,
+          state=state.extra.get('ssl'), index_u=u['index'], logits_ut=teacher, **more)
+      return loss, (aux, new_state, logits_x, logits_uw)
 
   (loss, (aux, new_ssl, logits_x, logits_uw)), grads = jax.value_and_grad(
       loss_of, has_aux=True)(state.params)
@@ -141,6 +177,7 @@ def make_step(opts, *, apply_fn, tx, schedule, total_steps: int):
       train_step, apply_fn=apply_fn, loss_fn=functools.partial(mod.loss, **opts.ssl.hparams),
       needs_teacher=getattr(mod, 'NEEDS_TEACHER', False), ema=ema_decay(opts), tx=tx,
       needs_labelled_strong=getattr(mod, 'NEEDS_LABELLED_STRONG', False),
+      input_level=getattr(mod, 'INPUT_LEVEL', False),
       schedule=schedule, total_steps=total_steps,
       weak=build(opts.weak_augment, 'train.weak_augment'),
       strong=build(opts.strong_augment, 'train.strong_augment'))

@@ -39,10 +39,28 @@ Returns:
 
 Padding rows never change the loss, the aux or the state. Everything is jittable; batch
 statistics (FreeMatch's EMAs, FlexMatch's counts) are global under jit on sharded arrays.
-`dist_align` is a shared piece (distribution alignment, SoftMatch / AdaMatch), not an algorithm.
+`dist_align` is a shared piece (distribution alignment, SoftMatch / AdaMatch / ReMixMatch), not an
+algorithm; so is `mixup` (sharpening, MixUp, the float-input check of the input-level ones).
+
+Input-level algorithms (MixMatch, ReMixMatch, VAT) mix or perturb the inputs themselves, which
+logits cannot express. Such a module sets
+  INPUT_LEVEL: bool = True
+and its `loss` takes the student and the views instead of logits:
+  loss(*, apply, x, labels_x, mask_x, u_view, mask_u, rng, step, total_steps, state=None,
+       index_u=None, **hparams) -> (loss, aux, new_state, logits_x, logits_uw)
+  apply      apply(inputs: dict, key) -> [N, C] logits of the student (train mode, dropout from
+             key; key None: eval mode), differentiable w.r.t. the params and the inputs.
+  x          dict of the labelled batch's input fields [B, ...] (weak view a(x_l)).
+  u_view     u_view(kind, k) -> dict [M, ...]: the k-th 'weak' or 'strong' view of U (k = 0 is
+             the one the logit-level algorithms get; each k has its own key).
+  rng        a key of the algorithm's own (MixUp's lambda and pairing, VAT's d, dropout).
+  logits_x, logits_uw  [B, C], [M, C] sg logits of the unmixed labelled batch and of the first
+             weak view of U, for the step's 'accuracy' and 'pseudo_acc' metrics only.
+The other arguments, the aux, the state and the padding rule are as above; float input fields
+only (integer token ids are a UserError). NEEDS_TEACHER and NEEDS_LABELLED_STRONG do not apply.
 `defixmatch.loss` also takes logits_xs [B, C] (a strong view of x_l), which the step does not pass.
 """
 
 ALGORITHMS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda',
               'flexmatch', 'freematch', 'doubly_robust', 'softmatch', 'adamatch', 'dash',
-              'defixmatch')
+              'defixmatch', 'mixmatch', 'remixmatch', 'vat')
