@@ -106,7 +106,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     _real(c, a)
   if a['runlocal']:  # presets: an argument the user wrote wins over them
     c.smoke = True  # a smoke test, not a result: tables and plots say so
-    for section in (c.weak.train, c.strong.train, c.reward_train):
+    small = [c.weak_small.train] if 'weak_small' in c else []
+    for section in (c.weak.train, c.strong.train, c.reward_train, *small):
       section.update(num_steps=8, eval_every=4, batch_size=16)
     c.seeds = tuple(range(a.preset('seeds', 1)))
   return ConfigDict(c.to_dict(), type_safe=True)

@@ -341,7 +341,7 @@ def test_hh_real_path_dry_run_on_tiny_checkpoints(tmp_path, monkeypatch):
   from w2s.configs import w2s_preference
   from w2s.errors import UserError
   from w2s.generative import tokens
-  from w2s.protocols import preference_stages
+  from w2s.protocols import preference, preference_stages
   monkeypatch.setenv('W2S_DATA_DIR', str(tmp_path / 'tfds'))
   data, texts = _hh_files(str(tmp_path / 'hh'))
   tok = Tokenizer(models.BPE())
@@ -378,6 +378,11 @@ def test_hh_real_path_dry_run_on_tiny_checkpoints(tmp_path, monkeypatch):
   multi = int(np.flatnonzero([p.count('Assistant:') == 2 for p in train['prompt']])[0])
   assert train['prompt'][multi].endswith('\n\nHuman: sure?\n\nAssistant:')
   assert tokens.eos_id(strong) == tok.token_to_id('<|endoftext|>')
+  # judge=delta on HH: both weak decoders SFT on the chosen turns (checked, not trained)
+  config = w2s_preference.get_config(f'weak_ckpt={weak},strong_ckpt={strong},data={data},'
+                                     f'judge=delta,weak_small_ckpt={weak},losses=dpo')
+  assert config.judge.answer == 'chosen' and config.weak_small.model.pretrained == weak
+  assert preference_stages.encode(preference.check(config)[0], train)['truncated_prompts'] == 1
   for arg, says in ((f'data={data}', 'weak_ckpt=DIR, strong_ckpt=DIR and data=DIR go together'),
                     (f'weak_ckpt={weak},strong_ckpt={strong},data={data},judge=delta',
                      'judge=delta and weak_small_ckpt=DIR go together')):
