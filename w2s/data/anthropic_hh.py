@@ -121,6 +121,5 @@ def load(*, path: str | None = None, data_dir: str | None = None, mode: str = 'p
     if any(skipped[s].values()):
       print(f'[anthropic_hh] {s}: kept {len(splits[s]["id"])} of {len(c["row"])} pairs, skipped '
             + ', '.join(f'{n} {k.replace("_", " ")}' for k, n in skipped[s].items()), flush=True)
-  dataset = base.check(base.Dataset('anthropic_hh', 2, PAIR_LABEL_NAMES, 'text', splits))
-  dataset.notes = {'skipped_pairs': skipped}
-  return dataset
+  return base.check(base.Dataset('anthropic_hh', 2, PAIR_LABEL_NAMES, 'text', splits,
+                                 notes={'skipped_pairs': skipped}))

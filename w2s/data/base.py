@@ -44,12 +44,15 @@ class Dataset:
       candidate answer; tokenized as a pair so truncation cuts only the first segment) and
       'group' (int64 [N], examples derived from one source item, e.g. the candidate answers of one
       question; `w2s.data.splits` keeps a group on one side of every partition).
+    notes: what the loader wants a run's results to say about the data (e.g. anthropic_hh's
+      skipped pairs per split), a JSON-able dict; empty by default.
   """
   name: str
   num_classes: int
   label_names: list[str]
   input_kind: Literal['text', 'image', 'vector']
   splits: dict[str, Examples]
+  notes: dict = dataclasses.field(default_factory=dict)
 
   def split(self, name: str) -> Examples:
     if name not in self.splits:

@@ -310,9 +310,8 @@ def run(*, config, workdir: str) -> dict:
   results['kinds'] = dict(opts.kinds)
   results['judge'] = opts.judge['name']
   results['delta'] = pr.delta_summary(per_seed)
-  notes = getattr(dataset, 'notes', None)
-  if notes:
-    results['dataset_notes'] = notes
+  if dataset.notes:
+    results['dataset_notes'] = dataset.notes
   if jax.process_index() == 0:
     pr.plot(results, workdir, stage_root=root)
     print(pr.table(results), flush=True)
