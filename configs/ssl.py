@@ -19,8 +19,9 @@ label counts of their papers:
     python -m w2s.main --config configs/ssl.py:task=imdb,algo=fixmatch --workdir DIR
 
 Arguments: algo (supervised | pseudo_label | pi_model | mean_teacher | fixmatch | uda |
-flexmatch | freematch | doubly_robust | softmatch | adamatch | dash | defixmatch: w2s/ssl/; default the task's recipe: uda on imdb, else
-fixmatch), labels (total, a multiple of the classes, split evenly over them; default the task's
+flexmatch | freematch | doubly_robust | softmatch | adamatch | dash | defixmatch | mixmatch |
+remixmatch | vat: w2s/ssl/; default the task's recipe: uda on imdb, else fixmatch; mixmatch,
+remixmatch and vat mix or perturb the inputs, so not on imdb's token ids), labels (total, a multiple of the classes, split evenly over them; default the task's
 first benchmark count), task (mnist: MNIST-5k, offline; cifar10 | svhn | stl10 | imdb: TFDS),
 extra (svhn only: train on train + the 531,131 'extra' images, "SVHN+Extra"), steps, seeds,
 runlocal. STL-10 and IMDb load their own unlabelled splits (100,000 images, 50,000 reviews;
@@ -61,6 +62,8 @@ would still carry the initialisation (time constant 1,000 steps); 0.99 averages 
 Nothing is tuned on test; the same schedule serves every algorithm, including the labelled-only
 baseline (`algo=supervised`).
 """
+import importlib
+
 from ml_collections import ConfigDict
 
 from w2s import config_args, sweep
@@ -126,6 +129,10 @@ def _checked(a: dict) -> tuple[dict, str, int]:
   algo = a['algo'] or t.get('algo', 'fixmatch')
   if algo not in ALGOS and ':' not in algo:
     raise UserError(f'algo={algo!r}; use one of {", ".join(ALGOS)} (or pkg.mod:loss)')
+  if a['task'] == 'imdb' and algo in ALGOS and getattr(
+      importlib.import_module(f'w2s.ssl.{algo}'), 'INPUT_LEVEL', False):
+    raise UserError(f'algo={algo} mixes or perturbs the model inputs, and task=imdb feeds token '
+                    'ids; use a logit-level algorithm there (uda, fixmatch, ...) or an image task')
   labels = a['labels'] or t['labels'][0]
   if labels < t['classes'] or labels % t['classes']:
     raise UserError(f'labels={labels} for task={a["task"]}: use a multiple of its '
