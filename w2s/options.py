@@ -35,7 +35,8 @@ CALLER_ARGS = {
     'label_noise': ('labels', 'ids', 'num_classes', 'inputs'),
     'augment': (),
     'ssl': ('logits_x', 'labels_x', 'mask_x', 'logits_uw', 'logits_us', 'mask_u', 'step',
-            'total_steps', 'state', 'index_u', 'logits_ut'),
+            'total_steps', 'state', 'index_u', 'logits_ut', 'logits_xs', 'apply', 'x', 'u_view',
+            'rng'),
 }
 # Keys of a `train` section, with their defaults.
 TRAIN_DEFAULTS = dict(optimizer=None, schedule=dict(name='constant'), batch_size=None,

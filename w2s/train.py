@@ -118,7 +118,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     if unlabelled is None:
       raise UserError(f'{name}: train.ssl={opts.ssl.name!r} needs unlabelled examples; use a '
                       'protocol that has them (ssl) or drop train.ssl')
-    ssl_step.check(opts, mesh, pipeline.num_rows(unlabelled))
+    ssl_step.check(opts, mesh, pipeline.num_rows(unlabelled), examples=unlabelled)
     unlabelled = ssl_step.unlabelled_examples(unlabelled)
     fingerprint = {**(fingerprint or {}), 'unlabelled': run_fingerprint(
         opts, unlabelled, None)['examples']}

@@ -5,7 +5,7 @@ unlabelled set U (the rest of train plus the dataset's own unlabelled split if i
 e.g. `dict(name='stl10', unlabelled=True)`; labels hidden from the algorithm) and test. The `model`
 section is a role (model, loss, train, frozen/head, input) whose `train.ssl` names the algorithm
 (`w2s/ssl/`: supervised, pseudo_label, pi_model, mean_teacher, fixmatch, uda, flexmatch,
-freematch, doubly_robust, softmatch, adamatch, dash, defixmatch) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
+freematch, doubly_robust, softmatch, adamatch, dash, defixmatch, mixmatch, remixmatch, vat) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
 views a and A; sections of kind 'augment') and `ema_decay` (> 0: predict with the EMA of the
 parameters, FixMatch's evaluation). `ssl=dict(name='supervised')` is the labelled-only baseline
 through the same step. One stage per seed, keyed by its config; results: test accuracy and ECE

@@ -10,7 +10,8 @@ Supervised and Semi-Supervised Learning" (TPAMI), eqs. 8-13; USB's vat for the d
           + lambda_ent (1 / M) sum_u H(p(x_u))                  (entropy minimisation, "VAT+EntMin")
 
 with p(x_u) = softmax(z(a(x_u))) sg inside the KL (the target), with gradient in the entropy term,
-and w(t) = clip(t / (warmup T_total), 0, 1). Defaults (USB): xi 1e-6, eps 6 (the paper: 8 on
+and w(t) = clip(t / (warmup T_total), 0, 1). Defaults (USB, except xi): xi 0 (the exact limit,
+below; USB and the paper use 1e-6: pass xi=1e-6 to reproduce them), eps 6 (the paper: 8 on
 CIFAR-10, 2.5 on SVHN), lambda_u 1 (the paper's alpha), lambda_ent 0.06 (USB's ent_loss_ratio;
 0 gives the paper's plain VAT), warmup 0.4.
 
@@ -90,11 +91,11 @@ def adversarial(fn, inputs: dict, logits, mask, d: dict, *, xi: float, eps: floa
 
 
 def loss(*, apply, x, labels_x, mask_x, u_view, mask_u, rng, step, total_steps, state=None,
-         index_u=None, eps: float = 6.0, xi: float = 1e-6, lambda_u: float = 1.0,
+         index_u=None, eps: float = 6.0, xi: float = 0.0, lambda_u: float = 1.0,
          lambda_ent: float = 0.06, warmup: float = 0.4):
   """CE(x_l) + lambda_u w(t) KL(p(x_u) || p(x_u + r_adv)) + lambda_ent H(p(x_u)) (Miyato et al.).
 
-  Args: see `w2s.ssl` (input level); eps (6), xi (1e-6; 0: the exact Hessian-vector product),
+  Args: see `w2s.ssl` (input level); eps (6), xi (0: the exact Hessian-vector product; > 0: the finite difference, USB 1e-6),
     lambda_u (1), lambda_ent (0.06), warmup (0.4 of total_steps).
 
   Returns:
