@@ -17,7 +17,7 @@ import pytest
 from w2s import options, registry, sharding, ssl_step, train
 from w2s.data import pipeline
 from w2s.errors import UserError
-from w2s.ssl import ALGORITHMS, dist_align, mixmatch, mixup, remixmatch, vat
+from w2s.ssl import ALGORITHMS, mixmatch, mixup, remixmatch, vat
 
 B, M, C, D = 2, 3, 3, 4
 _r = np.random.default_rng(0)

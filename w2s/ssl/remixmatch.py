@@ -29,7 +29,6 @@ pass (accuracy metric only); float inputs only.
 State: {'p_model': [C], 'p_target': [C]} float32 (dist_align).
 """
 import jax
-import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.losses import _soft_ce
