@@ -50,11 +50,15 @@ copy. 'auto' learns the pairs from the abstention patterns: i ~ j when they vote
 >= `min_overlap` rows and their overlap above chance is at least `dependency_threshold` of the
 largest possible,
 
-  (P(i, j vote) - p_i p_j) / (min(p_i, p_j) - p_i p_j) >= dependency_threshold
+  (P(i, j vote) - p_i p_j) / (min(p_i, p_j) - p_i p_j) >= dependency_threshold,
 
-(1 = one rule speaks only when the other does, as `strong_praise` inside `praise_words`; 0 =
-independent silences). Abstention overlap is a proxy: it flags rules built from shared keywords,
-whose votes then also agree beyond what Y explains.
+probabilities over the rows at least one source votes on (1 = one rule speaks only when the
+other does, as `strong_praise` inside `praise_words`; 0 = independent). Counting only covered
+rows discounts the silence every source shares (a review with no sentiment word at all), which
+the co-voting moments are immune to; over all rows, 30% of rows silent for everyone makes
+independent sources of propensity 0.6-0.8 look 0.5-0.75 dependent. Abstention overlap is a
+proxy: it flags rules built from shared keywords, whose votes then also agree beyond what Y
+explains (on co-voting rows two one-sided rules always agree, so their votes cannot show it).
 
 Pure JAX: `jax.jit(functools.partial(aggregate, num_classes=2))` works (the dependency list and
 prior are Python values, checked on the host).
@@ -81,9 +85,10 @@ def moments(lam: jax.Array, over: str):
   return lam.T @ lam / jnp.maximum(total, 1.0), rows
 
 
-def auto_dependencies(rows: jax.Array, n: int, threshold, min_overlap) -> jax.Array:
-  """Pairs whose silences overlap far above chance (module docstring): rows [m, m] co-voting
-  counts -> bool [m, m], symmetric, False on the diagonal."""
+def auto_dependencies(rows: jax.Array, n, threshold, min_overlap) -> jax.Array:
+  """Pairs whose voting rows overlap far above chance (module docstring): rows [m, m] co-voting
+  counts, n the rows with any vote -> bool [m, m], symmetric, False on the diagonal."""
+  n = jnp.maximum(n, 1)
   p = jnp.diag(rows) / n
   both = rows / n
   chance = jnp.outer(p, p)
@@ -151,7 +156,7 @@ def fit(votes, dep, prior, *, auto: bool, over: str, signs: str, threshold, min_
   on = votes >= 0
   m_ij, rows = moments(lam, over)
   if auto:
-    dep = auto_dependencies(rows, n, threshold, min_overlap)
+    dep = auto_dependencies(rows, jnp.sum(jnp.any(on, axis=1)), threshold, min_overlap)
   m = votes.shape[1]
   usable = (rows >= min_overlap) & ~dep & ~jnp.eye(m, dtype=bool)
   abs_a, count = triplet_accuracies(m_ij, usable)
