@@ -8,7 +8,7 @@ supervisor, a frozen-MiniLM student.
 
 Weak supervisor: the 18 keyword / lexicon / negation rules of
 `w2s/labelling_functions/rotten_tomatoes.py` (written from general sentiment knowledge, not tuned
-on labels) vote on every review; a label model (`label_model=majority|weighted|dawid_skene`,
+on labels) vote on every review; a label model (`label_model=majority|weighted|dawid_skene|triplet`,
 `w2s/label_models/`) aggregates the votes into soft labels, fitted without labels on the train
 side (halves A and B and the val slice), test labelled transductively from its votes
 (`w2s/protocols/programmatic.py`). No ground truth trains the weak supervisor; about half the

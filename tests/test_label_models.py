@@ -13,7 +13,7 @@ from w2s import label_models as lm
 from w2s import options, registry
 from w2s.errors import UserError
 
-NAMES = ['dawid_skene', 'majority', 'weighted']
+NAMES = ['dawid_skene', 'majority', 'triplet', 'weighted']
 
 # C = 3, m = 3 sources; per-class vote totals (non-abstain) 4 / 3 / 3 -> vote prior [.4, .3, .3].
 L = np.array([[0, 0, 1],      # 2 votes for 0: one-hot 0
