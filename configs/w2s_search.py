@@ -14,12 +14,13 @@ AlpacaEval 2.0 length-controlled win rates rise from 34.4 to 37.9 (Llama-3-70B-I
 reproduces that setting (no pretrained decoder ships offline).
 
 The world, the decoders and their pretraining are configs/w2s_sft.py's (the arithmetic corpus and
-task, a 4 x 128 strong and a 2 x 48 weak GPT-2), so both configs share those stages under one
-shared_dir: `large` is w2s_sft's strong decoder after pretraining (never fine-tuned) and `small`
-its weak decoder, untuned = after pretraining, tuned = SFT on A's gold answers (w2s_sft's weak
-stage). Test scores: exact match of the last number of the guided answer, of the large model's
-own sample (same keys) and greedy answer, and of the tuned small model's greedy answer; the
-guided - unguided paired difference over seeds with a t-interval.
+task, a 4 x 128 strong and a 3 x 64 weak GPT-2, each pretrained 1,500 steps, the weak one's SFT
+600 steps at lr 1e-3: w2s_sft's docstring says how they were chosen on val), so both configs
+share those stages under one shared_dir: `large` is w2s_sft's strong decoder after pretraining
+(never fine-tuned) and `small` its weak decoder, untuned = after pretraining, tuned = SFT on A's
+gold answers (w2s_sft's weak stage). Test scores: exact match of the last number of the guided
+answer, of the large model's own sample (same keys) and greedy answer, and of the tuned small
+model's greedy answer; the guided - unguided paired difference over seeds with a t-interval.
 
 Arguments: beam=W (4), samples=K (4), chunk=L (2), seeds=N (5), new_tokens=N (answer tokens,
 w2s_sft's 8 by default), temperature (of the large model's samples, 0.7: our choice, not the

@@ -6,12 +6,21 @@
 
 No pretrained decoder ships offline, so both decoders are pretrained here, as causal LMs on a
 corpus w2s generates (`w2s.data.arithmetic.corpus`: terse sums like '47+58=105' among
-distractor lines; no test problem is ever stated): the strong one larger and longer (4 layers x
-128, 1,500 steps), the weak one small and short (2 x 48, 300 steps). The downstream task asks
-for the same sums in a format the corpus never shows ('q: what is 47 plus 58? a:' -> ' 105');
-the weak decoder is fine-tuned on A's gold answers, answers B, and the strong decoder is
-fine-tuned on those answers (students) or on B's gold answers (ceiling). Scores are exact-match
-accuracies of greedy answers on test. See experiments/generative/README.md for the study.
+distractor lines; no test problem is ever stated): the strong one 4 layers x 128, the weak one
+3 x 64, both 1,500 steps. The downstream task asks for the same sums in a format the corpus never
+shows ('q: what is 47 plus 58? a:' -> ' 105'); the weak decoder is fine-tuned on A's gold answers,
+answers B, and the strong decoder is fine-tuned on those answers (students) or on B's gold
+answers (ceiling). Scores are exact-match accuracies of greedy answers on test, and of the weak
+model and the ceiling on val (`acc_weak_val`, `acc_ceiling_val`).
+
+How the defaults were chosen (experiments/generative/README.md; seed 0, `experiments/generative/
+probe.py`; never on test, never on B's gold): every SFT stage is 600 steps of batch 32 at lr 1e-3
+(AdamW, cosine, best of every 50 steps by val loss), the recipe whose ceiling scored best on val
+gold (92.8% exact match, against 91.0% at lr 3e-4; the old 200 steps at 3e-4 gave 30%). The weak
+design is the one with the best val exact match between collapse and the ceiling under that
+recipe: 3 x 64 with 1,500 pretraining steps (9.5%), against 3 x 64 / 800 steps (9.3%), 2 x 128 /
+1,000 (9.0%) and 4 x 128 / 500 (9.0%); 2 x 128 / 1,500 reached 93.8%, the ceiling itself, and the
+old 2 x 48 / 300 at lr 1e-3 for 200 steps collapsed to one answer (0.5%).
 
 Arguments: seeds=N, losses=sft (student losses of LOSSES, '+'-joined: sft, sft_sum), filter=none|majority|agreement|
 confidence, samples=N (weak samples per prompt of B; > 1 samples at temperature 0.7), rounds=N
@@ -60,10 +69,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
   vocab = len(arithmetic.VOCAB)
   c.corpus = dict(dataset='arithmetic', num_docs=20000, seed=0, seq_len=64,
                   options=dict(digits=(1, 2, 3)))
-  c.weak = dict(model=_decoder(48, 2, 4, vocab), pretrain=_train(3e-3, 300, 32),
-                train=_train(1e-3, 200, 32, eval_every=50))
+  # chosen on val (docstring): one SFT recipe for every role, the weak smaller
+  c.weak = dict(model=_decoder(64, 3, 4, vocab), pretrain=_train(3e-3, 1500, 32),
+                train=_train(1e-3, 600, 32, eval_every=50))
   c.strong = dict(model=_decoder(128, 4, 4, vocab), pretrain=_train(2e-3, 1500, 32),
-                  train=_train(3e-4, 200, 32, eval_every=50))
+                  train=_train(1e-3, 600, 32, eval_every=50))
   samples = int(a['samples'])
   c.sampling = dict(num_samples=samples, temperature=0.7 if samples > 1 else 0.0, top_p=1.0,
                     max_new_tokens=8, batch_size=64)

@@ -4,6 +4,7 @@ and bad input as one error line before anything trains."""
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from w2s import preemption, train
+from w2s.data import splits
 from w2s.errors import UserError
 from w2s.generative import sampling
 from w2s.protocols import generative, generative_stages
@@ -136,6 +138,17 @@ def test_one_more_student_trains_only_that_student(tmp_path):
   assert all(os.path.getmtime(p) == t for p, t in parts.items())   # nothing regenerated
   assert json.dumps(second['per_seed'][0]['sft'], sort_keys=True) == json.dumps(
       first['per_seed'][0]['sft'], sort_keys=True)
+  # val exact match of weak and ceiling, recounted by hand from their stored greedy val answers
+  opts, dataset, *_ = generative.check(_config())
+  val = splits.weak_to_strong(dataset, seed=0, **opts.splits).splits['val']
+  texts = _texts(tmp_path)
+  last = lambda t: (re.findall(r'\d+', str(t)) or [None])[-1]
+  for kind in ('weak', 'ceiling'):
+    (store,) = {d for d, _ in texts if d.split('-')[0] == kind}
+    right = [last(texts[(store, int(i))][0]) == last(g) for i, g in zip(val['id'], val['answer'])]
+    assert first['per_seed'][0]['sft'][f'acc_{kind}_val'] == pytest.approx(np.mean(right),
+                                                                           rel=1e-12)
+  assert len(val['id']) == first['per_seed'][0]['n_val'] == 16
 
 
 @pytest.mark.parametrize('updates, match', [

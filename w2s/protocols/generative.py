@@ -23,7 +23,9 @@ A, B and val (`splits.weak_to_strong`):
 Scores on test, by extracting answers (`answer.extractor`) from greedy generations: exact-match
 accuracy of weak, ceiling and each student, PGR, agreement of the student's answers with the
 weak model's, and accuracy where the weak model is wrong / right; means with Student-t 95%
-intervals over seeds (none below 3) and paired differences between student losses.
+intervals over seeds (none below 3) and paired differences between student losses. On val (the
+figures a design may be chosen by, never test): `acc_weak_val` and `acc_ceiling_val`, the weak
+model's and the ceiling's exact match against val's gold answers (NaN without a val split).
 Truncated prompts and responses are counted in the results, never silent.
 """
 import collections
@@ -50,7 +52,7 @@ TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'template', 'answer', 
 FILTERS = ('none', 'majority', 'agreement', 'confidence')
 CORPUS_KEYS = ('dataset', 'num_docs', 'seed', 'seq_len', 'options')
 METRICS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr', 'agreement', 'acc_weak_wrong',
-           'acc_weak_right')
+           'acc_weak_right', 'acc_weak_val', 'acc_ceiling_val')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +276,11 @@ def _seed(opts, dataset, seed, plan, pre, weak_m, strong_m, mesh, root) -> dict:
   weak_right = gs.exact_match(weak_test, gold(test), opts.extractor)
   acc_c = float(gs.exact_match(ceil_test, gold(test), opts.extractor).mean())
   weak_answers = gs.answers_of(weak_test, opts.extractor)
+  val_acc = {'acc_weak_val': float('nan'), 'acc_ceiling_val': float('nan')}
+  if val is not None:  # the weak store's val answers are the students' val labels too
+    for key, trained in (('acc_weak_val', weak), ('acc_ceiling_val', ceiling)):
+      texts = gen(trained, greedy).texts(val, prompts(val))[:, 0]
+      val_acc[key] = float(gs.exact_match(texts, gold(val), opts.extractor).mean())
   for name, loss in opts.students:
     teacher, info = weak, {}
     for r, stage in enumerate(plan['students'][name]):
@@ -299,8 +306,8 @@ def _seed(opts, dataset, seed, plan, pre, weak_m, strong_m, mesh, root) -> dict:
           [samples[i, j] for i, j in zip(rows, texts)], [gold(b)[i] for i in rows],
           opts.extractor).mean())  # reported only: B's gold never reaches a student
     student_test = gen(teacher, greedy).texts(test, prompts(test))[:, 0]
-    record[name] = _score(weak_right, student_test, weak_answers, acc_c, gold(test),
-                          opts.extractor)
+    record[name] = {**_score(weak_right, student_test, weak_answers, acc_c, gold(test),
+                             opts.extractor), **val_acc}
     record[name]['filter'] = info
   record['truncated'] = dict(truncated)
   return record
