@@ -157,8 +157,10 @@ def test_thread_settings(bench, monkeypatch):
 
 
 def test_write_data_is_rotten_tomatoes_in_the_amazon_schema(bench, tmp_path):
-  assert bench.write_data(str(tmp_path), 40, 24) == {'train': 40, 'test': 24}
+  info = bench.write_data(str(tmp_path), 40, 24)
   rows = {s: [json.loads(l) for l in open(tmp_path / f'{s}.jsonl')] for s in ('train', 'test')}
+  fresh = sum(r['label'] for r in rows['test'])
+  assert info == {'train': 40, 'test': 24, 'test_majority': max(fresh, 24 - fresh) / 24}
   assert [len(rows['train']), len(rows['test'])] == [40, 24]
   for r in rows['train'] + rows['test']:
     assert set(r) == {'title', 'content', 'label'} and r['title'] == '' and r['label'] in (0, 1)
