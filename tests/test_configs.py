@@ -398,7 +398,7 @@ def test_ssl_catalog_recipes():
     ('ssl.py', 'task=svhn,labels=5', r'\(the benchmarks: 40, 250, 1000\)'),
     ('ssl.py', 'task=cifar10,extra', r'extra adds SVHN.s extra images; task=cifar10 has none'),
     ('ssl.py', 'task=mnist100', r"task='mnist100'; use one of mnist, cifar10, svhn, stl10, imdb"),
-    ('ssl.py', 'algo=vat', r"algo='vat'; use one of"),
+    ('ssl.py', 'algo=nope', r"algo='nope'; use one of"),
     ('self_training.py', 'task=imdb,labels=3', r'labels=3 for task=imdb: use a multiple of its 2'),
     ('self_training.py', 'task=svhn2', r"task='svhn2'; use one of"),
 ])
@@ -418,7 +418,9 @@ _BASE = {'w2s_debate.py': 'data=/d,debater=/q,weak=/g',
 # runlocal replaces the checkpoints with tiny random models by design (w2s_release's docstring)
 _RUNLOCAL_IGNORES = {'w2s_release.py': {'weak_ckpt', 'strong_ckpt', 'ckpt_arch'},
                      'w2s_sft.py': {'weak_ckpt', 'strong_ckpt', 'data', 'lora', 'lr'},
-                     'w2s_search.py': {'weak_ckpt', 'strong_ckpt', 'data'}}
+                     'w2s_search.py': {'weak_ckpt', 'strong_ckpt', 'data'},
+                     'w2s_preference.py': {'weak_ckpt', 'strong_ckpt', 'data', 'lora', 'lr',
+                                           'weak_small_ckpt'}}
 _RUNLOCAL_CASES = {
     'w2s_sft.py': {'seeds': ('seeds=3', ['seeds']),
                    'losses': ('losses=sft_sum', ['student_losses']),
@@ -428,6 +430,7 @@ _RUNLOCAL_CASES = {
     'w2s_preference.py': {'seeds': ('seeds=3', ['seeds']),
                           'losses': ('losses=dpo', ['student_losses']),
                           'beta': ('beta=0.2', ['ceiling.policy.beta']),
+                          'judge': ('judge=delta', ['judge.name']),
                           'digits': ('digits=3', ['dataset.digits'])},
     'w2s_search.py': {'beam': ('beam=2', ['search.beam_width']),
                       'samples': ('samples=2', ['search.samples_per_beam']),
