@@ -24,8 +24,10 @@ old 2 x 48 / 300 at lr 1e-3 for 200 steps collapsed to one answer (0.5%).
 
 Arguments: seeds=N, losses=sft (student losses of LOSSES, '+'-joined: sft, sft_sum), filter=none|majority|agreement|
 confidence, samples=N (weak samples per prompt of B; > 1 samples at temperature 0.7), rounds=N
-(iterated rounds, W2S-Reasoning), digits=D (operand digits), runlocal (tiny models and splits, for
-tests). For accelerators: weak_ckpt=DIR, strong_ckpt=DIR (Hugging Face decoders sharing one
+(iterated rounds, W2S-Reasoning), digits=D (operand digits), score=extract|choices (choices: the
+multiple-choice view, four candidate sums listed in the prompt, each model scored by the candidate
+it gives the highest mean token log-prob; training still SFT on the answers), runlocal (tiny
+models and splits, for tests). For accelerators: weak_ckpt=DIR, strong_ckpt=DIR (Hugging Face decoders sharing one
 tokenizer, e.g. Qwen2.5-0.5B and Qwen2.5-7B), data=DIR (a `files` dataset with 'question' and
 'answer' columns, GSM8K-style: the answer's last number is scored), lora=R.
 """
@@ -34,7 +36,8 @@ from ml_collections import ConfigDict
 from w2s import config_args
 from w2s.errors import UserError
 
-ARGS = dict(seeds=5, losses='sft', filter='none', samples=1, rounds=1, digits=2, runlocal=False,
+ARGS = dict(seeds=5, losses='sft', filter='none', samples=1, rounds=1, digits=2, score='extract',
+            runlocal=False,
             weak_ckpt='', strong_ckpt='', data='', lora=0, lr=0.0)
 
 
@@ -66,6 +69,13 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.template = '{prompt}'
   c.answer = dict(field='answer', extractor='last_number')
   c.max_length = 40
+  if a['score'] == 'choices':  # the prompt lists the candidates: 'choices: 72, 62, 82, 71. a:'
+    c.dataset.view = 'choice'
+    c.answer = dict(field='answer', extractor='last_number', score='choices', normalize='mean')
+    c.max_length = 80
+  elif a['score'] != 'extract':
+    raise UserError(f"score={a['score']!r}; use extract (exact match of generated answers) or "
+                    'choices (log-prob pick among listed candidates)')
   vocab = len(arithmetic.VOCAB)
   c.corpus = dict(dataset='arithmetic', num_docs=20000, seed=0, seq_len=64,
                   options=dict(digits=(1, 2, 3)))
@@ -118,6 +128,9 @@ def _real(c, a) -> None:
   if not (a['weak_ckpt'] and a['strong_ckpt'] and a['data']):
     raise UserError('weak_ckpt=DIR, strong_ckpt=DIR and data=DIR go together (two decoders '
                     'sharing a tokenizer, and the task files)')
+  if a['score'] != 'extract':
+    raise UserError('score=choices needs candidate answers [N, K] and a gold index per row (the '
+                    "arithmetic world's view='choice'); data=DIR has neither: drop score=")
   family = dict(name='llama', lm_head=True)
   lora = dict(rank=int(a['lora']), alpha=2 * int(a['lora'])) if a['lora'] else None
   c.dataset = dict(name='files', path=a['data'], text='question', label=None,

@@ -15,7 +15,7 @@ import pytest
 from w2s import preemption, train
 from w2s.data import splits
 from w2s.errors import UserError
-from w2s.generative import sampling
+from w2s.generative import choices as choices_lib, sampling
 from w2s.protocols import generative, generative_stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,6 +159,10 @@ def test_one_more_student_trains_only_that_student(tmp_path):
     ({'answer': dict(field='answer', extractor='nope')}, 'unknown answer extractor'),
     ({'max_length': 4}, 'fill max_length'),
     ({'filter': dict(name='best')}, 'filter.name'),
+    ({'answer': dict(field='answer', score='pick')}, "answer.score='pick'"),
+    ({'answer': dict(field='answer', normalize='sum')}, "with answer.score='choices' only"),
+    ({'answer': dict(field='answer', score='choices', normalize='max')}, 'answer.normalize'),
+    ({'answer': dict(field='answer', score='choices')}, "needs the test field 'choices'"),
 ])
 def test_bad_input_is_one_error_before_training(tmp_path, updates, match):
   with pytest.raises(UserError, match=match):
@@ -171,3 +175,35 @@ def test_an_extractor_that_matches_no_weak_generation_is_refused(tmp_path):
   with pytest.raises(UserError, match='matched none of'):
     _run(tmp_path, config)
   assert not glob.glob(str(tmp_path / 'stages' / 'student_*' / 'done.json'))
+
+
+def test_choice_scoring_reports_each_models_log_prob_pick(tmp_path, monkeypatch):
+  """answer.score='choices' on the arithmetic 'choice' view: every accuracy in the results is the
+  share of test (or val) rows where that model's highest-log-prob candidate is the gold one."""
+  calls = []
+  real = choices_lib.score_choices
+
+  def recorded(module, params, prompts, cands, *a, **kw):
+    out = real(module, params, prompts, cands, *a, **kw)
+    calls.append((len(prompts), out['choice'], out['num_truncated']))
+    return out
+  monkeypatch.setattr(choices_lib, 'score_choices', recorded)
+  config = _config('runlocal,score=choices')
+  res = _run(tmp_path, config)
+  rec = res['per_seed'][0]
+  opts, dataset, *_ = generative.check(config)
+  parts = splits.weak_to_strong(dataset, seed=0, **opts.splits).splits
+  test, val = parts['test'], parts['val']
+  # order: weak and ceiling on test, weak and ceiling on val, the student on test
+  assert [n for n, _, _ in calls] == [len(test['id'])] * 2 + [len(val['id'])] * 2 + [
+      len(test['id'])]
+  acc = lambda c, raw: float(np.mean(c == np.asarray(raw['label'])))
+  picks = [c for _, c, _ in calls]
+  got = rec['sft']
+  assert got['acc_weak'] == pytest.approx(acc(picks[0], test), rel=1e-6)
+  assert got['acc_ceiling'] == pytest.approx(acc(picks[1], test), rel=1e-6)
+  assert got['acc_weak_val'] == pytest.approx(acc(picks[2], val), rel=1e-6)
+  assert got['acc_ceiling_val'] == pytest.approx(acc(picks[3], val), rel=1e-6)
+  assert got['acc_student'] == pytest.approx(acc(picks[4], test), rel=1e-6)
+  assert got['agreement'] == pytest.approx(float(np.mean(picks[0] == picks[4])), rel=1e-6)
+  assert rec['truncated']['choices'] == sum(t for _, _, t in calls) == 0

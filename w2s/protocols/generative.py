@@ -21,7 +21,10 @@ A, B and val (`splits.weak_to_strong`):
   student answers B (greedy) for round r + 1's fresh student.
 
 Scores on test, by extracting answers (`answer.extractor`) from greedy generations: exact-match
-accuracy of weak, ceiling and each student, PGR, agreement of the student's answers with the
+accuracy of weak, ceiling and each student (or, for multiple-choice data with
+`answer=dict(score='choices', choices=COLUMN, normalize='sum'|'mean')`, the choice each model
+gives the highest log-prob as a response, `w2s.generative.choices`, against the gold index
+`label`; training is unchanged: SFT on answers), PGR, agreement of the student's answers with the
 weak model's, and accuracy where the weak model is wrong / right; means with Student-t 95%
 intervals over seeds (none below 3) and paired differences between student losses. On val (the
 figures a design may be chosen by, never test): `acc_weak_val` and `acc_ceiling_val`, the weak
@@ -40,7 +43,7 @@ from w2s import options, registry
 from w2s.data import splits as splits_lib
 from w2s.data import text
 from w2s.errors import UserError
-from w2s.generative import answers as answers_lib, templates, tokens
+from w2s.generative import answers as answers_lib, choices as choices_lib, templates, tokens
 from w2s.protocols import generative_stages as gs
 from w2s.protocols import results as results_lib
 from w2s.protocols.stages import Stage, number_stages
@@ -50,6 +53,7 @@ TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'template', 'answer', 
             'rounds', 'seeds', 'eval_batch_size', 'log_every', 'checkpoint_every',
             'keep_checkpoints', 'mesh', 'shared_dir', 'smoke')
 FILTERS = ('none', 'majority', 'agreement', 'confidence')
+SCORES = ('extract', 'choices')
 CORPUS_KEYS = ('dataset', 'num_docs', 'seed', 'seq_len', 'options')
 METRICS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr', 'agreement', 'acc_weak_wrong',
            'acc_weak_right', 'acc_weak_val', 'acc_ceiling_val')
@@ -63,6 +67,9 @@ class Options(gs.RunFields):
   template: str
   answer_field: str
   extractor: str
+  score: str            # 'extract' (exact match of greedy answers) or 'choices' (log-prob pick)
+  choices_field: str    # score='choices': the [N, K] column of candidate answers
+  normalize: str        # score='choices': 'sum' or 'mean' over the choice's tokens
   max_length: int
   corpus: Mapping[str, Any] | None
   weak: gs.DecoderRole
@@ -80,9 +87,19 @@ def resolve(config) -> Options:
   gs.require(c, ('dataset', 'splits', 'tokenizer', 'template', 'weak', 'strong', 'student_losses',
               'seeds', 'eval_batch_size'), 'generative')
   answer = dict(c.get('answer') or {})
-  options.check_keys(answer, ('field', 'extractor'), 'answer')
+  options.check_keys(answer, ('field', 'extractor', 'score', 'choices', 'normalize'), 'answer')
   extractor = answer.get('extractor', 'last_number')
   answers_lib.extractor(extractor)  # an unknown one fails now
+  score = answer.get('score', 'extract')
+  if score not in SCORES:
+    raise UserError(f"answer.score={score!r}; choose 'extract' (exact match of generated answers) "
+                    "or 'choices' (the candidate answer with the highest log-prob)")
+  if score != 'choices' and ('choices' in answer or 'normalize' in answer):
+    raise UserError("answer.choices and answer.normalize are read with answer.score='choices' "
+                    'only; set it or drop them')
+  normalize = answer.get('normalize', 'sum')
+  if normalize not in choices_lib.NORMALIZE:
+    raise UserError(f'answer.normalize={normalize!r} is not one of {choices_lib.NORMALIZE}')
   weak = gs.DecoderRole.from_section('weak', c['weak'])
   strong = gs.DecoderRole.from_section('strong', c['strong'])
   losses = c['student_losses']
@@ -106,7 +123,8 @@ def resolve(config) -> Options:
   return Options(
       dataset=options.plugin('datasets', c['dataset'], 'dataset'), splits=c['splits'],
       tokenizer=str(c['tokenizer']), template=str(c['template']),
-      answer_field=answer.get('field', 'answer'), extractor=extractor,
+      answer_field=answer.get('field', 'answer'), extractor=extractor, score=score,
+      choices_field=str(answer.get('choices', 'choices')), normalize=normalize,
       max_length=options.positive(c.get('max_length', 64), 'max_length'), corpus=corpus,
       weak=weak, strong=strong, sampling=gs.Sampling.from_section(c.get('sampling'), 'sampling'),
       filter=flt, student_train=student.get('train') or strong.train, students=students,
@@ -133,6 +151,15 @@ def check(config):
   tokens.encode_sft(gs.prompts_of(sample, opts.template),
                     [str(a) for a in sample[opts.answer_field]], opts.tokenizer,
                     max_length=opts.max_length)
+  if opts.score == 'choices':
+    test = {k: np.asarray(v)[:4] for k, v in dataset.splits['test'].items()}
+    for field in (opts.choices_field, 'label'):
+      if field not in test:
+        raise UserError(f"answer.score='choices' needs the test field {field!r} "
+                        f'({opts.dataset.name} has {sorted(test)}); e.g. arithmetic view=\'choice\'')
+    choices_lib.encode_choices(gs.prompts_of(test, opts.template),
+                               choices_lib.choice_texts(test, opts.choices_field), opts.tokenizer,
+                               max_length=opts.max_length)
   for role, module in ((opts.weak, weak), (opts.strong, strong)):
     limit = getattr(module.backbone.config, 'position_limit', None)
     if limit is not None and opts.max_length > limit:
@@ -267,20 +294,32 @@ def _seed(opts, dataset, seed, plan, pre, weak_m, strong_m, mesh, root) -> dict:
                    val_gold, opts.weak.train, opts.weak.loss)
   ceiling = stage_fit(plan['ceiling'], opts.strong, strong_m, pre.get('strong'),
                       sft_rows(b, gold(b)), val_gold, opts.strong.train, opts.strong.loss)
-  weak_test = gen(weak, greedy).texts(test, prompts(test))[:, 0]
-  ceil_test = gen(ceiling, greedy).texts(test, prompts(test))[:, 0]
+
+  def evaluate(trained, raw):
+    """(right float [N], answers [N] str | None) of a trained stage's greedy answers (kept by
+    id), or with score='choices' of its log-prob pick among raw's candidate answers."""
+    if opts.score == 'extract':
+      texts = gen(trained, greedy).texts(raw, prompts(raw))[:, 0]
+      return (gs.exact_match(texts, gold(raw), opts.extractor),
+              gs.answers_of(texts, opts.extractor))
+    cands = choices_lib.choice_texts(raw, opts.choices_field)
+    out = choices_lib.score_choices(
+        trained.module, trained.params(), prompts(raw), cands, opts.tokenizer,
+        max_length=opts.max_length, mesh=mesh, batch_size=opts.eval_batch_size,
+        normalize=opts.normalize)
+    truncated['choices'] += int(out['num_truncated'])
+    return (choices_lib.correct(out['choice'], raw['label']),
+            [str(cands[i, k]) for i, k in enumerate(out['choice'])])
   record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
             'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id']),
             'stages': gs.stage_dirs(root, [plan['weak'], plan['ceiling'],
                                            *sum(plan['students'].values(), [])])}
-  weak_right = gs.exact_match(weak_test, gold(test), opts.extractor)
-  acc_c = float(gs.exact_match(ceil_test, gold(test), opts.extractor).mean())
-  weak_answers = gs.answers_of(weak_test, opts.extractor)
+  weak_right, weak_answers = evaluate(weak, test)
+  acc_c = float(evaluate(ceiling, test)[0].mean())
   val_acc = {'acc_weak_val': float('nan'), 'acc_ceiling_val': float('nan')}
   if val is not None:  # the weak store's val answers are the students' val labels too
     for key, trained in (('acc_weak_val', weak), ('acc_ceiling_val', ceiling)):
-      texts = gen(trained, greedy).texts(val, prompts(val))[:, 0]
-      val_acc[key] = float(gs.exact_match(texts, gold(val), opts.extractor).mean())
+      val_acc[key] = float(evaluate(trained, val)[0].mean())
   for name, loss in opts.students:
     teacher, info = weak, {}
     for r, stage in enumerate(plan['students'][name]):
@@ -305,20 +344,18 @@ def _seed(opts, dataset, seed, plan, pre, weak_m, strong_m, mesh, root) -> dict:
       info['label_accuracy'] = float(gs.exact_match(
           [samples[i, j] for i, j in zip(rows, texts)], [gold(b)[i] for i in rows],
           opts.extractor).mean())  # reported only: B's gold never reaches a student
-    student_test = gen(teacher, greedy).texts(test, prompts(test))[:, 0]
-    record[name] = {**_score(weak_right, student_test, weak_answers, acc_c, gold(test),
-                             opts.extractor), **val_acc}
+    record[name] = {**_score(weak_right, weak_answers, *evaluate(teacher, test), acc_c),
+                    **val_acc}
     record[name]['filter'] = info
   record['truncated'] = dict(truncated)
   return record
 
 
-def _score(weak_right, student_texts, weak_answers, acc_c, gold, extractor) -> dict:
+def _score(weak_right, weak_answers, right, s_ans, acc_c) -> dict:
+  """The student's test metrics from the weak model's and its own right [N] and answers [N]."""
   from w2s import scores
-  right = gs.exact_match(student_texts, gold, extractor)
   acc_w, acc_s = float(weak_right.mean()), float(right.mean())
   p = scores.pgr(acc_w, acc_s, acc_c)
-  s_ans = gs.answers_of(student_texts, extractor)
   agree = np.mean([x is not None and answers_lib.normalize(x) == answers_lib.normalize(y)
                    for x, y in zip(s_ans, weak_answers)])
   wrong = weak_right == 0
