@@ -27,8 +27,9 @@ time anything when they differ (`same_work`). Then the runs alternate (w2s cold,
 release, ...; then one w2s run with the warm compilation cache): w2s with an empty compilation cache
 each time. Threads: '1' pins every process to core 0 (taskset) with one OpenMP / MKL / XLA thread;
 'all' leaves both on all cores. Printed per side: the wall median, the phases (w2s: start-up,
-XLA compile + persistent-cache reads, training, prediction, the rest: data, tokenization, init;
-the release: start-up + data + model load, training, evaluation/prediction), test accuracy per stage
+XLA compile + persistent-cache reads, training, each stage's final checkpoint with the Adam state,
+prediction, the rest: data, tokenization, init; the release: training, evaluation/prediction,
+the rest: start-up, data, tokenization, model load and save), test accuracy per stage
 (comparable, not identical: other halves, other random draws), the ratio w2s / release, and the load
 average before and after each run (LOADED when it exceeds the cores), with the CPU flags.
 --smoke: tiny sizes, 64 docs, 1 epoch, 1 repeat (a test, a few minutes on a loaded 2-core machine).
@@ -405,6 +406,17 @@ def w2s_child(args) -> None:
             phases[f'{key}_compile_s'] += sum(r['secs'] + r['lower_s'] for r in rec.records[n:])
       return run
     train.fit, train.predict = timed(train.fit, 'fit'), timed(train.predict, 'predict')
+    from w2s import checkpoint
+    save = checkpoint.Checkpointer.save
+    phases['save_s'] = 0.0
+
+    def timed_save(self, *a, **kw):  # a stage's final checkpoint (params + Adam state), in fit
+      t = time.perf_counter()
+      try:
+        return save(self, *a, **kw)
+      finally:
+        phases['save_s'] += time.perf_counter() - t
+    checkpoint.Checkpointer.save = timed_save
     config = load_config(args.spec)
     t0 = time.perf_counter()
     results = train.train_and_evaluate(config, args.workdir)
@@ -537,9 +549,12 @@ class Bench:
 
 
 def w2s_phases(r: dict) -> dict:
-  train, predict = r['fit_s'] - r['fit_compile_s'], r['predict_s'] - r['predict_compile_s']
-  return dict(startup=r['startup_s'], compile=r['compile_s'], train=train, predict=predict,
-              other=r['wall_s'] - r['startup_s'] - r['compile_s'] - train - predict)
+  save = r.get('save_s', 0.0)
+  train = r['fit_s'] - r['fit_compile_s'] - save
+  predict = r['predict_s'] - r['predict_compile_s']
+  return dict(startup=r['startup_s'], compile=r['compile_s'], train=train, checkpoint=save,
+              predict=predict,
+              other=r['wall_s'] - r['startup_s'] - r['compile_s'] - train - save - predict)
 
 
 def release_phases(r: dict) -> dict:
