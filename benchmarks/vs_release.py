@@ -27,7 +27,8 @@ time anything when they differ (`same_work`). Then the runs alternate (w2s cold,
 release, ...; then one w2s run with the warm compilation cache): w2s with an empty compilation cache
 each time. Threads: '1' pins every process to core 0 (taskset) with one OpenMP / MKL / XLA thread;
 'all' leaves both on all cores. Printed per side: the wall median, the phases (w2s: start-up,
-XLA compile + persistent-cache reads, training, each stage's final checkpoint with the Adam state,
+XLA compile + persistent-cache reads, training (`train.fit` less its compiles: parameter init and
+the checkpoint import included), each stage's final checkpoint with the Adam state,
 prediction, the rest: data, tokenization, init; the release: training, evaluation/prediction,
 the rest: start-up, data, tokenization, model load and save), test accuracy per stage
 (comparable, not identical: other halves, other random draws), the ratio w2s / release, and the load
