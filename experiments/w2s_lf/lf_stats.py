@@ -11,14 +11,20 @@ from w2s import label_models, labelling_functions as lf, options
 from w2s.data import rotten_tomatoes
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def train_votes(doc: str):
+  """(rules, votes int [n, m], gold labels [n]) of the --rules set on Rotten Tomatoes' train split,
+  the command line parsed with `doc`'s first line as its description."""
+  parser = argparse.ArgumentParser(description=doc.split('\n')[0])
   parser.add_argument('--rules', default='rotten_tomatoes')
   args = parser.parse_args()
   train = rotten_tomatoes.load().split('train')
   rules = lf.load(args.rules)
   votes = lf.vote_matrix(rules, list(train['text']), num_classes=2)
-  y = train['label']
+  return rules, votes, np.asarray(train['label'])
+
+
+def main():
+  rules, votes, y = train_votes(__doc__)
   s = lf.summary(votes, rules.names)
   print(f'train split: {len(y)} snippets, {y.mean():.3f} fresh; rows with a vote '
         f'{s["any_vote"]:.3f}, votes per row {(votes != -1).sum(1).mean():.2f}\n')

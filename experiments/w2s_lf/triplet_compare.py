@@ -7,18 +7,23 @@ read). Ground truth is read for this report only: no label model sees it.
 Every label model is deterministic (no seed), so one run is the result. Prints two markdown
 tables: accuracy of each label model's hard labels (argmax of the posterior) on all rows and on
 the rows with at least one vote, the paired difference from majority vote (per row, with a
-normal 95% interval over the snippets), the mean probability of the chosen class on the rows
+95% t-interval over the snippets), the mean probability of the chosen class on the rows
 with a vote (to set against their accuracy), the share labelled fresh and the prior; then the triplet
 model's estimated accuracy of each rule next to its true accuracy, and the dependency groups
 that `dependencies='auto'` found.
 """
-import argparse
+import os
+import sys
 import time
 
 import numpy as np
+import scipy.sparse.csgraph
+import scipy.stats
 
 from w2s import label_models, labelling_functions as lf, options
-from w2s.data import rotten_tomatoes
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lf_stats  # noqa: E402  (the same rules, votes and gold labels)
 
 MODELS = (
     ('majority', dict(name='majority')),
@@ -33,38 +38,22 @@ MODELS = (
 
 
 def paired(right: np.ndarray, base: np.ndarray) -> str:
-  """Mean per-row accuracy difference [n] with a normal 95% interval over rows (the label models
+  """Mean per-row accuracy difference [n] with a 95% t-interval over rows (scipy; the label models
   fixed as fitted: the spread is that of the snippets, not of a refit)."""
   d = right - base
-  half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-  return f'{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]'
+  lo, hi = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+  return f'{d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]'
 
 
 def groups(dep: np.ndarray, names) -> list[list[str]]:
   """Connected components (size > 1) of a bool [m, m] dependency matrix, as rule names."""
-  seen, out = set(), []
-  for start in range(len(names)):
-    if start in seen or not dep[start].any():
-      continue
-    stack, comp = [start], []
-    while stack:
-      i = stack.pop()
-      if i not in seen:
-        seen.add(i)
-        comp.append(i)
-        stack.extend(np.flatnonzero(dep[i]).tolist())
-    out.append([names[i] for i in sorted(comp)])
-  return out
+  _, comp = scipy.sparse.csgraph.connected_components(dep, directed=False)
+  return [[names[i] for i in np.flatnonzero(comp == c)] for c in np.unique(comp)
+          if (comp == c).sum() > 1]
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--rules', default='rotten_tomatoes')
-  args = parser.parse_args()
-  train = rotten_tomatoes.load().split('train')
-  rules = lf.load(args.rules)
-  votes = lf.vote_matrix(rules, list(train['text']), num_classes=2)
-  y = np.asarray(train['label'])
+  rules, votes, y = lf_stats.train_votes(__doc__)
   covered = (votes != lf.ABSTAIN).any(1)
   print(f'train split: {len(y)} snippets, {y.mean():.3f} fresh; coverage (rows with a vote) '
         f'{covered.mean():.3f}\n')
