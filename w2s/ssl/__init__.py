@@ -42,8 +42,8 @@ statistics (FreeMatch's EMAs, FlexMatch's counts) are global under jit on sharde
 `dist_align` is a shared piece (distribution alignment, SoftMatch / AdaMatch / ReMixMatch), not an
 algorithm; so is `mixup` (sharpening, MixUp, the float-input check of the input-level ones).
 
-Input-level algorithms (MixMatch, ReMixMatch, VAT) mix or perturb the inputs themselves, which
-logits cannot express. Such a module sets
+Input-level algorithms (MixMatch, ReMixMatch, VAT, Arazo et al.) mix or perturb the inputs
+themselves, which logits cannot express. Such a module sets
   INPUT_LEVEL: bool = True
 and its `loss` takes the student and the views instead of logits:
   loss(*, apply, x, labels_x, mask_x, u_view, mask_u, rng, step, total_steps, state=None,
@@ -63,4 +63,4 @@ only (integer token ids are a UserError). NEEDS_TEACHER and NEEDS_LABELLED_STRON
 
 ALGORITHMS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda',
               'flexmatch', 'freematch', 'doubly_robust', 'softmatch', 'adamatch', 'dash',
-              'defixmatch', 'mixmatch', 'remixmatch', 'vat')
+              'defixmatch', 'mixmatch', 'remixmatch', 'vat', 'arazo')
