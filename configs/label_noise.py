@@ -18,11 +18,12 @@ clean labels (the reference). Losses at their papers' defaults (never tuned here
 (q 0.7), `elr` (lambda 3, beta 0.7), `bootstrap` (soft, beta 0.95) and `bootstrap` hard (beta 0.8).
 
 Arguments: noise (none | symmetric | asymmetric), rate, loss (xent | gce | elr | bootstrap |
-bootstrap_hard), seed, epochs.
+bootstrap_hard), seed, epochs, runlocal (a 40-step smoke run, labelled as one).
 """
 from ml_collections import ConfigDict
 
 from w2s import config_args, sweep
+from w2s.errors import UserError
 from configs import supervised
 
 MNIST_FLIPS = ((2, 7), (3, 8), (5, 6), (6, 5), (7, 1))   # Patrini et al. 2017, MNIST
@@ -30,22 +31,23 @@ LOSSES = {'xent': dict(name='xent'), 'gce': dict(name='gce', q=0.7),
           'elr': dict(name='elr', lam=3.0, beta=0.7),
           'bootstrap': dict(name='bootstrap', mode='soft', beta=0.95),
           'bootstrap_hard': dict(name='bootstrap', mode='hard', beta=0.8)}
-ARGS = dict(noise='symmetric', rate=0.4, loss='xent', seed=0, epochs=20.0)
+ARGS = dict(noise='symmetric', rate=0.4, loss='xent', seed=0, epochs=20.0, runlocal=False)
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
   a = config_args.parse(arg, **ARGS)
   if a['loss'] not in LOSSES:
-    raise ValueError(f"loss={a['loss']!r} is not one of {sorted(LOSSES)}")
+    raise UserError(f"loss={a['loss']!r} is not one of {sorted(LOSSES)}")
   if a['noise'] not in ('none', 'symmetric', 'asymmetric'):
-    raise ValueError(f"noise={a['noise']!r} is not one of none, symmetric, asymmetric")
-  c = supervised.get_config('dataset=mnist_5k,model=cnn')
+    raise UserError(f"noise={a['noise']!r} is not one of none, symmetric, asymmetric")
+  c = supervised.get_config('dataset=mnist_5k,model=cnn' + (',runlocal' if a['runlocal'] else ''))
   c.model = dict(name='cnn', size='small')
   c.loss = dict(LOSSES[a['loss']])
   c.seed = a['seed']
-  c.num_epochs = float(a['epochs'])
-  c.checkpoint_every = 400
-  c.log_every = 50
+  if not a['runlocal'] or 'epochs' in a.given:  # runlocal: supervised's 40-step smoke preset
+    c.num_epochs, c.num_steps = float(a['epochs']), 0
+    c.checkpoint_every = 400
+    c.log_every = 50
   if a['noise'] != 'none':
     c.label_noise = dict(name=a['noise'], rate=float(a['rate']), seed=a['seed'])
     if a['noise'] == 'asymmetric':
