@@ -27,13 +27,18 @@ adapters and the head train; lr 5e-4 by default, lora_lr=...; both with dropout 
 release fine-tunes), ensemble=K (K bagged weak
 supervisors trained at once; their votes feed the `reliability` loss), clean=knn|logreg|topo
 (B's weak labels cleaned on the strong model's frozen MiniLM features before the students train,
-with the cleaner's defaults: `w2s/cleaning/`, `w2s/protocols/cleaning_stage.py`).
+with the cleaner's defaults: `w2s/cleaning/`, `w2s/protocols/cleaning_stage.py`), overlap (also
+report every student on the test rows of Shin et al.'s overlap vs the rest,
+`w2s/protocols/overlap_stage.py`), queries=0+16+64 (one more student per budget k that buys the
+ground truth of k rows of B, chosen by query_by=weak_entropy|weak_margin|random:
+`w2s/protocols/queries.py`; results per budget and pgr_budget.png).
 """
 import re
 
 from ml_collections import ConfigDict, config_dict
 
 from w2s import config_args
+from w2s.errors import UserError
 
 
 def _train(lr, epochs, batch_size=32, warmup=0.0, eval_every=50):
@@ -46,7 +51,8 @@ def _train(lr, epochs, batch_size=32, warmup=0.0, eval_every=50):
 
 
 ARGS = dict(seeds=5, losses='xent+logconf', runlocal=False, finetune=False, ensemble=1, lora=0,
-            lora_lr=5e-4, clean='')  # arguments and defaults
+            lora_lr=5e-4, clean='', overlap=False, queries='',
+            query_by='weak_entropy')  # arguments and defaults
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -87,6 +93,14 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.student_order = tuple(key(n) for n in names)  # the table's order (ConfigDict sorts keys)
   if a['clean']:  # a cleaner of w2s/cleaning/ between the weak labels of B and the students
     c.clean = dict(name=a['clean'])
+  if a['overlap']:  # students' accuracy and PGR on the overlap rows of test vs the rest
+    c.overlap = dict(jump=5, min_size=2)  # the change-point grid (ruptures' Binseg defaults)
+  if a['queries']:  # budgets of B's ground-truth labels a student may buy
+    if not re.fullmatch(r'\d+(\+\d+)*', a['queries']):
+      raise UserError(f'config argument queries={a["queries"]!r} must be budgets joined by +, '
+                      'e.g. queries=0+16+64')
+    budgets = tuple(int(k) for k in a['queries'].split('+'))
+    c.student = dict(queries=dict(budget=budgets, by=a['query_by']))
   c.chain = ()            # bootstrapping: intermediate learner sections, weak -> ... -> strong
   c.relabel_rounds = 0    # strong-to-strong relabelling rounds after the student
   c.eval_batch_size = 256

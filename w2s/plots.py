@@ -1,6 +1,7 @@
 """Figure pieces shared by the trainer, the protocols' results and `w2s.report` (matplotlib, Agg).
 
 * `plot_curves`: one training run's `curves.png` (loss and accuracy, train batch and held-out);
+* `seed_line`: a mean line over an x axis (a budget) with its t-interval band and the seeds;
 * `seed_bars` on `ValueAxes`: bars at the mean over seeds with the Student-t interval and each
   seed's value, on a value axis that starts at zero or is visibly broken (never silently cut);
 * `seed_band`: a curve over steps per seed, their mean and a band (t-interval from 3 seeds,
@@ -94,6 +95,19 @@ def seed_bars(ax, xs, stats, k: float, colors, width: float = 0.8, label=None):
     jitter = np.linspace(-0.18, 0.18, len(vals)) * width if len(vals) > 1 else [0.0] * len(vals)
     ax.plot(x + np.asarray(jitter), vals, 'o', ms=3, color='black', alpha=0.6, zorder=3)
   return bars
+
+
+def seed_line(ax, xs, stats, *, k: float = 1.0, color, label: str):
+  """A line through the means of `stats` (summaries at `xs`), a band over their t-intervals where
+  there are some, and each seed's value as a dot (e.g. PGR against a query budget)."""
+  xs = np.asarray(xs, float)
+  mean, lo, hi = (np.array(v) for v in zip(*(ends(s, k) for s in stats)))
+  ax.plot(xs, mean, 'o-', color=color, label=label, lw=1.5, ms=4)
+  if np.isfinite(lo).any():
+    ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+  for x, s in zip(xs, stats):
+    vals = [k * v for v in s.get('values') or []]
+    ax.plot([x] * len(vals), vals, '.', ms=3, color=color, alpha=0.6)
 
 
 def value_span(stats, k: float = 1.0) -> tuple[float, float]:

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from w2s import plots, scores
+from w2s.protocols import overlap_stage, queries
 
 # per-seed, per-student-loss numbers that get a mean and CI over seeds
 METRICS = ('acc_weak', 'acc_student', 'acc_ceiling', 'pgr', 'agreement', 'acc_weak_wrong',
@@ -97,8 +98,19 @@ def table(results: dict) -> str:
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
+  extra = ''.join(f'\n\n{t}' for t in _section_tables(results))
   return (f'{smoke_note(results.get("config"))}weak-to-strong results, test set, '
-          f'{interval_note(n_seeds)}:\n' + '\n'.join(lines + notes))
+          f'{interval_note(n_seeds)}:\n' + '\n'.join(lines + notes) + extra)
+
+
+def _section_tables(results: dict) -> list[str]:
+  """The optional sections' tables: overlap rows vs the rest, students per query budget."""
+  out = []
+  if 'overlap' in results:
+    out.append(overlap_stage.table(results['overlap'], list(results['summary'])))
+  if 'queries' in results:
+    out.append(queries.table(results['queries']))
+  return out
 
 
 def plot(results: dict, workdir: str, test_probs: list[dict] | None = None,
@@ -121,12 +133,16 @@ def figures(results: dict, test_probs: list[dict] | None = None,
                  'student_<loss>': [N, C]} test probabilities) reliability diagrams, seeds pooled
     curves       (given `stage_root`, where `per_seed[i]['stages']` paths start) each stage kind's
                  held-out curves over steps, a band over seeds and the step `select='best'` kept
+    pgr_budget   (with `student.queries`) PGR against the number of B's true labels bought
   """
   smoke, note = smoke_note(results.get('config')), interval_note(len(results['seeds']))
   out = {'accuracy': _accuracy(results, smoke, note), 'pgr': _pgr(results, smoke, note),
          'weak_split': _weak_split(results, smoke, note)}
   if test_probs:
     out['reliability'] = _reliability(results, test_probs)
+  if 'queries' in results:
+    out['pgr_budget'] = queries.figure(results['queries'],
+                                       f'{smoke}PGR against the ground-truth budget\n{note}')
   if stage_root is not None:
     fig = _curves(results, stage_root)
     if fig is not None:

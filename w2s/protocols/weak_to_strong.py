@@ -5,8 +5,10 @@ Per seed: split train into A (weak_train), B (strong_train) and optionally a hel
 -> weak soft labels on B, val and test -> strong ceiling on B's ground truth -> (optionally,
 `clean`: B's weak labels relabelled / filtered on the strong model's features,
 `cleaning_stage.py`) -> for each student loss, the strong student on B's weak labels (optionally
-through a bootstrapping chain of intermediate models, and strong-to-strong relabelling rounds) ->
-test accuracy, PGR and the diagnostics of `w2s.scores`. Over seeds: means with bootstrap 95% CIs,
+through a bootstrapping chain of intermediate models, and strong-to-strong relabelling rounds;
+optionally, `student.queries`, one more student per budget k that buys k true labels of B,
+`queries.py`) -> test accuracy, PGR and the diagnostics of `w2s.scores` (optionally, `overlap`,
+also on the test rows of Shin et al.'s overlap vs the rest, `overlap_stage.py`). Over seeds: means with bootstrap 95% CIs,
 `results.json`, a table and plots. Every stage's outputs are keyed by the config that produced them
 (`stages.py`), so a rerun skips finished stages and all students share one set of weak labels.
 
@@ -26,15 +28,16 @@ import numpy as np
 from w2s import ensemble, metrics, options, preemption, selection, sharding, train
 from w2s.data import splits as splits_lib
 from w2s.errors import UserError
-from w2s.protocols import cleaning_stage, learners, programmatic, role_check
+from w2s.protocols import cleaning_stage, learners, overlap_stage, programmatic, role_check
+from w2s.protocols import queries as queries_lib
 from w2s.protocols import results as results_lib
 from w2s.protocols.stages import Stage, join_by_id, number_stages
 
 TOP_KEYS = ('protocol', 'dataset', 'splits', 'tokenizer', 'seeds', 'weak', 'strong', 'student',
             'student_losses', 'student_order', 'chain', 'relabel_rounds', 'eval_batch_size',
             'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke',
-            'clean')
-STUDENT_KEYS = ('train',)
+            'clean', 'overlap')
+STUDENT_KEYS = ('train', 'queries')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Options:
   mesh_shape: Mapping[str, int] | None = None       # {'data': -1, 'fsdp': 1, 'tensor': 1}
   shared_dir: str = ''   # stages and feature caches live here instead of the workdir (sweeps)
   clean: options.Plugin | None = None  # a cleaner of B's weak labels (cleaning_stage), or None
+  overlap: overlap_stage.Overlap | None = None  # the overlap report's options, or None
+  queries: queries_lib.Queries | None = None  # budgets of B's true labels students buy, or None
 
 
 def resolve(config, input_kind: str | None = None) -> Options:
@@ -88,15 +93,17 @@ def resolve(config, input_kind: str | None = None) -> Options:
   run = options.run_settings(c)
   mesh = c.get('mesh') or {}
   options.check_keys(mesh, ('num_devices', 'shape'), 'mesh')
+  relabel = options.positive(c.get('relabel_rounds', 0), 'relabel_rounds', allow_zero=True)
   opts = Options(
       dataset=dataset, splits=c['splits'], tokenizer=tok, seeds=seeds, weak=weak, strong=strong,
       student_train=student.get('train') or strong.train, students=students, chain=chain,
-      relabel_rounds=options.positive(c.get('relabel_rounds', 0), 'relabel_rounds',
-                                      allow_zero=True),
+      relabel_rounds=relabel,
       eval_batch_size=options.positive(c['eval_batch_size'], 'eval_batch_size'), run=run,
       num_devices=options.positive(mesh.get('num_devices', 0), 'mesh.num_devices',
                                    allow_zero=True), mesh_shape=mesh.get('shape'),
-      shared_dir=_shared_dir(c.get('shared_dir')), clean=cleaning_stage.resolve(c.get('clean')))
+      shared_dir=_shared_dir(c.get('shared_dir')), clean=cleaning_stage.resolve(c.get('clean')),
+      overlap=overlap_stage.resolve(c.get('overlap')),
+      queries=queries_lib.resolve(student.get('queries'), relabel))
   _check_stage_options(opts)
   return opts
 
@@ -121,13 +128,15 @@ def _shared_dir(value) -> str:
 
 def stage_plan(opts: Options, root: str, seed: int) -> dict:
   """The stages of one seed, each keyed by exactly what produces it: {'weak', 'ceiling',
-  'chain': [...], 'clean': [] or [stage], 'students': {name: [round 0, round 1, ...]}}. `run`
+  'chain': [...], 'clean': [] or [stage], 'overlap': [] or [stage], 'students': {name: [round 0,
+  round 1, ...]}, 'queries': {name: [a student per budget > 0]}}. `run`
   trains them; a sweep's dry run lists which are done. Under one `root`, runs that share a stage's
   inputs share its directory (e.g. one weak supervisor for every strong-model size)."""
   base = (opts.dataset.spec(), options.plain(opts.splits), options.plain(opts.tokenizer), seed)
   weak = Stage(root, 'weak', base, opts.weak.spec(), seed=seed)
   plan = {'weak': weak, 'ceiling': Stage(root, 'ceiling', base, opts.strong.spec(), seed=seed),
-          'chain': [], 'students': {}}
+          'chain': [], 'students': {}, 'queries': {},
+          'overlap': overlap_stage.plan(root, base, opts.overlap, opts.strong, weak.key, seed)}
   key = weak.key
   for role in opts.chain:  # bootstrapping: weak -> intermediate -> ... -> strong
     plan['chain'].append(Stage(root, role.role, base, role.spec(), key, seed=seed))
@@ -142,9 +151,17 @@ def stage_plan(opts: Options, root: str, seed: int) -> dict:
                           loss.spec(), k, seed=seed))
       k = rounds[-1].key
     plan['students'][name] = rounds
-  number_stages([weak, plan['ceiling'], *plan['chain'], *plan['clean'],
-                 *sum(plan['students'].values(), [])], opts.seeds.index(seed), len(opts.seeds))
+    parts = (opts.strong.spec(), options.plain(opts.student_train), loss.spec(), key)
+    plan['queries'][name] = queries_lib.plan(root, base, opts.queries, parts, name, seed)
+  number_stages(_stages(plan), opts.seeds.index(seed), len(opts.seeds))
   return plan
+
+
+def _stages(plan: dict) -> list[Stage]:
+  """Every stage of one seed's plan, in the order they run."""
+  return [plan['weak'], plan['ceiling'], *plan['overlap'], *plan['chain'], *plan['clean'],
+          *(st for name, rounds in plan['students'].items()
+            for st in (*rounds, *plan['queries'][name]))]
 
 
 def _stage_trains(opts: Options):
@@ -182,6 +199,8 @@ def check(config):
     programmatic.check(opts.weak, dataset)
   if opts.clean is not None:
     cleaning_stage.check(opts.clean, dataset.num_classes, opts.strong)
+  if opts.overlap is not None:
+    overlap_stage.check(opts.strong, dataset.num_classes)
   _trace_roles(opts, dataset)
   return opts, dataset
 
@@ -318,7 +337,7 @@ def run(*, config, workdir: str) -> dict:
   weak = learners.make(opts.weak, **common) if trained else None
   strong = learners.make(opts.strong, **common)
   chain = [learners.make(r, **common) for r in opts.chain]
-  clean_features = cleaning_stage.features_fn(strong, C, **common)
+  features = cleaning_stage.features_fn(strong, C, **common)  # for clean and overlap
   fit_kw = dict(mesh=mesh, eval_batch_size=opts.eval_batch_size, num_classes=C)
   per_seed, test_probs = [], []  # test_probs: each seed's test probabilities, for the figures
   for seed in opts.seeds:
@@ -327,6 +346,7 @@ def run(*, config, workdir: str) -> dict:
     parts = splits_lib.weak_to_strong(dataset, seed=seed, **opts.splits)
     a, b, test = (parts.splits[k] for k in ('weak_train', 'strong_train', 'test'))
     val = parts.splits.get('val')
+    queries_lib.check_budget(opts.queries, len(b['id']))  # before anything trains
     gt = lambda raw: (raw, learners.soft_labels(raw, C)) if raw is not None else None
     with_val = lambda d: {**d, **({'val': val} if val is not None else {})}
     plan = stage_plan(opts, root, seed)
@@ -342,6 +362,7 @@ def run(*, config, workdir: str) -> dict:
     ceiling_out = train_and_predict(
         plan['ceiling'], strong, b, learners.soft_labels(b, C), {'test': test},
         opts=topt('strong.train', opts.strong.train, opts.strong.loss), val=gt(val), **fit_kw)
+    found = overlap_stage.detect(plan['overlap'], opts.overlap, features, test, weak_out)
     teacher = weak_out
     for learner, stage in zip(chain, plan['chain']):  # bootstrapping: weak -> ... -> strong
       teacher = train_and_predict(
@@ -350,7 +371,7 @@ def run(*, config, workdir: str) -> dict:
           opts=topt(f'{learner.name}.train', learner.opts.train, learner.opts.loss),
           val=_teacher_val(teacher, val), **fit_kw)
     # B's rows and the teacher's labels of them as the students read them: cleaned if asked
-    teacher, b_student, cleaned = cleaning_stage.run(plan['clean'], opts.clean, clean_features,
+    teacher, b_student, cleaned = cleaning_stage.run(plan['clean'], opts.clean, features,
                                                      b, teacher, C)
     record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
               'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id'])}
@@ -359,9 +380,7 @@ def run(*, config, workdir: str) -> dict:
     if not trained:  # coverage and accuracy of the rules' labels on B and test (report only)
       record['weak_labels'] = programmatic.report(weak_out, {'strong_train': b, 'test': test})
     # where each stage's checkpoints and metrics.jsonl live (relative to the stage root)
-    record['stages'] = {st.kind: os.path.relpath(st.dir, root) for st in (
-        plan['weak'], plan['ceiling'], *plan['chain'], *plan['clean'],
-        *(r for rounds in plan['students'].values() for r in rounds))}
+    record['stages'] = {st.kind: os.path.relpath(st.dir, root) for st in _stages(plan)}
     weak_test = _probs_on(weak_out, 'test', test, 'weak test labels')
     probs = {'label': np.asarray(test['label']), 'weak': weak_test,
              'ceiling': _probs_on(ceiling_out, 'test', test, 'ceiling')}
@@ -372,10 +391,26 @@ def run(*, config, workdir: str) -> dict:
       record[name] = results_lib.score_seed(weak_test, probs[f'student_{name}'], probs['ceiling'],
                                             test['label'])
       record['held_out'][f'student_{name}'] = _held_out(student_out)
+      if opts.queries is not None:  # the same student buying k true labels of B, per budget
+        fit = lambda st, labels, loss=loss: train_and_predict(
+            st, strong, b_student, labels, {'test': test}, extras=_teacher_extras(teacher, b_student),
+            opts=topt('student.train', opts.student_train, loss), val=_teacher_val(teacher, val),
+            **fit_kw)
+        record.setdefault('queries', {})[name] = queries_lib.students(
+            plan['queries'][name], opts.queries, fit, b_student, probs, name, seed,
+            teacher=_probs_on(teacher, 'strong_train', b_student, 'teacher labels of B'),
+            truth=learners.soft_labels(b_student, C),
+            test_probs=lambda out: _probs_on(out, 'test', test, 'queried student'))
+    if found is not None:
+      record['overlap'] = overlap_stage.score(*found, probs, [n for n, _ in opts.students])
     per_seed.append(record)
     test_probs.append(probs)
     print(results_lib.seed_line(record, [n for n, _ in opts.students]), flush=True)
   results = results_lib.summarize(per_seed, [n for n, _ in opts.students], config.to_dict())
+  if opts.overlap is not None:
+    results['overlap'] = overlap_stage.summarize(per_seed, [n for n, _ in opts.students])
+  if opts.queries is not None:
+    results['queries'] = queries_lib.summarize(per_seed)
   if jax.process_index() == 0:
     results_lib.plot(results, workdir, test_probs=test_probs, stage_root=root)
     print(results_lib.table(results), flush=True)
