@@ -6,6 +6,13 @@ seed s_k is exactly the model `train.fit` would train with `seed=s_k` on the sam
 bag): the init, the RNG and the batch order are those of that separate run, only computed for all
 K at once. For small models this fills the devices far better than K sequential runs. Labels are
 the mean probability; the members' disagreement feeds the `reliability` loss.
+
+Specialists (Liu & Alahi 2024, co-supervised learning; `ensemble=dict(size=K, specialists=...)`):
+the examples carry a 'class_mask' column [N, K, C] (`learners.Learner.examples`); member k then
+trains only on the rows whose label (argmax) is one of its classes, as bagging gives each member
+its own rows, for the same number of steps (more epochs over fewer rows), and its logits are set to
+NEG_LOGIT outside its classes after the model, in training and prediction alike, so its
+probabilities there are exactly 0 (a finite value: a soft target's 0 * log p stays 0, not NaN).
 """
 import functools
 import os
@@ -17,6 +24,10 @@ import numpy as np
 from w2s import checkpoint, options, selection, sharding, train
 from w2s.data import pipeline
 from w2s.errors import UserError
+
+
+CLASS_MASK = 'class_mask'  # [N, K, C] (or a member's [N, C]): 1 where member k predicts class c
+NEG_LOGIT = -1e30           # exp(NEG_LOGIT - max) == 0 in float32; finite, so 0 * log p == 0
 
 
 def member_seeds(seed: int, size: int) -> list[int]:
@@ -58,11 +69,15 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
     train_examples, extra = train.with_loss_state(train_examples[0], opts.loss.spec())
   else:
     train_examples, extra = train.with_loss_state(train_examples, opts.loss.spec())
-    members = [bag(train_examples, s) if bagging else train_examples for s in seeds]
+    members = [train_examples] * k
+    if CLASS_MASK in train_examples:
+      members = specialise(train_examples, k, name)
+    members = [bag(m, s) if bagging else m for m, s in zip(members, seeds)]
+  specialists = _class_masks(train_examples, k, name) if CLASS_MASK in train_examples else None
   sharding.check_batch_size(opts.batch_size, mesh)
   steps = train.total_steps(opts, len(train_examples['id']))
   loss_fn = functools.partial(opts.loss.entry(), **opts.loss.hparams)
-  apply_fn = train.train_apply_fn(module, opts)
+  apply_fn = masked_apply_fn(train.train_apply_fn(module, opts))
   repl = sharding.replicated(mesh)
   batch_sharding = sharding.data_sharded(mesh, leading=1)  # [K, B, ...]: members x split batch
   sample = train._sample_rows(train_examples)
@@ -109,7 +124,9 @@ def fit_ensemble(module, train_examples: dict, *, cfg, seeds: list[int], workdir
     checkpoint.check_fingerprint(
         workdir, {**train.run_fingerprint(opts, train_examples, fingerprint),
                   'members': {'seeds': list(seeds), 'bagging': bagging,
-                              **({'inputs': inputs} if per_member else {})}},
+                              **({'inputs': inputs} if per_member else {}),
+                              **({'specialists': specialists.astype(int).tolist()}
+                                 if specialists is not None else {})}},
         has_checkpoints=ckpt.latest_step() is not None)
     state, _ = ckpt.restore(jax.eval_shape(init, rngs, pretrained))
     if state is None:
@@ -130,6 +147,9 @@ def _check_members(member_examples, k: int, bagging: bool, name: str) -> list[st
   if bagging:
     raise UserError(f'{name}: bagging draws rows of one set of inputs; per-member inputs already '
                     'differ: drop ensemble.bagging')
+  if CLASS_MASK in member_examples[0]:
+    raise UserError(f'{name}: specialists train on one set of inputs; per-member inputs are '
+                    'not supported with ensemble.specialists')
   first = member_examples[0]
   digests = []
   for m in member_examples:
@@ -140,6 +160,44 @@ def _check_members(member_examples, k: int, bagging: bool, name: str) -> list[st
       h.update(key.encode() + np.ascontiguousarray(m[key]).tobytes())
     digests.append(h.hexdigest()[:16])
   return digests
+
+
+def _class_masks(examples: dict, k: int, name: str) -> np.ndarray:
+  """The specialists' class masks [K, C] of examples with a 'class_mask' column [N, K, C]."""
+  col = np.asarray(examples[CLASS_MASK])
+  if col.ndim != 3 or col.shape[1] != k or not (col == col[:1]).all():
+    raise UserError(f'{name}: the examples\' {CLASS_MASK!r} must be one [K={k}, C] mask repeated '
+                    'on every row (build examples with learners.Learner.examples)')
+  return col[0] > 0
+
+
+def specialise(examples: dict, k: int, name: str = 'ensemble') -> list[dict]:
+  """K members' examples: member k's rows are those whose label argmax is one of its classes,
+  its 'class_mask' column its own mask [n_k, C]."""
+  masks = _class_masks(examples, k, name)
+  cls = np.argmax(np.asarray(examples['label']), axis=-1)
+  out = []
+  for j, m in enumerate(masks):
+    rows = np.flatnonzero(m[cls])
+    if not len(rows):
+      raise UserError(f'{name}: specialist {j} (classes {np.flatnonzero(m).tolist()}) has no '
+                      'training row with one of its labels; change ensemble.specialists')
+    member = {key: v[rows] for key, v in examples.items() if key != CLASS_MASK}
+    member[CLASS_MASK] = np.broadcast_to(m.astype(np.float32), (len(rows), len(m))).copy()
+    out.append(member)
+  return out
+
+
+def _mask_logits(logits, class_mask):
+  return jnp.where(class_mask > 0, logits, NEG_LOGIT).astype(logits.dtype)
+
+
+def masked_apply_fn(apply_fn):
+  """`apply_fn` whose logits [B, C] are NEG_LOGIT outside batch['class_mask'] [B, C] (if any)."""
+  def masked(params, batch, *, train, rng):
+    logits = apply_fn(params, batch, train=train, rng=rng)
+    return _mask_logits(logits, batch[CLASS_MASK]) if CLASS_MASK in batch else logits
+  return masked
 
 
 def stack_members(member_examples: list[dict]) -> dict:
@@ -168,13 +226,14 @@ def members_apply_fn(module, per_member: bool = False):
 
   def member_apply(params, batch):
     if per_member:
-      inputs = {k: v for k, v in batch.items() if k not in ('label', 'mask', 'id')}
+      inputs = {k: v for k, v in batch.items() if k not in ('label', 'mask', 'id', CLASS_MASK)}
       return jax.vmap(lambda p, b: one(p, b, train=False, rng=None), in_axes=(0, 1))(params, inputs)
     return jax.vmap(lambda p, b: one(p, b, train=False, rng=None), in_axes=(0, None))(params, batch)
 
   def apply_fn(params, batch, *, train, rng):
     del train, rng
-    return jnp.swapaxes(member_apply(params, batch), 0, 1)
+    logits = jnp.swapaxes(member_apply(params, batch), 0, 1)  # [B, K, C]
+    return _mask_logits(logits, batch[CLASS_MASK]) if CLASS_MASK in batch else logits
   return apply_fn
 
 

@@ -10,7 +10,10 @@ resolved against their entry points), and the learner is built from those. Two k
   examples a stage reads (by id), and cached on disk, by default in the user feature cache that
   every workdir shares (`w2s.models.feature_store`); only the head trains, on 'x' = features.
 
-Optional keys: `ensemble=dict(size=K, bagging=False)` (K members in one vmapped step),
+Optional keys: `ensemble=dict(size=K, bagging=False)` (K members in one vmapped step; with
+`specialists=[[classes of member 0], ...]` member k trains only on the rows labelled with one of
+its classes and predicts only those (Liu & Alahi 2024's co-supervising specialists, for the `csl`
+student loss; the subsets must cover every class and may overlap), `w2s.ensemble`),
 `tokenizer=dict(tokenizer=..., max_length=..., truncation=...)` (this role's own),
 `input=dict(name=<view>, ...)` (what this role sees of each example; `w2s/views/`) and, with
 frozen=True, `feature_batch_size=B` (rows per forward of the feature extraction; by default the
@@ -35,7 +38,7 @@ from w2s.protocols import stages as stages_lib
 ROLE_KEYS = ('model', 'loss', 'train', 'frozen', 'head', 'ensemble', 'tokenizer', 'input',
              'feature_batch_size')
 TOKENIZER_KEYS = ('tokenizer', 'max_length', 'truncation')
-ENSEMBLE_KEYS = ('size', 'bagging')
+ENSEMBLE_KEYS = ('size', 'bagging', 'specialists')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ class RoleOptions:
   head: options.Plugin | None = None
   ensemble_size: int = 1
   bagging: bool = False
+  specialists: tuple[tuple[int, ...], ...] | None = None  # member k's classes
   tokenizer: Mapping[str, Any] | None = None
   view: options.Plugin | None = None
   feature_batch_size: int | None = None   # frozen only; None: the backend's default
@@ -96,7 +100,8 @@ class RoleOptions:
         train=s['train'], frozen=frozen,
         head=options.plugin('models', s.get('head', dict(name='mlp', size='linear')),
                             f'{role}.head') if frozen else None,
-        ensemble_size=size, bagging=bool(ens.get('bagging', False)), tokenizer=tok,
+        ensemble_size=size, bagging=bool(ens.get('bagging', False)),
+        specialists=_specialists(ens.get('specialists'), size, s['train'], role), tokenizer=tok,
         view=options.plugin('views', view, f'{role}.input') if view else None,
         feature_batch_size=feature_batch)
 
@@ -110,6 +115,8 @@ class RoleOptions:
       out['head'] = self.head.spec()
     if self.ensemble_size > 1:
       out['ensemble'] = {'size': self.ensemble_size, 'bagging': self.bagging}
+      if self.specialists is not None:
+        out['ensemble']['specialists'] = [list(c) for c in self.specialists]
     if self.tokenizer is not None:
       out['tokenizer'] = options.plain(self.tokenizer)
     if self.view is not None:
@@ -132,9 +139,50 @@ class Learner:
 
   def examples(self, raw: dict, labels: np.ndarray, extras: dict | None = None) -> dict:
     """Batch-ready fields for raw examples with soft labels [N, C] (+ per-example `extras`, such
-    as an ensemble teacher's 'member_probs' [N, K, C], aligned with `raw`)."""
-    return {**self._inputs(raw), **(extras or {}), 'id': raw['id'],
-            'label': labels.astype(np.float32)}
+    as an ensemble teacher's 'member_probs' [N, K, C], aligned with `raw`). Specialists add
+    'class_mask' [N, K, C] (1 where member k predicts class c), which `w2s.ensemble` reads."""
+    out = {**self._inputs(raw), **(extras or {}), 'id': raw['id'],
+           'label': labels.astype(np.float32)}
+    if self.opts.specialists is not None:
+      masks = class_masks(self.opts.specialists, labels.shape[-1], self.name)
+      out['class_mask'] = np.broadcast_to(masks, (len(labels),) + masks.shape).copy()
+    return out
+
+
+def _specialists(value, size: int, train_section, role: str):
+  """`ensemble.specialists` checked for shape (classes against C in `class_masks`)."""
+  if value is None:
+    return None
+  where = f'{role}.ensemble.specialists'
+  value = options.plain(value)
+  ok = (isinstance(value, (list, tuple)) and len(value) == size and size > 1
+        and all(isinstance(c, (list, tuple)) and c and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in c) for c in value))
+  if not ok:
+    raise UserError(f'{where} must list size={size} (> 1) non-empty lists of class ids, one per '
+                    f'member, e.g. [[0, 1, 2], [3, 4]]; got {value!r}')
+  if any(len(set(c)) != len(c) for c in value):
+    raise UserError(f'{where}: a member lists a class twice ({value!r}); list each class once')
+  if (options.plain(train_section) or {}).get('eval_every'):
+    raise UserError(f'{where}: held-out selection would score each specialist on classes it '
+                    f'never predicts; set {role}.train.eval_every=0')
+  return tuple(tuple(c) for c in value)
+
+
+def class_masks(specialists, num_classes: int, where: str = 'ensemble') -> np.ndarray:
+  """float32 [K, C]: 1 where member k predicts class c; every class in [0, C) and covered."""
+  masks = np.zeros((len(specialists), num_classes), np.float32)
+  for k, classes in enumerate(specialists):
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+      raise UserError(f'{where}.ensemble.specialists: member {k} lists classes {bad} outside '
+                      f'[0, {num_classes}); use class ids of this dataset')
+    masks[k, list(classes)] = 1.0
+  missing = np.flatnonzero(masks.sum(0) == 0).tolist()
+  if missing:
+    raise UserError(f'{where}.ensemble.specialists cover no member for classes {missing}; every '
+                    'class needs a specialist')
+  return masks
 
 
 def tokenizer_kwargs(tokenizer: dict) -> dict:
@@ -166,6 +214,8 @@ def make(opts: RoleOptions, *, dataset, eval_batch_size: int, cache_dir: str | N
   go to the user cache instead unless `W2S_CACHE_DIR=` (empty) says workdir-local
   (`w2s.models.feature_store.cache_dirs`)."""
   C = dataset.num_classes
+  if opts.specialists is not None:
+    class_masks(opts.specialists, C, opts.role)
   model = options.build(opts.model, f'{opts.role}.model', num_classes=C)
   tokens = _inputs_fn(dataset, opts)
   sample = {k: v[:1] for k, v in tokens(_first_rows(dataset)).items()}
