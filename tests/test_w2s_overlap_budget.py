@@ -158,11 +158,21 @@ def test_bad_options_are_one_line(edit, words):
   assert words in str(e.value) and '\n' not in str(e.value)
 
 
-def test_dry_run_refuses_a_bad_query_option():
-  from test_dry_run import _dry_run
-  from test_hardening import _one_error
-  _one_error(_dry_run('w2s_offline.py:runlocal,queries=0+16,query_by=entropy'),
-             'student.queries.by', "'weak_margin'")
+def test_dry_run_checks_both_options():
+  """`--dry_run`'s check (w2s.main._dry_run, in process: a subprocess costs seconds): a config
+  with both options passes, a bad one is one line naming its key."""
+  from w2s import main
+  assert 'nothing was trained' in main._dry_run(
+      _config('runlocal,seeds=1,losses=xent,overlap,queries=0+16'))
+  with pytest.raises(UserError, match="queries.by='entropy' must be one of .*'weak_margin'"):
+    main._dry_run(_config('runlocal,queries=0+16,query_by=entropy'))
+  with pytest.raises(UserError, match=r"queries='16\+x' must be budgets joined by \+"):
+    _config('runlocal,queries=16+x')
+  config = _config('runlocal,overlap')
+  with config.unlocked():
+    config.strong.model = dict(name='mlp', size='small')  # no backbone features to align
+  with pytest.raises(UserError, match="overlap reads the strong model's backbone features"):
+    main._dry_run(config)
 
 
 def test_options_leave_every_existing_stage_key_unchanged(tmp_path):
@@ -186,7 +196,8 @@ def _stage(root, prefix):
 
 
 @pytest.mark.usefixtures('shared_feature_cache')
-def test_tiny_run_with_overlap_and_queries_matches_its_saved_predictions(tmp_path, capsys):
+def test_tiny_run_with_overlap_and_queries_matches_its_saved_predictions(tmp_path, capsys,
+                                                                         monkeypatch):
   from w2s import options
   from w2s.data import splits as splits_lib
   from w2s.protocols.stages import join_by_id
@@ -221,13 +232,17 @@ def test_tiny_run_with_overlap_and_queries_matches_its_saved_predictions(tmp_pat
   assert q['0']['acc_student'] == rec['xent']['acc_student'] and q['0']['n_bought'] == 0
   acc16 = np.mean(on_test('student_xent_q16').argmax(-1) == y)
   assert q['16']['acc_student'] == pytest.approx(acc16, rel=1e-12)
-  weak_b = join_by_id(b['id'], npz('weak', 'strong_train_id'), npz('weak', 'strong_train_probs'), 'B')
-  ent = -(weak_b * np.log(np.clip(weak_b, 1e-30, 1))).sum(1)
+  weak_b = join_by_id(b['id'], npz('weak', 'strong_train_id'), npz('weak', 'strong_train_probs'),
+                      'B').astype(np.float64)
+  ent = -(weak_b * np.log(np.clip(weak_b, 1e-300, 1))).sum(1)
   top = np.lexsort((np.asarray(b['id']), -ent))[:16]  # ties: the smaller id
-  assert q['16']['n_corrected'] == int((weak_b[top].argmax(-1) != np.asarray(b['label'])[top]).sum())
+  wrong = weak_b[top].argmax(-1) != np.asarray(b['label'])[top]
+  assert q['16']['n_corrected'] == int(wrong.sum())
   assert results['queries']['xent']['16']['acc_student']['mean'] == pytest.approx(acc16)
 
-  # one more budget trains that student only
+  # one more budget trains that student only (its figures are not drawn again: time)
+  from w2s import plots
+  monkeypatch.setattr(plots, 'save', lambda fig, path, dpi=120: plots.pyplot().close(fig))
   train.train_and_evaluate(_config('runlocal,seeds=1,losses=xent,overlap,queries=0+16+32'),
                            str(tmp_path))
   out = capsys.readouterr().out

@@ -138,5 +138,5 @@ def table(summary: dict, losses: list[str]) -> str:
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
-  return ('overlap rows of test (Shin et al. 2024: confident weak label and strong features aligned '
+  return ('overlap rows of test (Shin et al. 2024: confident weak label, strong features aligned '
           'with the unconfident rows; found without labels) vs the rest:\n' + '\n'.join(lines))

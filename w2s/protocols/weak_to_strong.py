@@ -8,9 +8,10 @@ Per seed: split train into A (weak_train), B (strong_train) and optionally a hel
 through a bootstrapping chain of intermediate models, and strong-to-strong relabelling rounds;
 optionally, `student.queries`, one more student per budget k that buys k true labels of B,
 `queries.py`) -> test accuracy, PGR and the diagnostics of `w2s.scores` (optionally, `overlap`,
-also on the test rows of Shin et al.'s overlap vs the rest, `overlap_stage.py`). Over seeds: means with bootstrap 95% CIs,
-`results.json`, a table and plots. Every stage's outputs are keyed by the config that produced them
-(`stages.py`), so a rerun skips finished stages and all students share one set of weak labels.
+also on the test rows of Shin et al.'s overlap vs the rest, `overlap_stage.py`). Over seeds:
+means with 95% t-intervals, `results.json`, a table and plots. Every stage's outputs are keyed by
+the config that produced them (`stages.py`), so a rerun skips finished stages and all students
+share one set of weak labels.
 
 Model selection never sees test labels or B's ground truth: a stage with `train.eval_every > 0`
 evaluates on the val slice against its *own* label source (the weak supervisor and the ceiling
@@ -393,9 +394,9 @@ def run(*, config, workdir: str) -> dict:
       record['held_out'][f'student_{name}'] = _held_out(student_out)
       if opts.queries is not None:  # the same student buying k true labels of B, per budget
         fit = lambda st, labels, loss=loss: train_and_predict(
-            st, strong, b_student, labels, {'test': test}, extras=_teacher_extras(teacher, b_student),
-            opts=topt('student.train', opts.student_train, loss), val=_teacher_val(teacher, val),
-            **fit_kw)
+            st, strong, b_student, labels, {'test': test}, val=_teacher_val(teacher, val),
+            opts=topt('student.train', opts.student_train, loss),
+            extras=_teacher_extras(teacher, b_student), **fit_kw)
         record.setdefault('queries', {})[name] = queries_lib.students(
             plan['queries'][name], opts.queries, fit, b_student, probs, name, seed,
             teacher=_probs_on(teacher, 'strong_train', b_student, 'teacher labels of B'),
