@@ -142,3 +142,38 @@ def test_bad_options_and_missing_members_are_refused():
     _call(b, 0.5, topk=0)
   with pytest.raises(UserError, match='member_probs'):
     csl.loss(logits=np.zeros((B, C)), labels=np.zeros((B, C)), mask=np.ones(B), batch={})
+
+
+@pytest.mark.slow  # 4 stages: ~20 s of CPU (45 s wall on the loaded 2-core box)
+def test_weak_to_strong_with_specialists_and_both_students(tmp_path):
+  """End to end on digits: two specialist weak teachers (classes 0-4, 5-9), students raven and
+  csl reading their per-member probabilities of B."""
+  from ml_collections import ConfigDict
+
+  from w2s import train
+  t = dict(optimizer=dict(name='adam', learning_rate=1e-2), schedule=dict(name='constant'),
+           batch_size=64, num_epochs=0.0, num_steps=8, accum_steps=1)
+  mlp = lambda h: dict(name='mlp', hidden=(h,), zero_head=False)
+  config = ConfigDict(dict(
+      protocol=dict(name='weak_to_strong'), dataset=dict(name='digits'),
+      splits=dict(weak_fraction=0.5, max_weak=512, max_strong=512, max_test=256), seeds=(0,),
+      weak=dict(model=mlp(8), loss=dict(name='xent'), train=t,
+                ensemble=dict(size=2, specialists=[[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])),
+      strong=dict(model=mlp(32), loss=dict(name='xent'), train=t),
+      student_losses=dict(raven=dict(name='raven', teachers=2, lr=0.1),
+                          csl=dict(name='csl', warmup=0.25)),
+      eval_batch_size=64, log_every=4, checkpoint_every=100, keep_checkpoints=1,
+      mesh=dict(num_devices=1)))
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert set(results['summary']) == {'raven', 'csl'}
+  for name in ('raven', 'csl'):
+    assert 0.0 <= results['per_seed'][0][name]['acc_student'] <= 1.0
+  import glob
+  import json
+  weak = glob.glob(str(tmp_path / 'stages' / 'weak-*' / 'outputs.npz'))[0]
+  members = np.load(weak)['strong_train_member_probs']
+  assert members.shape[1:] == (2, 10)
+  assert (members[:, 0, 5:] == 0).all() and (members[:, 1, :5] == 0).all()
+  metrics = [json.loads(line) for f in glob.glob(str(tmp_path / 'stages' / 'student_raven*' /
+                                                    'metrics.jsonl')) for line in open(f)]
+  assert any('weight_1' in m for m in metrics)  # the learned weights reach the logs
