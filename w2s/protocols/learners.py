@@ -143,7 +143,7 @@ class Learner:
     'class_mask' [N, K, C] (1 where member k predicts class c), which `w2s.ensemble` reads."""
     out = {**self._inputs(raw), **(extras or {}), 'id': raw['id'],
            'label': labels.astype(np.float32)}
-    if self.opts.specialists is not None:
+    if self.opts.specialists is not None and self.opts.ensemble_size > 1:
       masks = class_masks(self.opts.specialists, labels.shape[-1], self.name)
       out['class_mask'] = np.broadcast_to(masks, (len(labels),) + masks.shape).copy()
     return out
