@@ -151,7 +151,9 @@ def weak_to_strong(dataset: base.Dataset, *, seed: int = 0, weak_fraction: float
 
 def labelled_unlabelled(dataset: base.Dataset, *, seed: int = 0, per_class: int = 4,
                         max_unlabelled: int | None = None, max_test: int | None = None,
-                        train_split: str = 'train', test_split: str = 'test') -> base.Dataset:
+                        train_split: str = 'train', test_split: str = 'test',
+                        imbalance: float | None = None, imbalance_u: float | None = None,
+                        unlabelled_per_class: int | None = None) -> base.Dataset:
   """The self-training splits: 'labelled' (L), 'unlabelled' (U, labels kept only for reporting
   pseudo-label quality) and 'test'.
 
@@ -162,6 +164,14 @@ def labelled_unlabelled(dataset: base.Dataset, *, seed: int = 0, per_class: int 
   of it when capped (hash(id, seed) order over all of U). L comes from train alone, so it never
   holds an unknown label. A class with fewer than `per_class` training examples is a UserError
   (as is a class with exactly `per_class` when U would get no other rows: U needs some).
+
+  Long-tailed (`imbalance` = gamma >= 1; see `long_tailed_counts`): L holds N_c =
+  floor(per_class gamma^(-c/(C-1))) rows of class c (class 0 the head, as CIFAR-10-LT) and U
+  M_c = floor(M_max gamma_u^(-c/(C-1))) of the rest, the next ones of class c in the same hash
+  order; gamma_u = `imbalance_u` (default gamma), M_max = `unlabelled_per_class` (default: the
+  largest head count every class can follow). Test stays as it is (balanced, as the
+  benchmarks). U is drawn by class, so a dataset's own unlabelled split (labels unknown) and
+  `max_unlabelled` are UserErrors there.
   """
   if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
     raise UserError(f'labels.per_class={per_class!r} must be an int >= 1')
@@ -174,6 +184,16 @@ def labelled_unlabelled(dataset: base.Dataset, *, seed: int = 0, per_class: int 
   order = _order(train['id'], seed)
   labels = np.asarray(train['label'])[order]
   counts = np.bincount(labels, minlength=dataset.num_classes)
+  if imbalance is not None or imbalance_u is not None or unlabelled_per_class is not None:
+    if extra is not None or max_unlabelled is not None:
+      raise UserError('labels.imbalance draws U by class from train; drop max_unlabelled (use '
+                      'unlabelled_per_class) and load the dataset without its unlabelled split')
+    lab, unl = _long_tailed(dataset, order, labels, counts, per_class, imbalance, imbalance_u,
+                            unlabelled_per_class)
+    out = {'labelled': base.take(train, lab), 'unlabelled': base.take(train, unl),
+           'test': select(dataset.split(test_split), seed=seed, num_classes=dataset.num_classes,
+                          max_examples=max_test)}
+    return dataclasses.replace(dataset, splits=out)
   room = 0 if extra is not None and base.num_rows(extra) else 1  # train rows U needs per class
   short = [c for c in range(dataset.num_classes) if counts[c] < per_class + room]
   if short:
@@ -200,6 +220,54 @@ def labelled_unlabelled(dataset: base.Dataset, *, seed: int = 0, per_class: int 
          'test': select(dataset.split(test_split), seed=seed, num_classes=dataset.num_classes,
                         max_examples=max_test)}
   return dataclasses.replace(dataset, splits=out)
+
+
+def long_tailed_counts(n_max: int, gamma: float, num_classes: int) -> np.ndarray:
+  """[C] int64 N_c = floor(n_max gamma^(-c/(C-1))), at least 1: the CIFAR-10-LT profile (Cui et
+  al. 2019; the imbalanced-SSL benchmarks of DARP, Adsh and USB: N_max 1500 labelled, 3000
+  unlabelled, gamma 100 or 150). gamma = 1 is balanced; the 1e-9 keeps an exact product (e.g.
+  1500 / 100) from flooring one below."""
+  exponent = np.arange(num_classes) / max(num_classes - 1, 1)
+  return np.maximum(np.floor(n_max * float(gamma) ** -exponent + 1e-9), 1).astype(np.int64)
+
+
+def _gamma(value, key: str) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1 or (
+      not np.isfinite(value)):
+    raise UserError(f'{key}={value!r} must be a number >= 1 (N_c = N_max gamma^(-c/(C-1)): '
+                    '1 is balanced, 100 is CIFAR-10-LT)')
+  return float(value)
+
+
+def _long_tailed(dataset, order, labels, counts, per_class, imbalance, imbalance_u, m_max):
+  """(rows of L, rows of U) of train, sorted: the first N_c of class c in hash order, then M_c."""
+  num_classes = dataset.num_classes
+  gamma = _gamma(1 if imbalance is None else imbalance, 'labels.imbalance')
+  gamma_u = gamma if imbalance_u is None else _gamma(imbalance_u, 'labels.imbalance_u')
+  n_l = long_tailed_counts(per_class, gamma, num_classes)
+  room = counts - n_l
+  if (room < 1).any():
+    c = int(np.flatnonzero(room < 1)[0])
+    raise UserError(f'labels.per_class={per_class} with imbalance {gamma:g} puts {n_l[c]} labels '
+                    f'on class {c} ({dataset.label_names[c]!r}), which has {counts[c]} training '
+                    'examples and U needs some; lower per_class')
+  ratio = float(gamma_u) ** -(np.arange(num_classes) / max(num_classes - 1, 1))
+  if m_max is None:
+    m_max = int(np.min(np.floor(room / ratio + 1e-9)))
+  elif isinstance(m_max, bool) or not isinstance(m_max, int) or m_max < 1:
+    raise UserError(f'labels.unlabelled_per_class={m_max!r} must be an int >= 1 (U\'s head class)')
+  n_u = long_tailed_counts(m_max, gamma_u, num_classes)
+  if (n_u > room).any():
+    c = int(np.flatnonzero(n_u > room)[0])
+    raise UserError(f'labels.unlabelled_per_class={m_max} asks {n_u[c]} unlabelled rows of class '
+                    f'{c} ({dataset.label_names[c]!r}), which has {room[c]} left after L; use '
+                    f'unlabelled_per_class <= {int(np.min(np.floor(room / ratio + 1e-9)))}')
+  rank = np.zeros(len(order), np.int64)
+  for c in range(num_classes):
+    rank[labels == c] = np.arange((labels == c).sum())
+  lab = rank < n_l[labels]
+  unl = ~lab & (rank < (n_l + n_u)[labels])
+  return np.sort(order[lab]), np.sort(order[unl])
 
 
 def _join(name: str, train_split: str, rows: base.Examples, extra: base.Examples) -> base.Examples:

@@ -5,13 +5,17 @@ unlabelled set U (the rest of train plus the dataset's own unlabelled split if i
 e.g. `dict(name='stl10', unlabelled=True)`; labels hidden from the algorithm) and test. The `model`
 section is a role (model, loss, train, frozen/head, input) whose `train.ssl` names the algorithm
 (`w2s/ssl/`: supervised, pseudo_label, pi_model, mean_teacher, fixmatch, uda, flexmatch,
-freematch, doubly_robust, softmatch, adamatch, dash, defixmatch, mixmatch, remixmatch, vat) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
+freematch, doubly_robust, softmatch, adamatch, dash, defixmatch, mixmatch, remixmatch, vat,
+arazo, adsh) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
 views a and A; sections of kind 'augment') and `ema_decay` (> 0: predict with the EMA of the
 parameters, FixMatch's evaluation). `ssl=dict(name='supervised')` is the labelled-only baseline
 through the same step. One stage per seed, keyed by its config; results: test accuracy and ECE
 with Student-t 95% intervals over seeds (none below 3), and the last logged mask rate /
 pseudo-label accuracy (over the rows of U with a known label: a dataset's own unlabelled split,
-label -1, is excluded; None when the last batch had no such row).
+label -1, is excluded; None when the last batch had no such row), and the class counts of L
+and U ('labelled_per_class', 'unlabelled_per_class'). Long-tailed L and U (class-imbalanced SSL,
+e.g. with `adsh`): labels=dict(per_class=N_max, imbalance=gamma, imbalance_u=...,
+unlabelled_per_class=M_max), see `w2s.data.splits.labelled_unlabelled`.
 """
 import os
 
@@ -27,7 +31,8 @@ from w2s.protocols.weak_to_strong import train_and_predict
 
 TOP_KEYS = ('protocol', 'dataset', 'labels', 'tokenizer', 'seeds', 'model', 'eval_batch_size',
             'log_every', 'checkpoint_every', 'keep_checkpoints', 'mesh', 'shared_dir', 'smoke')
-LABEL_KEYS = ('per_class', 'max_unlabelled', 'max_test')
+LABEL_KEYS = ('per_class', 'max_unlabelled', 'max_test', 'imbalance', 'imbalance_u',
+              'unlabelled_per_class')
 
 
 def _resolve(config, input_kind=None):
@@ -97,7 +102,9 @@ def run(*, config, workdir: str) -> dict:
     y = np.asarray(test['label'])
     last = stage.record().get('train_metrics', {})
     rec = {'seed': seed, 'n_labelled': len(lab['id']), 'n_unlabelled': len(unl['id']),
-           'n_test': len(test['id']), 'acc': scores.accuracy(probs, y), 'ece': scores.ece(probs, y),
+           'n_test': len(test['id']), 'labelled_per_class': _per_class(lab, C),
+           'unlabelled_per_class': _per_class(unl, C),
+           'acc': scores.accuracy(probs, y), 'ece': scores.ece(probs, y),
            'mask_rate': last.get('mask_rate'), 'pseudo_acc': _pseudo_acc(last),
            'stages': {'ssl': os.path.relpath(stage.dir, root)}}
     per_seed.append(rec)
@@ -114,6 +121,14 @@ def run(*, config, workdir: str) -> dict:
           f'({results_lib.interval_note(len(per_seed))}): {scores.fmt_summary(s, 100)}',
           flush=True)
   return results
+
+
+def _per_class(examples: dict, num_classes: int) -> list[int]:
+  """Rows of each class (known labels only: a dataset's own unlabelled split has none)."""
+  y = np.asarray(examples['label'])
+  if y.ndim == 2:  # soft rows: their argmax, all-zero rows unknown
+    y = np.where(y.sum(-1) > 0, y.argmax(-1), -1)
+  return np.bincount(y[y >= 0], minlength=num_classes).tolist()
 
 
 def _pseudo_acc(last: dict):

@@ -63,4 +63,4 @@ only (integer token ids are a UserError). NEEDS_TEACHER and NEEDS_LABELLED_STRON
 
 ALGORITHMS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda',
               'flexmatch', 'freematch', 'doubly_robust', 'softmatch', 'adamatch', 'dash',
-              'defixmatch', 'mixmatch', 'remixmatch', 'vat', 'arazo')
+              'defixmatch', 'mixmatch', 'remixmatch', 'vat', 'arazo', 'adsh')
