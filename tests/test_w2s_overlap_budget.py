@@ -201,10 +201,18 @@ def test_tiny_run_with_overlap_and_queries_matches_its_saved_predictions(tmp_pat
   from w2s import options
   from w2s.data import splits as splits_lib
   from w2s.protocols.stages import join_by_id
+  from w2s import plots
+  from w2s.protocols import results as results_lib
+  saved = []  # figures are built but not drawn (time); pgr_budget is drawn once below
+  monkeypatch.setattr(plots, 'save', lambda fig, path, dpi=120: (
+      saved.append(os.path.basename(path)), plots.pyplot().close(fig))[0])
   config = _config('runlocal,seeds=1,losses=xent,overlap,queries=0+16')
   results = train.train_and_evaluate(config, str(tmp_path))
   capsys.readouterr()
-  assert os.path.getsize(tmp_path / 'pgr_budget.png') > 0
+  assert 'pgr_budget.png' in saved
+  monkeypatch.undo()
+  fig = results_lib.figures(results)['pgr_budget']
+  assert os.path.getsize(plots.save(fig, str(tmp_path / 'pgr_budget.png'))) > 0
   rec = json.load(open(tmp_path / 'results.json'))['per_seed'][0]
   # test labels and B's rows of seed 0, as the run split them
   opts = weak_to_strong.resolve(config)
@@ -240,8 +248,7 @@ def test_tiny_run_with_overlap_and_queries_matches_its_saved_predictions(tmp_pat
   assert q['16']['n_corrected'] == int(wrong.sum())
   assert results['queries']['xent']['16']['acc_student']['mean'] == pytest.approx(acc16)
 
-  # one more budget trains that student only (its figures are not drawn again: time)
-  from w2s import plots
+  # one more budget trains that student only
   monkeypatch.setattr(plots, 'save', lambda fig, path, dpi=120: plots.pyplot().close(fig))
   train.train_and_evaluate(_config('runlocal,seeds=1,losses=xent,overlap,queries=0+16+32'),
                            str(tmp_path))
