@@ -19,6 +19,11 @@ the mean over the batch: `EnsembleDisagreementSchedule`), and the weights stay f
 first `freeze_frac` (`ensemble_weights_freeze_first_frac_of_epochs`). Fractions of steps here
 stand for their fractions of epochs.
 
+Since each teacher's probabilities sum to 1, the batch loss is linear in w (sum_k w_k CE(y_k, p)
+with sum_k w_k = 1), so the projected steps drift towards the vertex of the teacher the student
+currently agrees with most; `lr` sets how fast (their configs ship lr=0: fixed uniform weights).
+On class specialists (`csl`'s teachers) one global weight vector cannot help: use per_example.
+
 Deviations: the weights are the simplex weights themselves (their parametrisation; not a
 softmax of free logits); the weights start uniform (their default 'uniform' init; 'random' and
 'entropy' inits are not offered); SGD's momentum buffer (torch.optim.SGD, dampening 0) is kept
