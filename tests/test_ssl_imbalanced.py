@@ -240,3 +240,31 @@ def test_resume_continues_the_threshold_state_exactly(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                (straight.params, straight.extra, straight.opt_state),
                (resumed.params, resumed.extra, resumed.opt_state))
+
+
+def test_protocol_runs_a_long_tailed_split_and_records_the_counts(tmp_path):
+  from ml_collections import ConfigDict
+  config = ConfigDict(dict(
+      protocol=dict(name='semi_supervised'), dataset=dict(name='digits'), seeds=(0,),
+      labels=dict(per_class=8, imbalance=4, unlabelled_per_class=40, max_test=64),
+      model=dict(model=dict(name='mlp', hidden=(16,)), loss=dict(name='xent'),
+                 train=dict(optimizer=dict(name='adam', learning_rate=1e-3), batch_size=8,
+                            num_steps=2, ssl=dict(name='adsh'), unlabelled_ratio=2)),
+      eval_batch_size=64, mesh=dict(num_devices=1)))
+  rec = train.train_and_evaluate(config, str(tmp_path))['per_seed'][0]
+  assert rec['labelled_per_class'] == [8, 6, 5, 5, 4, 3, 3, 2, 2, 2]  # 8 * 4^(-c/9)
+  assert rec['unlabelled_per_class'] == [40, 34, 29, 25, 21, 18, 15, 13, 11, 10]
+  assert rec['n_unlabelled'] == 216 and 0 <= rec['acc'] <= 1
+
+
+def test_config_argument_builds_the_long_tailed_labels():
+  from w2s.configs import ssl as ssl_config
+  c = ssl_config.get_config('algo=adsh,imbalance=10')
+  assert c.labels.to_dict() == dict(per_class=4, imbalance=10.0)
+  assert c.model.train.batch_size == 16  # |L| = sum of 4 * 10^(-c/9) = 16: L holds a batch
+  small = ssl_config.get_config('algo=adsh,imbalance=10,runlocal').labels.to_dict()
+  assert small == dict(per_class=4, imbalance=10.0, max_test=256, unlabelled_per_class=128)
+  for arg, message in [('imbalance=0.5', r'imbalance=0.5: use a ratio gamma >= 1'),
+                       ('task=stl10,imbalance=10', r'task=stl10 adds unlabelled rows')]:
+    with pytest.raises(UserError, match=message):
+      ssl_config.get_config(arg)
