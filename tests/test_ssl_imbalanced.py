@@ -255,16 +255,3 @@ def test_protocol_runs_a_long_tailed_split_and_records_the_counts(tmp_path):
   assert rec['labelled_per_class'] == [8, 6, 5, 5, 4, 3, 3, 2, 2, 2]  # 8 * 4^(-c/9)
   assert rec['unlabelled_per_class'] == [40, 34, 29, 25, 21, 18, 15, 13, 11, 10]
   assert rec['n_unlabelled'] == 216 and 0 <= rec['acc'] <= 1
-
-
-def test_config_argument_builds_the_long_tailed_labels():
-  from w2s.configs import ssl as ssl_config
-  c = ssl_config.get_config('algo=adsh,imbalance=10')
-  assert c.labels.to_dict() == dict(per_class=4, imbalance=10.0)
-  assert c.model.train.batch_size == 16  # |L| = sum of 4 * 10^(-c/9) = 16: L holds a batch
-  small = ssl_config.get_config('algo=adsh,imbalance=10,runlocal').labels.to_dict()
-  assert small == dict(per_class=4, imbalance=10.0, max_test=256, unlabelled_per_class=128)
-  for arg, message in [('imbalance=0.5', r'imbalance=0.5: use a ratio gamma >= 1'),
-                       ('task=stl10,imbalance=10', r'task=stl10 adds unlabelled rows')]:
-    with pytest.raises(UserError, match=message):
-      ssl_config.get_config(arg)
