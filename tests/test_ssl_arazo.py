@@ -181,9 +181,8 @@ def test_gradient_treats_the_targets_as_constants():
     return g
 
   want = fd(lambda W: _by_hand(W=W, t_u=t_u)[0], W0)
-  args = {k: v for k, v in _args().items()}
   got = jax.jit(jax.grad(lambda W: arazo.loss(
-      **args, apply=_apply(W, _f32(B0)), state=_state(), step=jnp.int32(50),
+      **_args(), apply=_apply(W, _f32(B0)), state=_state(), step=jnp.int32(50),
       total_steps=TOTAL)[0]))(_f32(W0))
   _close(got, want, rtol=1e-3, atol=1e-5)
   live = fd(lambda W: _by_hand(W=W)[0], W0)
