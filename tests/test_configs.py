@@ -489,6 +489,11 @@ _RUNLOCAL_CASES = {
                        'lora': ('lora=4', ['strong.model.lora']),
                        'lora_lr': ('lora=4,lora_lr=0.002', ['strong.train.optimizer']),
                        'clean': ('clean=knn', ['clean'])},
+    'w2s_methods.py': {'task': ('task=mnist', ['dataset', 'weak.input']),
+                       'seeds': ('seeds=3', ['seeds']),
+                       'losses': ('losses=xent', ['student_losses', 'student_order']),
+                       'clean': ('clean=knn', ['clean']),
+                       'specialists': ('task=mnist,specialists', ['weak.ensemble'])},
     'w2s_scaling.py': {'seeds': ('seeds=3', ['seeds']),
                        'losses': ('losses=xent', ['student_losses', 'student_order'])},
     'w2s_release.py': {
