@@ -29,12 +29,11 @@ Arguments: task (rt | mnist), seeds, losses (a+b: the student losses, default al
 clean (knn | logreg | topo; rt), specialists (mnist: the weak role becomes two class-specialist
 members), runlocal (a seconds-long smoke run).
 """
-import re
 
 from ml_collections import ConfigDict
 
 from configs import w2s_offline
-from w2s import config_args, sweep
+from w2s import config_args
 from w2s.errors import UserError
 
 K = 3  # weak ensemble members
