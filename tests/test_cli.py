@@ -97,10 +97,18 @@ def _wait_for_step(workdir, min_records, proc, timeout=120):
 LONG = ['--config.num_steps=1500', '--config.log_every=50']
 
 
-def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
-  straight = _run(tmp_path / 'straight', *LONG, '--config.checkpoint_every=1500')
-  assert straight.returncode == 0, straight.stderr[-2000:]
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  """The uninterrupted 1,500-step run both resume cases must match (read-only). It saves only at
+  its end: where a run checkpoints changes no parameter, so one reference serves a resume from
+  a SIGTERM save and one from the last periodic checkpoint (every 100 steps) alike."""
+  workdir = tmp_path_factory.mktemp('straight') / 'run'
+  out = _run(workdir, *LONG, '--config.checkpoint_every=1500')
+  assert out.returncode == 0, out.stderr[-2000:]
+  return workdir
 
+
+def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, straight):
   workdir = tmp_path / 'preempted'
   proc = subprocess.Popen(_cmd(workdir, *LONG, '--config.checkpoint_every=1500'), env=_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -116,10 +124,10 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'resumed from step {step}' in resumed.stdout
   assert _params(workdir)[0] == 1500
-  _assert_same(_params(tmp_path / 'straight')[1], _params(workdir)[1])
+  _assert_same(_params(straight)[1], _params(workdir)[1])
 
 
-def test_sigkill_resumes_from_last_checkpoint(tmp_path):
+def test_sigkill_resumes_from_last_checkpoint(tmp_path, straight):
   workdir = tmp_path / 'killed'
   args = [*LONG, '--config.checkpoint_every=100']
   proc = subprocess.Popen(_cmd(workdir, *args), env=_env(), stdout=subprocess.PIPE,
@@ -133,8 +141,8 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
   resumed = _run(workdir, *args)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'resumed from step {saved[-1]}' in resumed.stdout
-  straight = _run(tmp_path / 'straight', *args)
-  _assert_same(_params(tmp_path / 'straight')[1], _params(workdir)[1])
+  assert _params(workdir)[0] == 1500
+  _assert_same(_params(straight)[1], _params(workdir)[1])
 
 
 def _free_port():
@@ -144,11 +152,23 @@ def _free_port():
 
 
 # the second case shards every parameter and its Adam moments over the 4 devices of 2 hosts
+TWO = ['--config.num_steps=30', '--config.batch_size=32']
+
+
+@pytest.fixture(scope='module')
+def single(tmp_path_factory):
+  """(workdir, finished run) of TWO on one process with one device: what both layouts of two
+  processes must reproduce (read-only)."""
+  workdir = tmp_path_factory.mktemp('single') / 'run'
+  out = _run(workdir, *TWO, devices=1)
+  assert out.returncode == 0, out.stderr[-2000:]
+  return workdir, out
+
+
 @pytest.mark.parametrize('layout', ['runlocal', 'runlocal,partition=fsdp,fsdp=-1,shard_min_bytes=0'])
-def test_two_processes_match_one_process(tmp_path, layout):
-  args = ['--config.num_steps=30', '--config.batch_size=32']
-  single = _run(tmp_path / 'single', *args, devices=1)
-  assert single.returncode == 0, single.stderr[-2000:]
+def test_two_processes_match_one_process(tmp_path, layout, single):
+  args = TWO
+  single_dir, single = single
   port = _free_port()
   env = _env(devices=0)
   procs = [subprocess.Popen(
@@ -163,7 +183,7 @@ def test_two_processes_match_one_process(tmp_path, layout):
   # each example seen once across the 4 devices of 2 hosts
   summary = [l for l in single.stdout.splitlines() if l.startswith('[supervised]')]
   assert summary and summary[0] in outs[0][0]
-  _assert_same(_params(tmp_path / 'single')[1], _params(tmp_path / 'multi')[1], atol=1e-5)
+  _assert_same(_params(single_dir)[1], _params(tmp_path / 'multi')[1], atol=1e-5)
 
 
 @pytest.mark.slow
