@@ -258,3 +258,43 @@ def test_tiny_run_with_overlap_and_queries_matches_its_saved_predictions(tmp_pat
   assert (_stage(tmp_path, 'student_xent_q32-seed0') / 'done.json').exists()
   assert 'students with k ground-truth labels of B bought' in out
   assert 'overlap rows of test' in out
+
+
+def test_overlap_and_budget_reports_by_hand_over_three_seeds():
+  """score / summarize / table of both sections on made-up predictions: accuracies per part by
+  hand, PGR from them, the summaries are scores.summarize_seeds' t-intervals."""
+  from w2s import scores
+  from w2s.protocols import overlap_stage, results as results_lib
+  oh = lambda c: np.eye(2)[c]
+  y = np.array([0, 1, 1, 0, 1, 0])
+  mask = np.array([True, True, True, False, False, False])
+  per_seed = []
+  for seed, flip in enumerate((0, 1, 2)):
+    student = y.copy()
+    student[flip] = 1 - student[flip]            # one mistake, on an overlap row
+    probs = {'label': y, 'weak': oh([1, 1, 0, 0, 0, 0]), 'ceiling': oh(y),
+             'student_xent': oh(student)}
+    rec = {'seed': seed, 'overlap': overlap_stage.score(mask, {'n_overlap': 3}, probs, ['xent'])}
+    rec['queries'] = {'xent': queries.students(
+        [], queries.Queries((0,), 'random'), None, {'id': np.arange(6)}, probs, 'xent', seed,
+        teacher=probs['weak'], truth=oh(y), test_probs=None)}
+    per_seed.append(rec)
+  first = per_seed[0]['overlap']
+  # overlap rows: weak 1/3 right (row 1), ceiling 3/3, student 2/3 -> PGR (2/3-1/3)/(1-1/3) = 0.5
+  assert (first['overlap']['acc_weak'], first['overlap']['acc_ceiling']) == (1 / 3, 1.0)
+  assert first['overlap']['xent']['pgr'] == pytest.approx(0.5, rel=1e-12)
+  # rest: weak 2/3 (rows 3, 5), student 3/3 -> PGR 1; n's
+  assert first['rest']['xent']['pgr'] == pytest.approx(1.0, rel=1e-12)
+  assert (first['overlap']['n'], first['rest']['n'], first['n_overlap']) == (3, 3, 3)
+  summ = overlap_stage.summarize(per_seed, ['xent'])
+  expect = scores.summarize_seeds([r['overlap']['overlap']['xent']['acc_student']
+                                   for r in per_seed])._asdict()
+  assert summ['overlap']['xent']['acc_student'] == expect and expect['interval'] == 't'
+  q = queries.summarize(per_seed)
+  assert q['xent']['0']['acc_student']['mean'] == pytest.approx(5 / 6, rel=1e-12)
+  assert q['xent']['0']['pgr']['mean'] == pytest.approx((5 / 6 - 1 / 2) / (1 - 1 / 2), rel=1e-12)
+  text = results_lib.table({**results_lib.summarize(
+      [{**r, 'xent': results_lib.score_seed(oh([1, 1, 0, 0, 0, 0]), oh(y), oh(y), y)}
+       for r in per_seed], ['xent'], {}), 'overlap': summ, 'queries': q})
+  assert 'overlap rows of test' in text and 'k = 0 is the plain student' in text
+  assert scores.fmt_summary(summ['rest']['xent']['pgr']) in text

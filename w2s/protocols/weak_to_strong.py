@@ -154,11 +154,11 @@ def stage_plan(opts: Options, root: str, seed: int) -> dict:
     plan['students'][name] = rounds
     parts = (opts.strong.spec(), options.plain(opts.student_train), loss.spec(), key)
     plan['queries'][name] = queries_lib.plan(root, base, opts.queries, parts, name, seed)
-  number_stages(_stages(plan), opts.seeds.index(seed), len(opts.seeds))
+  number_stages(all_stages(plan), opts.seeds.index(seed), len(opts.seeds))
   return plan
 
 
-def _stages(plan: dict) -> list[Stage]:
+def all_stages(plan: dict) -> list[Stage]:
   """Every stage of one seed's plan, in the order they run."""
   return [plan['weak'], plan['ceiling'], *plan['overlap'], *plan['chain'], *plan['clean'],
           *(st for name, rounds in plan['students'].items()
@@ -381,7 +381,7 @@ def run(*, config, workdir: str) -> dict:
     if not trained:  # coverage and accuracy of the rules' labels on B and test (report only)
       record['weak_labels'] = programmatic.report(weak_out, {'strong_train': b, 'test': test})
     # where each stage's checkpoints and metrics.jsonl live (relative to the stage root)
-    record['stages'] = {st.kind: os.path.relpath(st.dir, root) for st in _stages(plan)}
+    record['stages'] = {st.kind: os.path.relpath(st.dir, root) for st in all_stages(plan)}
     weak_test = _probs_on(weak_out, 'test', test, 'weak test labels')
     probs = {'label': np.asarray(test['label']), 'weak': weak_test,
              'ceiling': _probs_on(ceiling_out, 'test', test, 'ceiling')}
