@@ -9,6 +9,7 @@ a SIGINT, then reused by the cases that must leave its results untouched.
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -527,12 +528,24 @@ def test_damaged_stage_file_is_a_user_error_naming_it(tmp_path, name, how):
   assert '\n' not in line and f'{path} is unreadable' in line and f'delete {stage.dir}' in line
 
 
-@pytest.mark.parametrize('how', ['emptied', 'truncated'])
-def test_damaged_done_json_of_a_finished_stage_is_one_line_and_keeps_everything(tmp_path, how):
-  wd = tmp_path / 'llp'
-  args = (f'--config={LLP}:runlocal,seeds=1,steps=8', f'--workdir={wd}')
-  first = _cli(*args)
+LLP_ARG = f'--config={LLP}:runlocal,seeds=1,steps=8'
+
+
+@pytest.fixture(scope='module')
+def llp_run(tmp_path_factory):
+  """A finished llp runlocal workdir (read-only: each case damages its own copy)."""
+  wd = tmp_path_factory.mktemp('llp') / 'llp'
+  first = _cli(LLP_ARG, f'--workdir={wd}')
   assert first.returncode == 0, first.stderr[-3000:]
+  return wd
+
+
+@pytest.mark.parametrize('how', ['emptied', 'truncated'])
+def test_damaged_done_json_of_a_finished_stage_is_one_line_and_keeps_everything(tmp_path, how,
+                                                                                llp_run):
+  wd = tmp_path / 'llp'
+  shutil.copytree(llp_run, wd)
+  args = (LLP_ARG, f'--workdir={wd}')
   [done] = glob.glob(str(wd / 'stages' / 'llp-*' / 'done.json'))
   _damage(done, how)
   kept = lambda: {k: v for k, v in _files(wd).items() if not k.endswith('.lock')}
