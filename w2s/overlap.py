@@ -5,7 +5,7 @@ Data-Centric Lens", ICLR 2025; their code: SprocketLab/datacentric_w2s,
 The paper's picture: an example may carry the *easy* pattern (which the weak model reads), the
 *hard* pattern (which only the strong model reads), or both. Examples with both -- the
 "overlap density" -- are where the weak model labels correctly AND the strong model meets the hard
-pattern, so they drive weak-to-strong gains. Their algorithm (Algorithm 1 of the paper, as their
+pattern, so they drive weak-to-strong gains. Their overlap-detection algorithm (as their
 script runs it) finds them from model outputs alone:
 
 1. confidence c_i of the weak model on row i (binary: c = 2 |p_1 - 0.5|); sort the c_i and split

@@ -9,7 +9,8 @@ probabilities and the strong model's frozen features of test (the features `clea
 `cleaning_stage.features_fn`: a frozen backbone's own, or a fine-tuned strong model's backbone at
 its pretrained weights), and saves which rows are overlap (`outputs.npz`: test_id, overlap, hard,
 confidence, align). No label of any split decides which rows are overlap; test labels only score
-the two parts afterwards. Without `overlap` no stage is added and every key is as before.
+the two parts afterwards. (Their scripts run the detection on B, to choose training rows; the
+report runs the same function on test, where the students are scored.) Without `overlap` no stage is added and every key is as before.
 
 The stage is keyed by the options, what determines the features and the weak stage's key. Per seed
 the record's 'overlap' holds the counts, the two thresholds and the scores of each part (`score`);
