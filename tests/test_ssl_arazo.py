@@ -83,6 +83,9 @@ def _run(step=50, padded=False, **hparams):
       **args, state=_state(hparams.get('prior', 'uniform')), step=jnp.int32(step))
 
 
+_draw = jax.jit(mixup.draw, static_argnums=2)  # eager Beta sampling compiles op by op: slow
+
+
 def _by_hand(W=W0, b=B0, prior='uniform', warm=True, t_u=None, alpha=1.0):
   """(loss, aux dict, new soft labels, pi, t_u) of eqs. 1-4 in float64."""
   f = lambda a: a @ W.T + b
@@ -93,7 +96,7 @@ def _by_hand(W=W0, b=B0, prior='uniform', warm=True, t_u=None, alpha=1.0):
   pi = np.full(C, 1 / C) if prior == 'uniform' else (COUNT + YX.sum(0)) / (COUNT + YX.sum(0)).sum()
   k_mix, _ = jax.random.split(RNG)
   mask_u = jnp.ones(M) if warm else jnp.zeros(M)
-  lam, perm = mixup.draw(k_mix, [jnp.ones(B), mask_u], alpha)
+  lam, perm = _draw(k_mix, [jnp.ones(B), mask_u], alpha)
   lam, perm = float(lam), np.asarray(perm)
   inputs, targets = np.concatenate([X, weak]), np.concatenate([YX, t_u])
   z = f(lam * inputs + (1 - lam) * inputs[perm])
