@@ -255,3 +255,25 @@ def test_protocol_runs_a_long_tailed_split_and_records_the_counts(tmp_path):
   assert rec['labelled_per_class'] == [8, 6, 5, 5, 4, 3, 3, 2, 2, 2]  # 8 * 4^(-c/9)
   assert rec['unlabelled_per_class'] == [40, 34, 29, 25, 21, 18, 15, 13, 11, 10]
   assert rec['n_unlabelled'] == 216 and 0 <= rec['acc'] <= 1
+
+
+def test_protocol_check_refuses_a_labelled_set_smaller_than_a_batch():
+  from ml_collections import ConfigDict
+  from w2s.protocols import semi_supervised
+
+  def config(gamma):
+    return ConfigDict(dict(
+        protocol=dict(name='semi_supervised'), dataset=dict(name='digits'), seeds=(0,),
+        labels=dict(per_class=4, imbalance=gamma),
+        model=dict(model=dict(name='mlp', hidden=(16,)), loss=dict(name='xent'),
+                   train=dict(optimizer=dict(name='adam', learning_rate=1e-3), batch_size=24,
+                              num_steps=2, ssl=dict(name='adsh'), unlabelled_ratio=2)),
+        eval_batch_size=64, mesh=dict(num_devices=1)))
+
+  # |L| = 4 + 3 + 2 + 7 * 1 = 16 (floor(4 * 10^(-c/9)), at least 1)
+  with pytest.raises(UserError, match=r'the labelled set has 16 rows, fewer than one batch of '
+                                      r'24; lower model.train.batch_size to at most 16') as e:
+    semi_supervised.check(config(10))
+  assert '\n' not in str(e.value)
+  with pytest.raises(UserError, match=r'labels.imbalance=0.5 must be a number >= 1'):
+    semi_supervised.check(config(0.5))

@@ -76,6 +76,10 @@ def check(config):
   opts = learners.train_options(r['role'].train, 'model.train', loss=r['role'].loss, seed=0,
                                 run=r['run'])
   ssl_step.check(opts, r['mesh'], len(parts['unlabelled']['id']))
+  n_lab = len(parts['labelled']['id'])
+  if n_lab < opts.batch_size:  # e.g. a long-tailed L, smaller than per_class * C
+    raise UserError(f'the labelled set has {n_lab} rows, fewer than one batch of '
+                    f'{opts.batch_size}; lower model.train.batch_size to at most {n_lab}')
   sharding.check_batch_size(opts.batch_size, r['mesh'])
   role_check.role(r['role'], opts, dataset)
   return r, dataset
