@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,12 +61,29 @@ def _texts(root):
   return out
 
 
-@pytest.mark.slow
-def test_runlocal_cli_writes_exact_match_results(tmp_path):
+@pytest.fixture(scope='module')
+def cli_run(tmp_path_factory):
+  """(finished process, workdir) of configs/w2s_sft.py:runlocal run as a user runs it, every stage
+  from scratch (read-only: a test that adds to it works on a copy)."""
+  workdir = tmp_path_factory.mktemp('sft') / 'run'
   env = {**os.environ, 'PYTHONPATH': ROOT}
   proc = subprocess.run([sys.executable, '-m', 'w2s.main', '--config',
-                         'configs/w2s_sft.py:runlocal', '--workdir', str(tmp_path)],
+                         'configs/w2s_sft.py:runlocal', '--workdir', str(workdir)],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return proc, workdir
+
+
+def _pretrained(workdir, cli_run):
+  """`workdir` holding a copy of the finished run's two pretrain stages only: a run there trains
+  every later stage itself (the pretrain stages are keyed by corpus, tokenizer and model alone)."""
+  for stage in glob.glob(str(cli_run[1] / 'stages' / 'pretrain_*')):
+    shutil.copytree(stage, os.path.join(str(workdir), 'stages', os.path.basename(stage)))
+  return workdir
+
+
+@pytest.mark.slow
+def test_runlocal_cli_writes_exact_match_results(cli_run):
+  proc, tmp_path = cli_run
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.loads((tmp_path / 'results.json').read_text())
   s = res['summary']['sft']
@@ -82,10 +100,11 @@ def test_runlocal_cli_writes_exact_match_results(tmp_path):
   assert (tmp_path / 'accuracy.png').exists()
 
 
-def test_preempted_generation_and_training_resume_to_identical_results(tmp_path, monkeypatch):
+def test_preempted_generation_and_training_resume_to_identical_results(tmp_path, monkeypatch,
+                                                                       cli_run):
   config = _config(**{'sampling.num_samples': 2, 'sampling.temperature': 0.8,
                       'filter.name': 'majority'})
-  straight = _run(tmp_path / 'straight', config)
+  straight = _run(_pretrained(tmp_path / 'straight', cli_run), config)
 
   # 1. SIGTERM after the first generated batch of the first store: the finished part is kept
   calls = []
@@ -98,7 +117,7 @@ def test_preempted_generation_and_training_resume_to_identical_results(tmp_path,
       preemption._handler(signal.SIGTERM, None)
     return out
   monkeypatch.setattr(sampling, 'generate_rows', rows_then_sigterm)
-  work = tmp_path / 'preempted'
+  work = _pretrained(tmp_path / 'preempted', cli_run)
   try:
     with pytest.raises(preemption.Preempted):
       _run(work, config)
@@ -126,7 +145,9 @@ def test_preempted_generation_and_training_resume_to_identical_results(tmp_path,
   assert _texts(work) == _texts(tmp_path / 'straight')  # every weak sample drawn identically
 
 
-def test_one_more_student_trains_only_that_student(tmp_path):
+def test_one_more_student_trains_only_that_student(tmp_path, cli_run):
+  # the CLI's finished runlocal workdir: this config's run there finds every stage done
+  shutil.copytree(cli_run[1], tmp_path, dirs_exist_ok=True)
   first = _run(tmp_path, _config())
   before = {p: os.path.getmtime(p) for p in glob.glob(str(tmp_path / 'stages' / '*' / 'done.json'))}
   parts = {p: os.path.getmtime(p) for p in _parts(tmp_path)}
@@ -170,14 +191,14 @@ def test_bad_input_is_one_error_before_training(tmp_path, updates, match):
   assert not os.path.exists(tmp_path / 'stages')
 
 
-def test_an_extractor_that_matches_no_weak_generation_is_refused(tmp_path):
+def test_an_extractor_that_matches_no_weak_generation_is_refused(tmp_path, cli_run):
   config = _config(answer=dict(field='answer', extractor=r'regex:zz(\d+)'))
   with pytest.raises(UserError, match='matched none of'):
-    _run(tmp_path, config)
+    _run(_pretrained(tmp_path, cli_run), config)
   assert not glob.glob(str(tmp_path / 'stages' / 'student_*' / 'done.json'))
 
 
-def test_choice_scoring_reports_each_models_log_prob_pick(tmp_path, monkeypatch):
+def test_choice_scoring_reports_each_models_log_prob_pick(tmp_path, monkeypatch, cli_run):
   """answer.score='choices' on the arithmetic 'choice' view: every accuracy in the results is the
   share of test (or val) rows where that model's highest-log-prob candidate is the gold one."""
   calls = []
@@ -189,7 +210,7 @@ def test_choice_scoring_reports_each_models_log_prob_pick(tmp_path, monkeypatch)
     return out
   monkeypatch.setattr(choices_lib, 'score_choices', recorded)
   config = _config('runlocal,score=choices')
-  res = _run(tmp_path, config)
+  res = _run(_pretrained(tmp_path, cli_run), config)
   rec = res['per_seed'][0]
   opts, dataset, *_ = generative.check(config)
   parts = splits.weak_to_strong(dataset, seed=0, **opts.splits).splits
