@@ -13,6 +13,7 @@ candidate answers of one question) land on the same side. Outputs are sorted by 
 carried unchanged so labels produced at one stage join the next by id.
 """
 import dataclasses
+import numbers
 
 import numpy as np
 
@@ -232,7 +233,7 @@ def long_tailed_counts(n_max: int, gamma: float, num_classes: int) -> np.ndarray
 
 
 def _gamma(value, key: str) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1 or (
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 1 or (
       not np.isfinite(value)):
     raise UserError(f'{key}={value!r} must be a number >= 1 (N_c = N_max gamma^(-c/(C-1)): '
                     '1 is balanced, 100 is CIFAR-10-LT)')
@@ -254,7 +255,7 @@ def _long_tailed(dataset, order, labels, counts, per_class, imbalance, imbalance
   ratio = float(gamma_u) ** -(np.arange(num_classes) / max(num_classes - 1, 1))
   if m_max is None:
     m_max = int(np.min(np.floor(room / ratio + 1e-9)))
-  elif isinstance(m_max, bool) or not isinstance(m_max, int) or m_max < 1:
+  elif isinstance(m_max, bool) or not isinstance(m_max, numbers.Integral) or m_max < 1:
     raise UserError(f'labels.unlabelled_per_class={m_max!r} must be an int >= 1 (U\'s head class)')
   n_u = long_tailed_counts(m_max, gamma_u, num_classes)
   if (n_u > room).any():
