@@ -290,7 +290,14 @@ def test_overlap_and_budget_reports_by_hand_over_three_seeds():
   expect = scores.summarize_seeds([r['overlap']['overlap']['xent']['acc_student']
                                    for r in per_seed])._asdict()
   assert summ['overlap']['xent']['acc_student'] == expect and expect['interval'] == 't'
+  for r, d in zip(per_seed, (0.1, 0.3, 0.2)):  # a made-up budget 8, d better than budget 0
+    r['queries']['xent']['8'] = {m: r['queries']['xent']['0'][m] + d for m in queries.METRICS}
   q = queries.summarize(per_seed)
+  np.testing.assert_allclose(q['xent']['8']['pgr - k0']['values'], [0.1, 0.3, 0.2], rtol=1e-12)
+  hand = scores.summarize_seeds([0.1, 0.3, 0.2])._asdict()  # t-interval of the differences
+  for key in ('mean', 'lo', 'hi'):
+    assert q['xent']['8']['acc_student - k0'][key] == pytest.approx(hand[key], rel=1e-9)
+  assert 'pgr - k0' not in q['xent']['0']
   assert q['xent']['0']['acc_student']['mean'] == pytest.approx(5 / 6, rel=1e-12)
   assert q['xent']['0']['pgr']['mean'] == pytest.approx((5 / 6 - 1 / 2) / (1 - 1 / 2), rel=1e-12)
   text = results_lib.table({**results_lib.summarize(
@@ -298,3 +305,7 @@ def test_overlap_and_budget_reports_by_hand_over_three_seeds():
        for r in per_seed], ['xent'], {}), 'overlap': summ, 'queries': q})
   assert 'overlap rows of test' in text and 'k = 0 is the plain student' in text
   assert scores.fmt_summary(summ['rest']['xent']['pgr']) in text
+  line = queries.figure(q, 'title').axes[0].lines[0]  # the PGR means over the budgets
+  np.testing.assert_allclose(line.get_xdata(), [0, 8])
+  np.testing.assert_allclose(line.get_ydata(), [q['xent'][k]['pgr']['mean'] for k in ('0', '8')],
+                             rtol=1e-12)

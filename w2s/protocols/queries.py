@@ -163,20 +163,30 @@ def students(stages: list[Stage], queries: Queries, fit, b: dict, probs: dict, n
 
 
 def summarize(per_seed: list[dict]) -> dict:
-  """{loss: {budget (str): {metric: summary over seeds}}} of the per-seed 'queries' records."""
-  first = per_seed[0]['queries']
-  return {name: {k: {m: scores.summarize_seeds([r['queries'][name][k][m] for r in per_seed])
-                     ._asdict() for m in METRICS} for k in budgets}
-          for name, budgets in first.items()}
+  """{loss: {budget (str): {metric: summary over seeds}}} of the per-seed 'queries' records; with
+  budget 0 listed, each k > 0 also has 'acc_student - k0' and 'pgr - k0': the per-seed difference
+  to the plain student (paired: same seeds, splits and weak labels), summarised the same way."""
+  out = {}
+  for name, budgets in per_seed[0]['queries'].items():
+    values = lambda k, m: [r['queries'][name][k][m] for r in per_seed]
+    out[name] = {k: {m: scores.summarize_seeds(values(k, m))._asdict() for m in METRICS}
+                 for k in budgets}
+    for k in (k for k in budgets if k != '0' and '0' in budgets):
+      out[name][k].update({f'{m} - k0': scores.paired_difference(values(k, m), values('0', m))
+                           ._asdict() for m in METRICS})
+  return out
 
 
 def table(summary: dict) -> str:
-  """Accuracy (%) and PGR per budget and loss, mean [95% t-interval] over seeds."""
+  """Accuracy (%) and PGR per budget and loss, mean [95% t-interval] over seeds, and the paired
+  difference to budget 0 where it was run."""
   fmt = scores.fmt_summary
-  rows = [('loss', 'budget k', 'student acc', 'PGR')]
+  rows = [('loss', 'budget k', 'student acc', 'PGR', 'acc - (k=0), paired', 'PGR - (k=0), paired')]
   for name, by_k in summary.items():
-    rows += [(name, k, fmt(s['acc_student'], 100), fmt(s['pgr'])) for k, s in by_k.items()]
-  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rows += [(name, k, fmt(s['acc_student'], 100), fmt(s['pgr']),
+              fmt(s['acc_student - k0'], 100) if 'acc_student - k0' in s else '',
+              fmt(s['pgr - k0']) if 'pgr - k0' in s else '') for k, s in by_k.items()]
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
   return ('students with k ground-truth labels of B bought (student.queries; k = 0 is the plain '
@@ -188,11 +198,15 @@ def figure(summary: dict, title: str):
   fig, ax = plots.pyplot().subplots(figsize=(5.6, 3.8), layout='constrained')
   for i, (name, by_k) in enumerate(summary.items()):
     ks = [int(k) for k in by_k]
-    plots.seed_line(ax, ks, list(by_k.values()), color=plots.series_color(i), label=name)
+    plots.seed_line(ax, ks, [s['pgr'] for s in by_k.values()], color=plots.series_color(i),
+                    label=name)
   ax.axhline(0, color='black', lw=0.8)
   ax.axhline(1, color='#228833', lw=0.8, ls='--')
   ax.set_xscale('symlog', linthresh=max(1, min((int(k) for s in summary.values() for k in s
                                                 if int(k) > 0), default=1)))
+  budgets = sorted({int(k) for s in summary.values() for k in s})
+  ax.set_xticks(budgets, [str(k) for k in budgets])
+  ax.minorticks_off()
   ax.set_xlabel('ground-truth labels of B bought (k)')
   ax.set_ylabel('PGR (0 = weak, 1 = ceiling)')
   ax.grid(alpha=0.3)
