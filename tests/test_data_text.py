@@ -121,3 +121,80 @@ def test_left_truncation_keeps_the_end():
   assert 'ending' not in decode(right['input_ids'][0])
   assert decode(right['input_ids'][0]).startswith('w0')
   assert left['attention_mask'].sum() == right['attention_mask'].sum() == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Length buckets (w2s.data.pipeline.bucket_length, issue 22): geometric, shared by train and eval.
+
+def test_length_buckets_are_geometric_and_capped():
+  from w2s.data import pipeline
+  got = {n: pipeline.bucket_length(n, 16, 64) for n in (0, 1, 16, 17, 32, 33, 48, 49, 64)}
+  assert got == {0: 16, 1: 16, 16: 16, 17: 32, 32: 32, 33: 64, 48: 64, 49: 64, 64: 64}
+  # T = 512: 6 shapes (16 .. 512) where multiples of 16 gave 32; a T that is no bucket caps
+  assert sorted({pipeline.bucket_length(n, 16, 512) for n in range(1, 513)}) == [
+      16, 32, 64, 128, 256, 512]
+  assert [pipeline.bucket_length(n, 16, 100) for n in (64, 65, 100)] == [64, 100, 100]
+  assert [pipeline.bucket_length(n, 4, 64) for n in (3, 5, 9, 17)] == [4, 8, 16, 32]
+  with pytest.raises(UserError, match='length_bucket=0 must be a positive'):
+    pipeline.bucket_length(5, 0, 64)
+
+
+def _token_split(n=40, t=64, seed=0):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(3, 41, n)  # at most 40 tokens: multiples of 16 cut at 48, buckets at 64
+  ids = rng.integers(5, 500, (n, t)).astype(np.int32)
+  mask = (np.arange(t)[None] < lengths[:, None]).astype(np.int32)
+  return {'id': np.arange(n), 'input_ids': ids * mask, 'attention_mask': mask,
+          'label': np.eye(2, dtype=np.float32)[rng.integers(0, 2, n)]}, lengths
+
+
+def test_train_and_eval_batches_share_the_buckets():
+  from w2s.data import pipeline
+  split, lengths = _token_split()
+  seen = set()
+  for i, b in enumerate(pipeline.train_batches(split, global_batch=8, seed=1, num_steps=10)):
+    rows = np.searchsorted(split['id'], b['id'])
+    t = b['input_ids'].shape[1]
+    assert t == pipeline.bucket_length(lengths[rows].max(), 16, 64), (i, t)
+    np.testing.assert_array_equal(b['attention_mask'].sum(1), lengths[rows])  # no token cut
+    seen.add(t)
+  for b in pipeline.eval_batches(split, global_batch=16):
+    seen.add(b['input_ids'].shape[1])
+  assert seen <= {16, 32, 64} and 64 in seen, seen
+
+
+def test_padding_to_a_bucket_changes_no_logit_or_gradient():
+  """The same rows (longest 40 tokens) at the old multiple-of-16 length (48) and at the geometric
+  bucket (64), through a bidirectional transformer: logits, loss and every parameter gradient
+  agree to float32 rounding (the attention mask makes the padded tokens inert)."""
+  import jax
+  import jax.numpy as jnp
+  from w2s import registry
+  split, lengths = _token_split(n=6, seed=3)
+  assert lengths.max() <= 40
+  model = registry.build('models', dict(name='bert', size='tiny', vocab_size=512, dropout=0.0,
+                                        num_layers=1), num_classes=2)
+  at = lambda t: {k: split[k][:, :t] for k in ('input_ids', 'attention_mask')}
+  # random params drawn on the host (no init to compile), the head too: at its zero init the
+  # logits would agree trivially
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), at(16), train=False))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: (0.2 * rng.standard_normal(s.shape)).astype(s.dtype),
+                        shapes['params'])
+
+  @jax.jit
+  def run(p, batch):  # (loss, logits, grads, logits with the padding unmasked)
+    def loss(p):
+      logits = model.apply({'params': p}, batch, train=False)
+      return -jnp.mean(jnp.sum(split['label'] * jax.nn.log_softmax(logits), -1)), logits
+    (l, logits), g = jax.value_and_grad(loss, has_aux=True)(p)
+    unmasked = dict(batch, attention_mask=jnp.ones_like(batch['attention_mask']))
+    return l, logits, g, model.apply({'params': p}, unmasked, train=False)
+  old_loss, old_logits, old_g, _ = run(params, at(48))
+  new_loss, new_logits, new_g, unmasked = run(params, at(64))
+  assert np.abs(np.asarray(old_logits)).min() > 1e-3  # not trivially zero
+  np.testing.assert_allclose(new_logits, old_logits, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new_loss, old_loss, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), new_g, old_g)
+  # the padding is there and masked: unmasking it changes the logits
+  assert not np.allclose(unmasked, old_logits, rtol=1e-3)

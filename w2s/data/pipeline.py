@@ -5,8 +5,9 @@ the same global batch indices from (seed, step); it then keeps only its own rows
 `[p * L, (p + 1) * L)` of each global batch of size G = L * process_count. Because the order is
 a pure function of (seed, step), a run resumed at step s sees exactly the batches an
 uninterrupted run would, with no iterator state to checkpoint. Text batches are trimmed to the
-longest sequence of the *global* batch (rounded up to a multiple of `length_bucket`), so short
-texts don't pay for long ones and all hosts agree on the shape.
+longest sequence of the *global* batch (rounded up to a geometric bucket, `length_bucket` x 2^k:
+`bucket_length`), so short texts don't pay for long ones, few shapes compile, and all hosts agree
+on the shape.
 
 The same iterators take a `w2s.data.streaming.RowSource` instead of the dict, for splits that do
 not fit in host memory: a host slices its share out of the global index array and reads only those
@@ -77,16 +78,33 @@ def with_row_index(examples: Examples) -> Examples:
   return {**examples, 'index': np.arange(num_rows(examples), dtype=np.int32)}
 
 
+def bucket_length(longest: int, length_bucket: int, full: int) -> int:
+  """The padded length of a batch whose longest sequence has `longest` tokens: the smallest
+  `length_bucket * 2**k` >= longest, capped at `full` (the tokenized T).
+
+  Geometric buckets (16, 32, 64, ... up to T) give one compiled shape per doubling instead of one
+  per multiple of 16 (T = 512: 6 shapes, not 32), shared by training, held-out evaluation and
+  prediction; attention masks make the padded tokens inert, so the bucket changes no result beyond
+  float rounding. A batch pays at most 2x its longest sequence in padding.
+  """
+  if length_bucket < 1:
+    raise UserError(f'length_bucket={length_bucket} must be a positive number of tokens (16)')
+  t = length_bucket
+  while t < longest:
+    t *= 2
+  return min(full, t)
+
+
 def _trim_length(batch: Batch, lengths: np.ndarray | None, global_idx: np.ndarray,
                  length_bucket: int) -> Batch:
-  """Cuts [B, T] token fields to the global batch's longest sequence (bucketed).
+  """Cuts [B, T] token fields to the global batch's longest sequence (`bucket_length`).
 
   `lengths` [N] are the token counts of every row; `global_idx` [G] the global batch's rows.
   """
   if lengths is None or 'attention_mask' not in batch:
     return batch
   longest = int(lengths[global_idx].max(initial=1))
-  t = min(batch['attention_mask'].shape[-1], -(-longest // length_bucket) * length_bucket)
+  t = bucket_length(longest, length_bucket, batch['attention_mask'].shape[-1])
   return {k: (v[..., :t] if k in TOKEN_FIELDS else v) for k, v in batch.items()}
 
 
