@@ -19,6 +19,11 @@ extraction / init / other, with the batch shapes) by wrapping `weak_to_strong.tr
 each jitted step was traced on. The goal (issue 13): one compile per stage and length bucket, none
 after a stage's first epoch. Printed: per stage, one line per (epoch, kind); then each mode's
 totals, and the load average at the start and end (LOADED when it exceeds the cores).
+
+Issue 22's measure is the compile share of a cold job: the seconds of every compile and cache
+read over the job's wall seconds, and, less sensitive to a loaded machine, the process CPU
+seconds spent in them (from the end of each lowering to the end of its backend compile, all
+threads) over the job's CPU seconds (`time.process_time`).
 """
 import argparse
 import collections
@@ -132,19 +137,24 @@ class Recorder:
 
   def on_duration(self, event: str, secs: float, **kw):
     if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
-      with self.lock:
+      with self.lock:  # the backend compile (or cache read) starts now
         self.pending['lower_s'] = self.pending.get('lower_s', 0.0) + float(secs)
+        self.pending['cpu0'] = time.process_time()
     if event != '/jax/core/compile/backend_compile_duration':
       return
+    cpu1 = time.process_time()
     with self.lock:
       pending, self.pending = self.pending, {}
+      # process CPU seconds of the backend compile (all threads; less sensitive to load than
+      # its wall seconds `secs`); None when the lowering event was not seen
+      cpu = cpu1 - pending['cpu0'] if 'cpu0' in pending else None
       fun = re.sub(r'^jit\((.*)\)$', r'\1', str(kw.get('fun_name', pending.get('module', '?'))))
       kind = kind_of(fun, self.phase)
       shapes = self.shapes if kind in SHAPED else None
       self.shapes = None
       self.records.append(dict(stage=self.stage, seed=self.seed, epoch=self.epoch, kind=kind,
                                fun=fun, shapes=shapes, secs=float(secs),
-                               hit=bool(pending.get('hit')),
+                               hit=bool(pending.get('hit')), cpu_s=cpu,
                                lower_s=pending.get('lower_s', 0.0)))
 
 
@@ -186,8 +196,10 @@ def install(rec: Recorder) -> None:
   log.propagate = False
   log.addHandler(Handler())
 
+  from w2s import predict
   train.train_step = rec.traced(train.train_step, 'batch')
   train.eval_step = rec.traced(train.eval_step, 'batch')
+  predict.eval_step = rec.traced(predict.eval_step, 'batch')  # the one predict's jits call
   batches = features._batches  # pylint: disable=protected-access
 
   def feature_batches(*a, **kw):
@@ -269,10 +281,10 @@ def child(args) -> None:
   rec = Recorder()
   install(rec)
   config = load_config(config_spec(args))
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   train.train_and_evaluate(config, args.workdir)
   out = dict(records=rec.records, stages=rec.stages, wall_s=time.perf_counter() - t0,
-             cache_dir=path)
+             cpu_s=time.process_time() - c0, cache_dir=path)
   with open(args.child, 'w') as f:
     json.dump(out, f)
 
@@ -317,8 +329,10 @@ def summarize(res: dict) -> dict:
     if key in seen and r['kind'] in SHAPED:
       repeats[r['kind']] += 1
     seen.add(key)
+  cpu = lambda rs: sum(r.get('cpu_s') or 0.0 for r in rs)
   return dict(compiles=len(compiled), hits=len(recs) - len(compiled),
               compile_s=sum(r['secs'] for r in compiled),
+              compile_cpu_s=cpu(compiled), hit_cpu_s=cpu(r for r in recs if r['hit']),
               hit_s=sum(r['secs'] for r in recs if r['hit']),
               lower_s=sum(r['lower_s'] for r in recs),
               by_kind={k: by_kind.get(k, 0) for k in KINDS},
@@ -326,7 +340,9 @@ def summarize(res: dict) -> dict:
               train_after_epoch1=late({'train step'}),
               eval_after_epoch1=late({'eval', 'eval loss', 'predict'}),
               repeats={k: repeats.get(k, 0) for k in SHAPED},
-              wall_s=res['wall_s'], process_s=res['process_s'])
+              wall_s=res['wall_s'], process_s=res['process_s'], cpu_s=res.get('cpu_s'),
+              share=sum(r['secs'] for r in recs) / max(res['wall_s'], 1e-9),
+              cpu_share=(cpu(recs) / res['cpu_s'] if res.get('cpu_s') else None))
 
 
 def per_stage_lines(res: dict) -> list[str]:
@@ -335,16 +351,17 @@ def per_stage_lines(res: dict) -> list[str]:
     key = (r['stage'], r['seed'], str(r['epoch']), r['kind'])
     groups.setdefault(key, []).append(r)
   lines = [f'  {"stage":<18} {"seed":>4} {"epoch":>6}  {"kind":<10} {"n":>3} {"hit":>3} '
-           f'{"xla s":>6}  shapes / functions']
+           f'{"xla s":>6} {"cpu s":>6}  shapes / functions']
   for (stage, seed, epoch, kind), rs in groups.items():
     hits = sum(r['hit'] for r in rs)
     secs = sum(r['secs'] for r in rs)
+    cpu = sum(r.get('cpu_s') or 0.0 for r in rs)
     what = collections.Counter(r['shapes'] if r['shapes'] and kind != 'other' else r['fun']
                                for r in rs)
     desc = ', '.join(f'{w} x{c}' if c > 1 else w for w, c in what.most_common(6))
     more = len(what) - 6
     lines.append(f'  {stage:<18} {"" if seed is None else seed:>4} {epoch:>6}  {kind:<10} '
-                 f'{len(rs):>3} {hits:>3} {secs:>6.2f}  {desc}' + (f' (+{more} more)' if more > 0
+                 f'{len(rs):>3} {hits:>3} {secs:>6.2f} {cpu:>6.2f}  {desc}' + (f' (+{more} more)' if more > 0
                                                                   else ''))
   return lines
 
@@ -356,7 +373,10 @@ def total_line(mode: str, s: dict) -> str:
           f'{s["hits"]} persistent-cache reads {s["hit_s"]:.1f} s; lowering {s["lower_s"]:.1f} s; '
           f'compiles + reads after a stage\'s epoch 1: train step {s["train_after_epoch1"]}, '
           f'eval/predict {s["eval_after_epoch1"]}; recompiles of a shape within a stage: {rep}; '
-          f'job {s["wall_s"]:.1f} s (process {s["process_s"]:.1f} s)')
+          f'job {s["wall_s"]:.1f} s (process {s["process_s"]:.1f} s); compile share (compiles + '
+          f'reads): {100 * s["share"]:.1f}% of wall, '
+          + (f'{s["compile_cpu_s"] + s["hit_cpu_s"]:.1f} of {s["cpu_s"]:.1f} CPU s = '
+             f'{100 * s["cpu_share"]:.1f}% of CPU' if s['cpu_share'] is not None else 'CPU n/a'))
 
 
 def main(argv=None) -> dict:

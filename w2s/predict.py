@@ -45,7 +45,7 @@ def make_evaluator(module, val_examples: dict | None, opts, *, mesh, name: str,
     return _token_evaluator(module, val_examples, opts, mesh=mesh, name=name,
                             batch_size=batch_size, apply_fn=apply_fn)
   order = {int(i): r for r, i in enumerate(val_examples['id'])}
-  score = jax.jit(_held_out_loss(opts))
+  score = _jitted_score(opts)
 
   def evaluator(params):
     pred = predict(module, params, val_examples, batch_size=batch_size, mesh=mesh,
@@ -97,6 +97,23 @@ def _token_evaluator(module, val_examples: dict, opts, *, mesh, name: str, batch
     n = max(total[2], 1.0)
     return {'val_loss': np.asarray(total[0] / n), 'val_accuracy': np.asarray(total[1] / n)}
   return evaluator
+
+
+# One jitted held-out score per (loss function, hparams): every stage and seed with the same loss
+# reuses one jit and its compiled shapes instead of tracing and lowering it again per `fit`.
+_SCORES: dict = {}
+
+
+def _jitted_score(opts) -> Callable:
+  fn, hparams = opts.loss.entry(), opts.loss.hparams
+  try:
+    key = (fn, tuple(sorted((k, type(v), v) for k, v in hparams.items())))
+    hash(key)
+  except TypeError:  # an unhashable hparam (a list): a jit of its own, as before
+    return jax.jit(_held_out_loss(opts))
+  if key not in _SCORES:
+    _SCORES[key] = jax.jit(_held_out_loss(opts))
+  return _SCORES[key]
 
 
 def _held_out_loss(opts) -> Callable:
