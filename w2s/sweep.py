@@ -225,9 +225,7 @@ def status(workdir: str, checked: dict) -> str:
   opts, _ = checked['checked']
   stages = []
   for seed in opts.seeds:
-    plan = weak_to_strong.stage_plan(opts, workdir, seed)
-    stages += [plan['weak'], plan['ceiling'], *plan['chain'], *plan['clean'],
-               *(s for rounds in plan['students'].values() for s in rounds)]
+    stages += weak_to_strong.all_stages(weak_to_strong.stage_plan(opts, workdir, seed))
   return f'{sum(s.done() for s in stages)}/{len(stages)} stages done'
 
 
