@@ -25,6 +25,10 @@ fixmatch; mixmatch, remixmatch, vat and arazo mix or perturb the inputs, so not 
 ids), labels (total, a multiple of the classes, split evenly over them; default the task's
 first benchmark count), task (mnist: MNIST-5k, offline; cifar10 | svhn | stl10 | imdb: TFDS),
 extra (svhn only: train on train + the 531,131 'extra' images, "SVHN+Extra"), steps, seeds,
+imbalance (gamma >= 1: long-tailed L and U, N_c = N_max gamma^(-c/(C-1)) with class 0 the head
+and labels / C its count, U's head as large as every class allows; 0: balanced; the CIFAR-10-LT
+benchmark of DARP / Adsh / USB is task=cifar10,labels=15000,imbalance=100,algo=adsh, whose U
+head is 3000 where this gives 3500: set labels.unlabelled_per_class to match),
 runlocal. STL-10 and IMDb load their own unlabelled splits (100,000 images, 50,000 reviews;
 labels unknown), which join U; pseudo-label accuracy is reported over U's known labels only.
 
@@ -91,7 +95,7 @@ TASKS = {  # task -> dataset, classes, benchmark label counts (the first is the 
 # UDA's IMDb settings (train_large_ft_uda_tpu.sh): uda_softmax_temp 0.85, no confidence threshold
 UDA_TEXT = dict(name='uda', T=0.85, beta=0.0, tsa='linear')
 MASK_ID, VOCAB = 103, 30522  # [MASK] and the vocabulary size of MiniLM's (BERT's) tokenizer
-ARGS = dict(algo='', labels=0, task='mnist', extra=False, steps=0, seeds=5,
+ARGS = dict(algo='', labels=0, task='mnist', extra=False, steps=0, seeds=5, imbalance=0.0,
             runlocal=False)  # arguments and defaults
 
 
@@ -122,6 +126,14 @@ def labelled_batch(recipe: int, labels: int) -> int:
   return b - b % 8 if b > 8 else b
 
 
+def _labelled_size(labels: int, classes: int, imbalance: float) -> int:
+  """|L|: `labels`, or the long-tailed counts' sum with `labels / classes` at the head."""
+  if not imbalance:
+    return labels
+  from w2s.data import splits
+  return int(splits.long_tailed_counts(labels // classes, imbalance, classes).sum())
+
+
 def _checked(a: dict) -> tuple[dict, str, int]:
   """(task recipe, algorithm, labels) of the arguments, or a one-line UserError."""
   if a['task'] not in TASKS:
@@ -139,6 +151,12 @@ def _checked(a: dict) -> tuple[dict, str, int]:
     raise UserError(f'labels={labels} for task={a["task"]}: use a multiple of its '
                     f'{t["classes"]} classes (the benchmarks: '
                     f'{", ".join(map(str, t["labels"]))})')
+  if a['imbalance'] and a['imbalance'] < 1:
+    raise UserError(f'imbalance={a["imbalance"]:g}: use a ratio gamma >= 1 (100: CIFAR-10-LT; '
+                    '0: balanced)')
+  if a['imbalance'] and t['dataset'].get('unlabelled'):
+    raise UserError(f'imbalance draws U by class, and task={a["task"]} adds unlabelled rows of '
+                    'unknown class; use mnist, cifar10 or svhn')
   if a['extra'] and a['task'] != 'svhn':
     raise UserError(f'extra adds SVHN\'s extra images; task={a["task"]} has none (use task=svhn)')
   return t, algo, labels
@@ -154,13 +172,16 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.protocol = dict(name='semi_supervised')
   c.dataset = dict(t['dataset'], **({'extra': True} if a['extra'] else {}))
   c.labels = dict(per_class=labels // t['classes'])
+  if a['imbalance']:  # long-tailed L and U (w2s.data.splits.labelled_unlabelled)
+    c.labels.imbalance = a['imbalance']
   if text:
     c.tokenizer = dict(tokenizer='minilm', max_length=256)
   c.seeds = tuple(range(a['seeds']))
   schedule = dict(name='linear', warmup_frac=0.1) if text else dict(name='cosine')
   c.model = dict(model=dict(t['model']), loss=dict(name='xent'), train=dict(
       optimizer=dict(t['optimizer']), schedule=schedule,
-      batch_size=labelled_batch(t['batch'], labels),
+      batch_size=labelled_batch(t['batch'],
+                                _labelled_size(labels, t['classes'], a['imbalance'])),
       num_epochs=0.0, num_steps=a['steps'] or t['steps'], accum_steps=1, ssl=ssl,
       unlabelled_ratio=7, weak_augment=weak, strong_augment=strong, ema_decay=t['ema']))
   c.eval_batch_size = 256
@@ -178,7 +199,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
 def _runlocal(c: ConfigDict, a: config_args.Args) -> None:
   """Seconds on a CPU: capped U and test, 20 steps, mu 2, small random-init models (an argument
   the user wrote, seeds= or steps=, wins over these presets)."""
-  c.labels.max_unlabelled, c.labels.max_test = 512, 256
+  c.labels.max_test = 256
+  if a['imbalance']:  # U is drawn by class there: cap its head instead (~500 rows at gamma 10)
+    c.labels.unlabelled_per_class = 128
+  else:
+    c.labels.max_unlabelled = 512
   c.seeds = tuple(range(a.preset('seeds', 2)))
   c.model.train.num_steps = a['steps'] or 20
   c.model.train.unlabelled_ratio = 2

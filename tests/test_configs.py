@@ -453,6 +453,7 @@ _RUNLOCAL_CASES = {
         'seeds': ('seeds=3', ['seeds']),
         'steps': ('steps=100', ['teacher.train.num_steps', 'student.train.num_steps'])},
     'ssl.py': {'algo': ('algo=mean_teacher', ['model.train.ssl']),
+               'imbalance': ('imbalance=10', ['labels.imbalance']),
                'labels': ('labels=250', ['labels.per_class']), 'task': ('task=svhn', ['dataset']),
                'extra': ('task=svhn,extra', ['dataset.extra']),
                'steps': ('steps=100', ['model.train.num_steps']), 'seeds': ('seeds=3', ['seeds'])},
