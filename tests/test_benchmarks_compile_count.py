@@ -50,9 +50,71 @@ def test_compile_count_tiny_main_job(monkeypatch, capsys):
   shapes = [r['shapes'] for r in feats]
   assert len(feats) >= 2 and len(set(shapes)) == len(shapes), shapes
   assert len({s.split(',')[0] for s in shapes}) == 1, shapes
+  # issue 22: text batches in geometric buckets (16, 32, 64 for T = 64), train and eval alike,
+  # one compile each at most
+  token_shapes = [r['shapes'] for r in of('train step', ('weak',)) + of('eval', ('weak',))]
+  lengths = {int(re.search(r'input_ids\[\d+, (\d+)\]', sh).group(1)) for sh in token_shapes}
+  assert lengths and lengths <= {16, 32, 64}, token_shapes
+  assert len(of('train step', ('weak',))) <= len(lengths), token_shapes
+  # the held-out score: one jit per loss, so the student's is the ceiling's (no retrace, no read)
+  assert not of('eval loss', ('student_xent',)), of('eval loss', strong)
+  # CPU seconds of the compiles and of the job, and the share printed
+  t = cold['totals']
+  assert 0 < t['compile_cpu_s'] <= t['cpu_s'] and 0 < t['cpu_share'] <= 1, t
+  assert all(r['cpu_s'] is not None for r in recs), [r for r in recs if r['cpu_s'] is None]
+  assert '% of CPU' in printed and '% of wall' in printed
   # warm: every shaped computation is read from the persistent cache, none compiled
   assert warm['totals']['compiles'] < cold['totals']['compiles']
   assert all(r['hit'] for r in warm['records'] if r['kind'] in bench.SHAPED), [
       r for r in warm['records'] if r['kind'] in bench.SHAPED and not r['hit']]
   assert 'cold cache: compiles per stage and epoch' in printed and 'load average start' in printed
   assert re.search(r'ceiling\s+0\s+setup\s+features', printed), printed
+
+
+def test_sweep_workers_get_the_compilation_cache(monkeypatch, tmp_path, capsys):
+  """`w2s.sweep --workers N` points run in processes that never call `compile_cache.enable`:
+  `run_workers` hands them the cache through the environment (`compile_cache.child_env`), which
+  JAX reads at import (checked in a real child), the off switch and an unusable directory too."""
+  import subprocess
+  import sys
+  from w2s import compile_cache, sweep_workers
+  for var in ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS',
+              'JAX_ENABLE_COMPILATION_CACHE', compile_cache.DISABLE_ENV):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+  want = {'JAX_COMPILATION_CACHE_DIR': compile_cache.default_dir(),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': str(compile_cache.MIN_COMPILE_SECS)}
+  assert compile_cache.child_env() == want and os.path.isdir(want['JAX_COMPILATION_CACHE_DIR'])
+  seen = []
+
+  class Done:  # a point process that has finished, successfully
+    returncode = 0
+
+    def __init__(self, cmd, env):
+      seen.append((cmd, env))
+
+    def poll(self):
+      return 0
+  with monkeypatch.context() as m:  # the subprocess module's own Popen, for this call only
+    m.setattr(sweep_workers.subprocess, 'Popen', Done)
+    sweep_workers.run_workers('cfg.py', str(tmp_path), ['a', 'b'], workers=2, gpus=[])
+  assert [c[-1] for c, _ in seen] == ['--only=a', '--only=b']
+  assert all({k: env.get(k) for k in want} == want for _, env in seen), seen
+  # what a child makes of it: JAX's own config, with no w2s call
+  probe = ('import jax; c = jax.config; print(c.jax_enable_compilation_cache, '
+           'c.jax_compilation_cache_dir, c.jax_persistent_cache_min_compile_time_secs)')
+  out = subprocess.run([sys.executable, '-c', probe], env={**os.environ, **seen[0][1]},
+                       capture_output=True, text=True, check=True).stdout.split()
+  assert out == ['True', want['JAX_COMPILATION_CACHE_DIR'], str(compile_cache.MIN_COMPILE_SECS)]
+  # a threshold the user set stays theirs; the off switch and an unusable directory turn it off
+  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '5')
+  assert compile_cache.child_env() == {'JAX_COMPILATION_CACHE_DIR': want[
+      'JAX_COMPILATION_CACHE_DIR']}
+  monkeypatch.setenv(compile_cache.DISABLE_ENV, '0')
+  assert compile_cache.child_env() == {'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+  monkeypatch.delenv(compile_cache.DISABLE_ENV)
+  (tmp_path / 'a_file').write_text('in the way')
+  capsys.readouterr()
+  assert compile_cache.child_env(str(tmp_path / 'a_file' / 'c')) == {
+      'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+  assert capsys.readouterr().err.startswith('warning: compilation cache')

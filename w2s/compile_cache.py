@@ -11,7 +11,9 @@ Where: `$JAX_COMPILATION_CACHE_DIR` (JAX's own variable) if set, else `default_d
 `warning:` line, and the run goes on without the cache.
 
 `import w2s` does not call `enable`: importing a library should not change the process's global
-JAX config. `w2s.main` (the CLI) and tests/conftest.py call it; a notebook may.
+JAX config. `w2s.main` (the CLI) and tests/conftest.py call it; a notebook may. `w2s.sweep`
+workers (`--workers N`) get it through their environment (`child_env`, set by
+`w2s.sweep_workers`).
 
 Several processes may share the directory. Under `jax.distributed` only process 0 writes entries
 (`jax._src.compiler._cache_write`); independent runs (sweep workers, test subprocesses) may both
@@ -65,8 +67,36 @@ def enable(path: str | None = None) -> str | None:
     directory cannot be created or written: one `warning:` line on stderr).
   """
   import jax
-  if not requested():
+  path = _usable_dir(path)
+  if path is None:
     jax.config.update('jax_enable_compilation_cache', False)  # over JAX's own env variable too
+    return None
+  jax.config.update('jax_compilation_cache_dir', path)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_SECS)
+  return path
+
+
+def child_env(path: str | None = None) -> dict[str, str]:
+  """The environment variables that give a child process (a `w2s.sweep` worker) the cache
+  `enable(path)` would: JAX reads them at import, so the child needs no call of its own.
+
+  Returns {'JAX_COMPILATION_CACHE_DIR': dir, 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': ...}
+  (a threshold already in the environment is kept), or {'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+  when the cache is off or the directory unusable (one `warning:` line, here, not per child).
+  """
+  path = _usable_dir(path)
+  if path is None:
+    return {'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+  env = {'JAX_COMPILATION_CACHE_DIR': path}
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = str(MIN_COMPILE_SECS)
+  return env
+
+
+def _usable_dir(path: str | None) -> str | None:
+  """The cache directory (created, writable), or None when off or unusable (a warning)."""
+  if not requested():
     return None
   path = os.path.abspath(os.path.expanduser(
       path or os.environ.get('JAX_COMPILATION_CACHE_DIR') or default_dir()))
@@ -78,9 +108,5 @@ def enable(path: str | None = None) -> str | None:
     print(f'warning: compilation cache {path} is not usable ({e.strerror or e}); compiling '
           f'without it (set JAX_COMPILATION_CACHE_DIR to a writable directory, or '
           f'{DISABLE_ENV}=0)', file=sys.stderr, flush=True)
-    jax.config.update('jax_enable_compilation_cache', False)  # JAX would warn on every compile
-    return None
-  jax.config.update('jax_compilation_cache_dir', path)
-  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_SECS)
+    return None  # and JAX off: it would warn on every compile
   return path

@@ -19,12 +19,15 @@ _PREEMPTED_EXITS = (143, -signal.SIGTERM, -signal.SIGINT)
 
 def run_workers(spec: str, workdir: str, names: list[str], workers: int, gpus: list[str],
                 flags=()) -> None:
-  """Each point in its own process, `workers` at a time (worker i pinned to gpus[i] if given).
+  """Each point in its own process, `workers` at a time (worker i pinned to gpus[i] if given),
+  all with the persistent compilation cache (`compile_cache.child_env`: one compile per
+  computation across the points, not one per point).
 
   SIGTERM / SIGINT here is passed on to the running points, which stop at their next safe point
   and exit 143; no new point starts, and once they all stopped the sweep raises Preempted. A
   point that exited 143 was preempted, not failed."""
-  from w2s import preemption
+  from w2s import compile_cache, preemption
+  cache_env = compile_cache.child_env()  # every point reuses what the others compiled
   queue, running, failed, stopped, forwarded = list(names), [], [], [], False
   while running or (queue and not preemption.requested()):
     if preemption.requested() and not forwarded:
@@ -33,7 +36,7 @@ def run_workers(spec: str, workdir: str, names: list[str], workers: int, gpus: l
         proc.send_signal(signal.Signals[preemption.signal_name()])
     while queue and len(running) < workers and not preemption.requested():
       slot = next(i for i in range(workers) if i not in [s for s, _, _ in running])
-      env = dict(os.environ)
+      env = {**os.environ, **cache_env}
       if gpus:
         env['CUDA_VISIBLE_DEVICES'] = gpus[slot % len(gpus)]
       name = queue.pop(0)
