@@ -4,6 +4,7 @@ trains only a new student), and --dry_run refusing losses a student cannot train
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -67,10 +68,27 @@ def _stored(workdir, family, name):
           np.concatenate([f['scores'] for f in loaded]))
 
 
-def test_runlocal_end_to_end_and_rerun_with_one_more_student(tmp_path):
-  workdir = str(tmp_path / 'pref')
-  first = _run(workdir, 'runlocal,losses=dpo+rm')
+@pytest.fixture(scope='module')
+def first_run(tmp_path_factory):
+  """(finished process, workdir) of runlocal,losses=dpo+rm through the CLI, every stage from
+  scratch (read-only: later runs work on a copy)."""
+  workdir = str(tmp_path_factory.mktemp('pref') / 'first')
+  return _run(workdir, 'runlocal,losses=dpo+rm'), workdir
+
+
+def _pretrained(workdir, first_run):
+  """`workdir` holding a copy of the first run's two pretrain stages only (keyed by corpus,
+  tokenizer and model alone): a run there trains every later stage itself."""
+  for stage in glob.glob(os.path.join(first_run[1], 'stages', 'pretrain_*')):
+    shutil.copytree(stage, os.path.join(workdir, 'stages', os.path.basename(stage)))
+  return workdir
+
+
+def test_runlocal_end_to_end_and_rerun_with_one_more_student(tmp_path, first_run):
+  first, fresh = first_run
   assert first.returncode == 0, first.stderr[-3000:]
+  workdir = str(tmp_path / 'pref')
+  shutil.copytree(fresh, workdir)
   results = json.load(open(os.path.join(workdir, 'results.json')))
   assert results['protocol'] == 'preference'
   assert results['kinds'] == {'dpo': 'policy', 'rm': 'reward_model'}
@@ -208,7 +226,8 @@ def test_check_refuses_what_cannot_run(arg, key, value, says):
   assert says in str(e.value) and '\n' not in str(e.value)
 
 
-def test_sigterm_in_reference_logprobs_and_dpo_training_resumes_identically(tmp_path, monkeypatch):
+def test_sigterm_in_reference_logprobs_and_dpo_training_resumes_identically(tmp_path, monkeypatch,
+                                                                            first_run):
   """SIGTERM while the reference log-probs are stored, then as the DPO student starts training:
   each run stops (Preempted: exit 143 from the CLI), and the rerun ends with the numbers of an
   uninterrupted run."""
@@ -220,7 +239,8 @@ def test_sigterm_in_reference_logprobs_and_dpo_training_resumes_identically(tmp_
   config = w2s_preference.get_config('runlocal,losses=dpo')
   numbers = lambda r: json.dumps([{k: v for k, v in s.items() if k != 'stages'}
                                   for s in r['per_seed']], sort_keys=True)
-  straight = numbers(train.train_and_evaluate(config, str(tmp_path / 'straight')))
+  straight = numbers(train.train_and_evaluate(
+      config, _pretrained(str(tmp_path / 'straight'), first_run)))
 
   real_get = by_id_store.ByIdStore.get
 
@@ -232,7 +252,7 @@ def test_sigterm_in_reference_logprobs_and_dpo_training_resumes_identically(tmp_
       return out
     return real_get(self, raw, produce_then_sigterm, **kw)
   monkeypatch.setattr(by_id_store.ByIdStore, 'get', get_then_sigterm)
-  work = str(tmp_path / 'preempted')
+  work = _pretrained(str(tmp_path / 'preempted'), first_run)
   try:
     with pytest.raises(preemption.Preempted):
       train.train_and_evaluate(config, work)
