@@ -107,8 +107,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
       c.weak.train.num_epochs = 2.0
       c.strong.train.num_epochs = 1.0
       c.strong.train.eval_every = 5
-  if a['clean']:
-    c.clean = dict(name=a['clean'])
+  # None (no cleaning) is a key the sweep's cleaning points can override with a cleaner
+  c.clean = dict(name=a['clean']) if a['clean'] else None
   losses = {n: dict(LOSSES[n]) for n in names}
   if 'raven' in losses and a['specialists']:
     losses['raven']['teachers'] = len(SPECIALISTS)
