@@ -359,6 +359,8 @@ def main(argv=None) -> int:
         state = status(workdir, check_point(module, arg, name, point, workdir, a.overrides))
         print(f'{name}  {json.dumps(point, default=str)}  {state}', flush=True)
     else:
+      from w2s import compile_cache
+      compile_cache.enable()  # in-process points (--workers 1) reuse executables, as w2s.main
       _run(a, module, arg, everything, points, workdir)
     return 0
   except UserError as e:
