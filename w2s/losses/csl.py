@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.losses import _batch_stats
+from w2s.losses import _members
 from w2s.losses import _soft_ce
 
 SELECTS = ('rank', 'topk', 'all')
@@ -85,15 +86,8 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0
     raise UserError(f'csl select={select!r} is not one of {SELECTS}')
   if not isinstance(topk, int) or topk < 1:
     raise UserError(f'csl topk={topk!r} must be an int >= 1 (their default: 3)')
-  if batch is None or 'member_probs' not in batch:
-    raise UserError("loss 'csl' needs batch['member_probs'] [B, K, C] (the K weak teachers' "
-                    'probabilities); give the weak role ensemble=dict(size=K, specialists=...) '
-                    'or pick another loss')
-  probs = batch['member_probs']
-  if probs.ndim != 3 or probs.shape[::2] != logits.shape:
-    raise UserError(f"csl: batch['member_probs'] has shape {tuple(probs.shape)}, expected "
-                    f'[B, K, C] with [B, C] = {tuple(logits.shape)}')
-  probs = probs.astype(jnp.float32)
+  probs = _members.member_probs(batch, logits, 'csl',
+                                fix='give the weak role ensemble=dict(size=K, specialists=...)')
   z = jax.lax.stop_gradient(logits.astype(jnp.float32))
   real = _batch_stats.real(mask)
   k_i = assign(z, probs)                                                # [B]

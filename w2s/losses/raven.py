@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.losses import _batch_stats
+from w2s.losses import _members
 from w2s.losses import _soft_ce
 
 MIN_WEIGHT = 1e-6  # their clamp before renormalising
@@ -72,18 +73,6 @@ def all_agree(member_probs: jax.Array) -> jax.Array:
   return jnp.all(votes == votes[:, :1], axis=-1).astype(jnp.float32)
 
 
-def _member_probs(batch, logits, teachers):
-  if batch is None or 'member_probs' not in batch:
-    raise UserError("loss 'raven' needs batch['member_probs'] [B, K, C] (the K weak teachers' "
-                    'probabilities); give the weak role ensemble=dict(size=K) or pick another loss')
-  probs = batch['member_probs']
-  if probs.ndim != 3 or probs.shape[::2] != logits.shape or probs.shape[1] != teachers:
-    raise UserError(f"raven: batch['member_probs'] has shape {tuple(probs.shape)}, expected "
-                    f'[B, K={teachers}, C] with [B, C] = {tuple(logits.shape)}; set raven\'s '
-                    'teachers to the weak ensemble size')
-  return probs.astype(jnp.float32)
-
-
 def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0, batch=None,
          loss_state=None, teachers=None, per_example: bool = False, lr: float = 0.01,
          momentum: float = 0.0, agree_frac: float = 0.0, freeze_frac: float = 0.0
@@ -115,7 +104,8 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0
   if loss_state is None or batch is None or 'index' not in batch:
     raise UserError('raven keeps learned teacher weights: train it with w2s.train.fit, which '
                     'passes loss_state and batch["index"]')
-  probs = _member_probs(batch, logits, k)
+  probs = _members.member_probs(batch, logits, 'raven', teachers=k,
+                                 fix='give the weak role ensemble=dict(size=K)')
   real = _batch_stats.real(mask)
   # padded rows: a valid mixture (uniform members) so no NaN reaches the masked sums
   probs = jnp.where(real[:, None, None] > 0, probs, 1.0 / probs.shape[-1])

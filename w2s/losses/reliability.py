@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from w2s.errors import UserError
 from w2s.losses import _batch_stats
+from w2s.losses import _members
 from w2s.losses import _soft_ce
 
 MEASURES = ('agreement', 'entropy')
@@ -39,18 +40,6 @@ def reliability(member_probs: jax.Array, measure: str = 'agreement') -> jax.Arra
     return jnp.mean(votes.astype(jnp.float32), axis=1)
   entropy = -jnp.sum(jax.scipy.special.xlogy(mean, mean), axis=-1)
   return 1.0 - entropy / jnp.log(mean.shape[-1])
-
-
-def _member_probs(batch, logits):
-  if batch is None or 'member_probs' not in batch:
-    raise UserError("loss 'reliability' needs batch['member_probs'] [B, K, C] (the K weak "
-                    "ensemble members' probabilities); label with a weak-ensemble protocol or "
-                    'pick another loss')
-  member_probs = batch['member_probs']
-  if member_probs.ndim != 3 or member_probs.shape[::2] != logits.shape:
-    raise UserError(f"batch['member_probs'] has shape {member_probs.shape}, expected [B, K, C] "
-                    f'with [B, C] = {logits.shape}; store one probability vector per member')
-  return member_probs
 
 
 def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0,
@@ -74,7 +63,8 @@ def loss(*, logits: jax.Array, labels: jax.Array, mask: jax.Array, step_frac=0.0
   del step_frac
   if mode not in MODES:
     raise UserError(f'reliability mode={mode!r} is not one of {MODES}')
-  r = reliability(_member_probs(batch, logits), measure)
+  r = reliability(_members.member_probs(batch, logits, 'reliability',
+                                       fix='label with a weak-ensemble protocol'), measure)
   r = jnp.where(mask > 0, r, 0.0)
   w = r if mode == 'weight' else (r >= tau).astype(jnp.float32)
   w = w * _batch_stats.real(mask)
