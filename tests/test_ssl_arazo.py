@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numeric  # tests/numeric.py
+
 from w2s import registry, sharding, train
 from w2s.data import pipeline
 from w2s.errors import UserError
@@ -175,20 +177,12 @@ def test_warmup_trains_on_labelled_rows_but_refreshes_the_labels():
 def test_gradient_treats_the_targets_as_constants():
   t_u = _by_hand()[4]  # row 0 (not seen yet) takes the current prediction: sg'd
 
-  def fd(fn, W, h=1e-5):
-    g = np.zeros_like(W)
-    for idx in np.ndindex(*W.shape):
-      e = np.zeros_like(W)
-      e[idx] = h
-      g[idx] = (fn(W + e) - fn(W - e)) / (2 * h)
-    return g
-
-  want = fd(lambda W: _by_hand(W=W, t_u=t_u)[0], W0)
+  want = numeric.fd_grad(lambda W: _by_hand(W=W, t_u=t_u)[0], W0)
   got = jax.jit(jax.grad(lambda W: arazo.loss(
       **_args(), apply=_apply(W, _f32(B0)), state=_state(), step=jnp.int32(50),
       total_steps=TOTAL)[0]))(_f32(W0))
   _close(got, want, rtol=1e-3, atol=1e-5)
-  live = fd(lambda W: _by_hand(W=W)[0], W0)
+  live = numeric.fd_grad(lambda W: _by_hand(W=W)[0], W0)
   assert np.abs(live - want).max() > 1e-3  # the check has teeth
 
 
@@ -277,6 +271,4 @@ def test_resume_continues_the_soft_labels_exactly(digits, tmp_path):
   shutil.rmtree(tmp_path / 'checkpoints' / '6')  # as if it died after step 3's save
   resumed, _ = run()
   assert int(resumed.step) == 6
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               (straight.params, straight.extra, straight.opt_state),
-               (resumed.params, resumed.extra, resumed.opt_state))
+  numeric.assert_same_state(straight, resumed)

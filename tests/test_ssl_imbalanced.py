@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numeric  # tests/numeric.py
+
 from w2s import registry, sharding, train
 from w2s.data import base, pipeline, splits
 from w2s.errors import UserError
@@ -237,9 +239,7 @@ def test_resume_continues_the_threshold_state_exactly(tmp_path):
   shutil.rmtree(tmp_path / 'checkpoints' / '6')  # as if it died after step 3's save
   resumed, _ = run()
   assert int(resumed.step) == 6
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               (straight.params, straight.extra, straight.opt_state),
-               (resumed.params, resumed.extra, resumed.opt_state))
+  numeric.assert_same_state(straight, resumed)
 
 
 def test_protocol_runs_a_long_tailed_split_and_records_the_counts(tmp_path):

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numeric  # tests/numeric.py
+
 from w2s import options, registry, sharding, ssl_step, train
 from w2s.data import pipeline
 from w2s.errors import UserError
@@ -181,22 +183,15 @@ def test_mixmatch_values_by_hand():
   _close(logits_uw, _lin(W0, B0)(_view_np(U, 'weak', 0)), rtol=1e-5, atol=1e-6)
 
 
-def _fd_grad(fn, W, h=1e-5):
-  g = np.zeros_like(W)
-  for idx in np.ndindex(*W.shape):
-    e = np.zeros_like(W)
-    e[idx] = h
-    g[idx] = (fn(W + e) - fn(W - e)) / (2 * h)
-  return g
 
 
 def test_mixmatch_gradient_treats_the_guess_as_a_constant():
   q0 = _mixmatch_by_hand(W0, B0)[5]
-  want = _fd_grad(lambda W: _mixmatch_by_hand(W, B0, q=q0)[0], W0)
+  want = numeric.fd_grad(lambda W: _mixmatch_by_hand(W, B0, q=q0)[0], W0)
   got = jax.jit(jax.grad(lambda W: mixmatch.loss(**{**_args(), 'apply': lambda i, k: (
       i['x'] @ W.T + jnp.asarray(B0, jnp.float32))})[0]))(jnp.asarray(W0, jnp.float32))
   _close(got, want, rtol=1e-3, atol=1e-5)
-  with_q_live = _fd_grad(lambda W: _mixmatch_by_hand(W, B0)[0], W0)
+  with_q_live = numeric.fd_grad(lambda W: _mixmatch_by_hand(W, B0)[0], W0)
   assert np.abs(with_q_live - want).max() > 1e-3  # the check has teeth
 
 
@@ -303,12 +298,12 @@ def test_vat_values_by_hand():
 
 def test_vat_gradient_r_adv_and_target_constant_entropy_live():
   frozen = _vat_by_hand(W0, B0, 0.1)[5]
-  want = _fd_grad(lambda W: _vat_by_hand(W, B0, 0.1, frozen=frozen)[0], W0)
+  want = numeric.fd_grad(lambda W: _vat_by_hand(W, B0, 0.1, frozen=frozen)[0], W0)
   b = jnp.asarray(B0, jnp.float32)
   got = jax.jit(jax.grad(lambda W: vat.loss(**{**_args(), 'apply': lambda i, k: (
       i['x'] @ W.T + b)}, xi=0.1)[0]))(jnp.asarray(W0, jnp.float32))
   _close(got, want, rtol=1e-3, atol=1e-5)
-  no_ent = _fd_grad(lambda W: _vat_by_hand(W, B0, 0.1, frozen=frozen, lambda_ent=0.0)[0], W0)
+  no_ent = numeric.fd_grad(lambda W: _vat_by_hand(W, B0, 0.1, frozen=frozen, lambda_ent=0.0)[0], W0)
   assert np.abs(no_ent - want).max() > 1e-3  # the entropy term trains (teeth)
 
 
@@ -383,9 +378,7 @@ def test_resume_continues_the_alignment_state_exactly(digits, tmp_path):
   shutil.rmtree(tmp_path / 'b' / 'checkpoints' / '6')  # as if it died after step 3's save
   resumed, _ = run('b')
   assert int(resumed.step) == 6
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               (straight.params, straight.extra, straight.opt_state),
-               (resumed.params, resumed.extra, resumed.opt_state))
+  numeric.assert_same_state(straight, resumed)
 
 
 def test_integer_inputs_refused_before_training(digits, tmp_path):
