@@ -27,7 +27,8 @@ the val slice), never test or B's ground truth.
 
 Arguments: task (rt | mnist), seeds, losses (a+b: the student losses, default all of the above),
 clean (knn | logreg | topo; rt), specialists (mnist: the weak role becomes two class-specialist
-members), runlocal (a seconds-long smoke run).
+members), student_lr (the students' learning rate; default the strong model's), runlocal (a
+seconds-long smoke run).
 """
 
 from ml_collections import ConfigDict
@@ -54,7 +55,8 @@ LOSSES = {
 DEFAULT = ('xent', 'logconf', 'gce', 'elr', 'bootstrap', 'entropy', 'product', 'adaptconf',
            'window', 'reliability', 'raven')
 SPECIALISTS = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
-ARGS = dict(task='rt', seeds=5, losses='', clean='', specialists=False, runlocal=False)
+ARGS = dict(task='rt', seeds=5, losses='', clean='', specialists=False, student_lr=0.0,
+            runlocal=False)
 
 
 def _train(lr, epochs, batch_size=64, eval_every=50):
@@ -112,6 +114,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
   losses = {n: dict(LOSSES[n]) for n in names}
   if 'raven' in losses and a['specialists']:
     losses['raven']['teachers'] = len(SPECIALISTS)
+  if a['student_lr']:  # the students' learning rate (to choose it per loss on val's weak labels)
+    train = dict(c.strong.train.to_dict())
+    train['optimizer'] = dict(train['optimizer'], learning_rate=float(a['student_lr']))
+    c.student = dict(train=train)
   c.student_losses = losses
   c.student_order = names
   c.shared_dir = ''

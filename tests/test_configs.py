@@ -497,7 +497,8 @@ _RUNLOCAL_CASES = {
                        'seeds': ('seeds=3', ['seeds']),
                        'losses': ('losses=xent', ['student_losses', 'student_order']),
                        'clean': ('clean=knn', ['clean']),
-                       'specialists': ('task=mnist,specialists', ['weak.ensemble'])},
+                       'specialists': ('task=mnist,specialists', ['weak.ensemble']),
+                       'student_lr': ('student_lr=0.01', ['student.train.optimizer'])},
     'w2s_scaling.py': {'seeds': ('seeds=3', ['seeds']),
                        'losses': ('losses=xent', ['student_losses', 'student_order'])},
     'w2s_release.py': {
