@@ -66,7 +66,7 @@ def _train(lr, epochs, batch_size=64, eval_every=50):
               select='best', patience=0)
 
 
-def _losses(spec: str, task: str, specialists: bool) -> tuple[str, ...]:
+def _losses(spec: str, specialists: bool) -> tuple[str, ...]:
   names = tuple(n for n in spec.split('+') if n) if spec else (
       ('xent', 'csl') if specialists else DEFAULT)
   bad = [n for n in names if n not in LOSSES]
@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     raise UserError('specialists=True needs task=mnist (class specialists need > 2 classes)')
   if a['clean'] and a['task'] != 'rt':
     raise UserError('clean= needs task=rt (cleaners read a frozen pretrained model\'s features)')
-  names = _losses(a['losses'], a['task'], a['specialists'])
+  names = _losses(a['losses'], a['specialists'])
   forward = a.forward('seeds', 'runlocal')
   c = w2s_offline.get_config(','.join(x for x in (forward, f'ensemble={K}') if x))
   if a['task'] == 'mnist':

@@ -43,26 +43,20 @@ def main(argv):
     sys.exit('usage: select_lr.py LR=RUN_DIR LR=RUN_DIR ... (a run dir holds results.json)')
   first = next(iter(runs.values()))
   for lr, r in runs.items():  # same weak labels and ceiling in every run
-    for loss in ('xent',):
-      assert np.allclose(_values(r, loss, 'acc_weak'), _values(first, loss, 'acc_weak')), lr
-      assert np.allclose(_values(r, loss, 'acc_ceiling'), _values(first, loss, 'acc_ceiling')), lr
+    for key in ('acc_weak', 'acc_ceiling'):
+      assert np.allclose(_values(r, 'xent', key), _values(first, 'xent', key)), (lr, key)
   losses = first['config']['student_order']
-  chosen = {}
   lrs = sorted(runs)
+  val = {loss: {lr: np.mean([s['held_out'][f'student_{loss}']['val_accuracy']
+                             for s in runs[lr]['per_seed']]) for lr in lrs} for loss in losses}
+  chosen = {loss: max(lrs, key=lambda lr: val[loss][lr]) for loss in losses}
   print('| loss | ' + ' | '.join(f'val agreement, lr {lr:g}' for lr in lrs)
         + ' | chosen lr | test acc | PGR | student - xent (paired) | PGR - xent (paired) |')
   print('|---|' + '---|' * (len(lrs) + 5))
   for loss in losses:
-    val = {lr: np.mean([s['held_out'][f'student_{loss}']['val_accuracy']
-                        for s in runs[lr]['per_seed']]) for lr in lrs}
-    best = max(lrs, key=lambda lr: val[lr])
-    chosen[loss] = best
-  for loss in losses:
-    val = {lr: np.mean([s['held_out'][f'student_{loss}']['val_accuracy']
-                        for s in runs[lr]['per_seed']]) for lr in lrs}
     r, rx = runs[chosen[loss]], runs[chosen['xent']]
     acc, pgr = _values(r, loss, 'acc_student'), _values(r, loss, 'pgr')
-    cells = [f'{100 * val[lr]:.1f}' + (' *' if lr == chosen[loss] else '') for lr in lrs]
+    cells = [f'{100 * val[loss][lr]:.1f}' + (' *' if lr == chosen[loss] else '') for lr in lrs]
     cells += [f'{chosen[loss]:g}', _fmt(scores.summarize_seeds(acc)),
               _fmt(scores.summarize_seeds(pgr), scale=1.0, digits=2)]
     if loss == 'xent':

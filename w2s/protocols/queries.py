@@ -72,7 +72,8 @@ def uncertainty(probs, by: str) -> np.ndarray:
   """[N] how unsure the supervisor is of each row (higher = queried first), probs [N, C]."""
   p = np.asarray(probs, np.float64)
   if by == 'weak_entropy':
-    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+    from scipy import special  # here, not at import: the CLI's start-up stays light
+    return special.entr(p).sum(axis=-1)
   if by == 'weak_margin':
     top = np.sort(p, axis=-1)
     return -(top[:, -1] - top[:, -2])
