@@ -6,6 +6,7 @@ one model trained on a few labels and the unlabelled rest at once.
     python -m w2s.main --config configs/ssl.py:algo=mean_teacher --workdir runs/ssl/mt-mnist40
     python -m w2s.main --config configs/ssl.py:algo=supervised,labels=250 --workdir DIR
     python -m w2s.sweep --config configs/ssl.py --workdir runs/ssl_mnist   # the MNIST-5k study
+    python -m w2s.sweep --config configs/ssl.py:algos=all,steps=400,seeds=3 --workdir DIR  # all
     python -m w2s.main --config configs/ssl.py:runlocal --workdir /tmp/ssl_tiny
 
 The published benchmarks (TFDS catalog data, downloaded once; for an accelerator), with the
@@ -29,7 +30,8 @@ imbalance (gamma >= 1: long-tailed L and U, N_c = N_max gamma^(-c/(C-1)) with cl
 and labels / C its count, U's head as large as every class allows; 0: balanced; the CIFAR-10-LT
 benchmark of DARP / Adsh / USB is task=cifar10,labels=15000,imbalance=100,algo=adsh, whose U
 head is 3000 where this gives 3500: set labels.unlabelled_per_class to match),
-runlocal. STL-10 and IMDb load their own unlabelled splits (100,000 images, 50,000 reviews;
+runlocal, algos (`python -m w2s.sweep` only: algos=all sweeps every algorithm, not just
+supervised / fixmatch / mean_teacher). STL-10 and IMDb load their own unlabelled splits (100,000 images, 50,000 reviews;
 labels unknown), which join U; pseudo-label accuracy is reported over U's known labels only.
 
 Recipes. FixMatch (Sohn et al. 2020) on CIFAR-10, SVHN and STL-10: tau 0.95, mu 7, lambda_u 1,
@@ -96,7 +98,7 @@ TASKS = {  # task -> dataset, classes, benchmark label counts (the first is the 
 UDA_TEXT = dict(name='uda', T=0.85, beta=0.0, tsa='linear')
 MASK_ID, VOCAB = 103, 30522  # [MASK] and the vocabulary size of MiniLM's (BERT's) tokenizer
 ARGS = dict(algo='', labels=0, task='mnist', extra=False, steps=0, seeds=5, imbalance=0.0,
-            runlocal=False)  # arguments and defaults
+            runlocal=False, algos='')  # arguments and defaults (algos: get_sweep's only)
 
 
 def _views(task: str) -> tuple[dict | None, dict]:
@@ -218,9 +220,14 @@ def _runlocal(c: ConfigDict, a: config_args.Args) -> None:
 
 
 def get_sweep(arg: str | None = None):
-  """The MNIST-5k study: 40 and 250 labels x {supervised, fixmatch, mean_teacher}, 5 seeds."""
-  del arg
+  """The MNIST-5k study: 40 and 250 labels x {supervised, fixmatch, mean_teacher}; with
+  `algos=all`, x every algorithm of `w2s.ssl.ALGORITHMS` (labels vary slowest, so a sweep cut
+  short has finished whole label counts first). The other arguments (steps, seeds) are
+  get_config's."""
+  a = config_args.parse(arg, **ARGS)
+  if a['algos'] not in ('', 'all'):
+    raise UserError(f'algos={a["algos"]!r}; use algos=all (every algorithm) or leave it out '
+                    '(supervised, fixmatch, mean_teacher)')
+  names = ALGOS if a['algos'] == 'all' else ('supervised', 'fixmatch', 'mean_teacher')
   return sweep.product(sweep.axis('labels.per_class', [4, 25]),
-                       sweep.axis('model.train.ssl', [dict(name='supervised'),
-                                                      dict(name='fixmatch'),
-                                                      dict(name='mean_teacher')]))
+                       sweep.axis('model.train.ssl', [dict(name=n) for n in names]))

@@ -392,6 +392,19 @@ def test_ssl_catalog_recipes():
       name='fixmatch')
 
 
+def test_ssl_sweep_of_every_algorithm():
+  """algos=all: labels (slowest) x every algorithm of w2s.ssl; a bad value is one line."""
+  from w2s.ssl import ALGORITHMS
+  ssl = _module('ssl.py')
+  points = ssl.get_sweep('algos=all,steps=400,seeds=3')
+  assert [(p['labels.per_class'], p['model.train.ssl']['name']) for p in points] == [
+      (k, a) for k in (4, 25) for a in ALGORITHMS]
+  assert len(ssl.get_sweep()) == 6
+  with pytest.raises(UserError, match=r"algos='some'; use algos=all") as e:
+    ssl.get_sweep('algos=some')
+  assert '\n' not in str(e.value)
+
+
 @pytest.mark.parametrize('file, arg, message', [
     ('ssl.py', 'labels=45', r'labels=45 for task=mnist: use a multiple of its 10 classes'),
     ('ssl.py', 'task=imdb,labels=21', r'a multiple of its 2 classes \(the benchmarks: 20\)'),
@@ -420,7 +433,8 @@ _RUNLOCAL_IGNORES = {'w2s_release.py': {'weak_ckpt', 'strong_ckpt', 'ckpt_arch'}
                      'w2s_sft.py': {'weak_ckpt', 'strong_ckpt', 'data', 'lora', 'lr'},
                      'w2s_search.py': {'weak_ckpt', 'strong_ckpt', 'data'},
                      'w2s_preference.py': {'weak_ckpt', 'strong_ckpt', 'data', 'lora', 'lr',
-                                           'weak_small_ckpt'}}
+                                           'weak_small_ckpt'},
+                     'ssl.py': {'algos'}}  # get_sweep's argument: test_ssl_sweep_of_every_algorithm
 _RUNLOCAL_CASES = {
     'w2s_sft.py': {'seeds': ('seeds=3', ['seeds']),
                    'losses': ('losses=sft_sum', ['student_losses']),
