@@ -21,7 +21,7 @@ label counts of their papers:
 
 Arguments: algo (supervised | pseudo_label | pi_model | mean_teacher | fixmatch | uda |
 flexmatch | freematch | doubly_robust | softmatch | adamatch | dash | defixmatch | mixmatch |
-remixmatch | vat | arazo | adsh: w2s/ssl/; default the task's recipe: uda on imdb, else
+remixmatch | vat | arazo | adsh | simmatch: w2s/ssl/; default the task's recipe: uda on imdb, else
 fixmatch; mixmatch, remixmatch, vat and arazo mix or perturb the inputs, so not on imdb's token
 ids), labels (total, a multiple of the classes, split evenly over them; default the task's
 first benchmark count), task (mnist: MNIST-5k, offline; cifar10 | svhn | stl10 | imdb: TFDS),

@@ -13,7 +13,10 @@ the weak and strong views a(x_u), A(x_u) on device with the rng folded from the 
 student on all three, and lets the algorithm turn the logits into one loss. Per-algorithm state
 (FlexMatch's per-example classes, FreeMatch's EMAs) and the EMA teacher (Mean Teacher; FixMatch's
 EMA for evaluation) live in `TrainState.extra` ('ssl', 'ema'), so checkpoints carry them and a
-resumed run continues them exactly. Algorithms that act on inputs (MixMatch's MixUp, VAT's
+resumed run continues them exactly. An algorithm that compares embeddings (SimMatch; the module
+sets PROJECTION = D) gets a projection head on the model's pooled features (`w2s.ssl_heads`,
+params under 'ssl_projection'), the embeddings of the three views from the same passes as their
+logits, and the rows of L the labelled batch holds ('index_x'). Algorithms that act on inputs (MixMatch's MixUp, VAT's
 adversarial shift; the module sets INPUT_LEVEL) get the student and the views themselves: see
 `_input_level_loss` and `w2s.ssl`. The hidden labels of U are never given to the algorithm;
 the step only logs the accuracy of the weak-view pseudo-labels against them ('pseudo_acc'),
@@ -71,12 +74,40 @@ def check(opts, mesh, num_unlabelled: int, examples: dict | None = None) -> None
     raise UserError('train.accum_steps > 1 is not supported with train.ssl yet; use 1')
 
 
-def init_extra(opts, params, num_classes: int, num_unlabelled: int) -> dict:
-  """{'ssl': algorithm state, 'ema': teacher params} as the algorithm needs (inside init jit)."""
+def projection(opts) -> int:
+  """The width D of the algorithm's projection head (its PROJECTION), 0 for none."""
+  return int(getattr(algorithm(opts), 'PROJECTION', 0))
+
+
+def check_module(opts, module) -> None:
+  """UserError unless `module` suits the algorithm (pooled features for a projection head)."""
+  if projection(opts):
+    from w2s import ssl_heads
+    ssl_heads.check_module(module, opts.ssl.name)
+
+
+def init_params(opts, module, params, sample: dict, rng):
+  """`params`, plus the projection head's under 'ssl_projection' when the algorithm has one
+  (its key: rng folded with 1; inside init jit)."""
+  if not projection(opts):
+    return params
+  from w2s import ssl_heads
+  return ssl_heads.init_params(module, params, sample, jax.random.fold_in(rng, 1),
+                               projection(opts))
+
+
+def init_extra(opts, params, num_classes: int, num_unlabelled: int, *,
+               num_labelled: int | None = None, rng=None) -> dict:
+  """{'ssl': algorithm state, 'ema': teacher params} as the algorithm needs (inside init jit).
+  An algorithm with a projection head also gets `num_labelled` (its bank's rows) and a key (rng
+  folded with 2) in `init_state`."""
   mod, extra = algorithm(opts), {}
   if hasattr(mod, 'init_state'):
+    more = {}
+    if projection(opts):
+      more = dict(num_labelled=num_labelled, rng=jax.random.fold_in(rng, 2))
     extra['ssl'] = mod.init_state(num_classes=num_classes, num_unlabelled=num_unlabelled,
-                                  **opts.ssl.hparams)
+                                  **more, **opts.ssl.hparams)
   if uses_ema(opts):
     extra['ema'] = jax.tree.map(jnp.array, params)
   return extra
@@ -114,8 +145,10 @@ def _input_level_loss(loss_fn, apply_fn, state, x, u, xw, keys, weak, strong, to
 def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, needs_teacher: bool,
                ema: float, needs_labelled_strong: bool = False, input_level: bool = False,
                tx: optax.GradientTransformation, schedule: Callable, total_steps: int,
-               weak: Callable | None, strong: Callable | None):
-  """One update on {'x': labelled batch [B], 'u': unlabelled batch [mu B]} (global arrays)."""
+               weak: Callable | None, strong: Callable | None, embed_fn: Callable | None = None):
+  """One update on {'x': labelled batch [B], 'u': unlabelled batch [mu B]} (global arrays).
+  embed_fn(params, inputs, *, train, rng) -> (logits, embedding): given (PROJECTION), it runs the
+  three views and the algorithm also gets feats_x, feats_uw, feats_us and index_x."""
   rng = jax.random.fold_in(state.rng, state.step)
   r_xw, r_uw, r_us, r_d = jax.random.split(rng, 4)
   x, u = batch['x'], batch['u']
@@ -128,10 +161,16 @@ def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, nee
 
     def loss_of(params):
       d = jax.random.split(r_d, 3)
-      logits_x = apply_fn(params, _inputs(xw), train=True, rng=d[0])
-      logits_uw = apply_fn(params, _inputs(uw), train=True, rng=d[1])
-      logits_us = apply_fn(params, _inputs(us), train=True, rng=d[2])
       more = {}
+      if embed_fn is None:
+        logits_x = apply_fn(params, _inputs(xw), train=True, rng=d[0])
+        logits_uw = apply_fn(params, _inputs(uw), train=True, rng=d[1])
+        logits_us = apply_fn(params, _inputs(us), train=True, rng=d[2])
+      else:  # SimMatch: logits and embeddings of one pass per view, same keys as above
+        logits_x, more['feats_x'] = embed_fn(params, _inputs(xw), train=True, rng=d[0])
+        logits_uw, more['feats_uw'] = embed_fn(params, _inputs(uw), train=True, rng=d[1])
+        logits_us, more['feats_us'] = embed_fn(params, _inputs(us), train=True, rng=d[2])
+        more['index_x'] = x['index']
       if needs_labelled_strong:  # A(x_l) (DeFixMatch); its own keys, so no other stream moves
         xs = _views(strong, jax.random.fold_in(rng, 1), x)
         more['logits_xs'] = apply_fn(params, _inputs(xs), train=True,
@@ -169,10 +208,15 @@ def train_step(state, batch: dict, *, apply_fn: Callable, loss_fn: Callable, nee
                        extra=extra), metrics
 
 
-def make_step(opts, *, apply_fn, tx, schedule, total_steps: int):
-  """`train_step` bound to the stage's algorithm, views and EMA (before jit)."""
+def make_step(opts, *, apply_fn, tx, schedule, total_steps: int, module=None):
+  """`train_step` bound to the stage's algorithm, views and EMA (before jit); `module` (the flax
+  model) is needed by an algorithm with a projection head."""
   mod = algorithm(opts)
   build = lambda p, where: None if p is None else options.build(p, where)
+  more = {}
+  if projection(opts):
+    from w2s import ssl_heads
+    more['embed_fn'] = ssl_heads.embed_fn(module, projection(opts))
   return functools.partial(
       train_step, apply_fn=apply_fn, loss_fn=functools.partial(mod.loss, **opts.ssl.hparams),
       needs_teacher=getattr(mod, 'NEEDS_TEACHER', False), ema=ema_decay(opts), tx=tx,
@@ -180,7 +224,7 @@ def make_step(opts, *, apply_fn, tx, schedule, total_steps: int):
       input_level=getattr(mod, 'INPUT_LEVEL', False),
       schedule=schedule, total_steps=total_steps,
       weak=build(opts.weak_augment, 'train.weak_augment'),
-      strong=build(opts.strong_augment, 'train.strong_augment'))
+      strong=build(opts.strong_augment, 'train.strong_augment'), **more)
 
 
 def unlabelled_examples(unlabelled: dict) -> dict:

@@ -119,6 +119,9 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
       raise UserError(f'{name}: train.ssl={opts.ssl.name!r} needs unlabelled examples; use a '
                       'protocol that has them (ssl) or drop train.ssl')
     ssl_step.check(opts, mesh, pipeline.num_rows(unlabelled), examples=unlabelled)
+    ssl_step.check_module(opts, module)
+    if ssl_step.projection(opts):  # SimMatch's bank: one slot per labelled row
+      train_examples = pipeline.with_row_index(train_examples)
     unlabelled = ssl_step.unlabelled_examples(unlabelled)
     fingerprint = {**(fingerprint or {}), 'unlabelled': run_fingerprint(
         opts, unlabelled, None)['examples']}
@@ -146,6 +149,8 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
   def init_fn(rng, pretrained):
     p_rng, d_rng, s_rng = jax.random.split(rng, 3)
     params = module.init({'params': p_rng, 'dropout': d_rng}, sample, train=False)['params']
+    if semi:  # a projection head (SimMatch) joins the tree; others: unchanged
+      params = ssl_step.init_params(opts, module, params, sample, p_rng)
     if pretrained is not None:
       params = merge_params(params, pretrained)
     if opts.param_dtype != 'float32':
@@ -153,7 +158,8 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
     more = {}
     if semi:
       more = ssl_step.init_extra(opts, params, np.shape(sample['label'])[-1],
-                                 pipeline.num_rows(unlabelled))
+                                 pipeline.num_rows(unlabelled),
+                                 num_labelled=pipeline.num_rows(train_examples), rng=p_rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=s_rng, extra={**extra(), **selection.init(opts, params), **more})
 
@@ -185,7 +191,7 @@ def fit(module, train_examples: dict, *, cfg, workdir: str, mesh, init_params=No
         total_steps=steps, accum_steps=opts.accum_steps)
     if semi:
       step = ssl_step.make_step(opts, apply_fn=apply_fn, tx=tx, schedule=schedule,
-                                total_steps=steps)
+                                total_steps=steps, module=module)
     step_fn = jax.jit(step, in_shardings=(state_sh, data), out_shardings=(state_sh, repl),
                       donate_argnums=0)
 

@@ -8,6 +8,12 @@ Every module `w2s.ssl.<name>` has the same interface, which the SSL train step c
   NEEDS_LABELLED_STRONG: bool (optional, default False)
       True (DeFixMatch): the step also runs the student on a strong view A(x_l) of the labelled
       batch and passes those logits as `logits_xs` [B, C].
+  PROJECTION: int (optional, default 0)
+      > 0 (SimMatch): the model gets a projection head of that width on its pooled features
+      (`w2s.ssl_heads`; models with `features`: cnn, resnet, the text classifiers), and `loss`
+      also gets feats_x [B, D], feats_uw [M, D], feats_us [M, D] (unit-norm embeddings of the
+      same passes as logits_x, logits_uw, logits_us; with gradient) and index_x [B] int32 (rows
+      of L); `init_state` also gets num_labelled (|L|) and rng (a key).
   init_state(*, num_classes, num_unlabelled, **hparams) -> dict        (stateful modules only)
       The algorithm's state (a pytree of arrays), kept by the step across steps and checkpoints.
   loss(*, logits_x, labels_x, mask_x, logits_uw, logits_us, mask_u, step, total_steps,
@@ -63,4 +69,4 @@ only (integer token ids are a UserError). NEEDS_TEACHER and NEEDS_LABELLED_STRON
 
 ALGORITHMS = ('supervised', 'pseudo_label', 'pi_model', 'mean_teacher', 'fixmatch', 'uda',
               'flexmatch', 'freematch', 'doubly_robust', 'softmatch', 'adamatch', 'dash',
-              'defixmatch', 'mixmatch', 'remixmatch', 'vat', 'arazo', 'adsh')
+              'defixmatch', 'mixmatch', 'remixmatch', 'vat', 'arazo', 'adsh', 'simmatch')
