@@ -181,6 +181,13 @@ def test_check_runs_the_cleaner_before_anything_trains():
     cleaning_stage.check(options.plugin('cleaners', dict(name='knn'), 'clean'), 2, _strong())
 
 
+def test_the_cleaning_stage_is_a_helper_not_a_protocol():
+  """--list names protocols by their `run`; the weak-to-strong protocol's stages are not one."""
+  protocols = registry.known('protocols')
+  assert 'weak_to_strong' in protocols
+  assert not {'cleaning_stage', 'overlap_stage', 'stages', 'learners'} & set(protocols)
+
+
 def test_stage_relabels_filters_and_is_skipped_when_done(tmp_path, capsys):
   """The stage on B: kept rows with the new labels, the ensemble's members carried for them, val
   untouched, the report; a second run reads it back without computing features."""
@@ -198,7 +205,7 @@ def test_stage_relabels_filters_and_is_skipped_when_done(tmp_path, capsys):
     calls.append(raw['id'])
     return KNN_X[np.searchsorted(ids, raw['id'])]
   st, = cleaning_stage.plan(str(tmp_path), ('base',), p, _strong(), 'teacher-key', seed=0)
-  out, kept, rep = cleaning_stage.run([st], p, features, b, teacher, 2)
+  out, kept, rep = cleaning_stage.clean([st], p, features, b, teacher, 2)
   np.testing.assert_array_equal(kept['id'], [10, 11, 13])
   np.testing.assert_allclose(out['strong_train_probs'][:, 1], [0.45, 0.4, 0.55], rtol=1e-6)
   np.testing.assert_allclose(out['strong_train_member_probs'], members[[0, 1, 3]])
@@ -207,11 +214,11 @@ def test_stage_relabels_filters_and_is_skipped_when_done(tmp_path, capsys):
   assert rep['weak_accuracy_before'] == pytest.approx(3 / 5)   # hard weak labels 0 0 1 1 0
   assert rep['weak_accuracy_after'] == pytest.approx(3 / 3)
   assert 'relabelled, 2 dropped' in capsys.readouterr().out
-  again = cleaning_stage.run([st], p, features, b, teacher, 2)
+  again = cleaning_stage.clean([st], p, features, b, teacher, 2)
   assert len(calls) == 1 and 'done earlier, skipped' in capsys.readouterr().out
   np.testing.assert_array_equal(again[1]['id'], kept['id'])
   assert again[2] == rep
-  assert cleaning_stage.run([], None, features, b, teacher, 2) == (teacher, b, None)
+  assert cleaning_stage.clean([], None, features, b, teacher, 2) == (teacher, b, None)
 
 
 def _strong():

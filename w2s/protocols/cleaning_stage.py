@@ -97,8 +97,8 @@ def features_fn(strong: learners.Learner, num_classes: int, **make_kw):
   return features
 
 
-def run(stages: list[Stage], p: options.Plugin | None, features, b: dict, teacher: dict,
-        num_classes: int):
+def clean(stages: list[Stage], p: options.Plugin | None, features, b: dict, teacher: dict,
+          num_classes: int):
   """(the cleaned teacher, B's kept rows, the report), or (teacher, b, None) without a cleaner.
   The cleaned teacher is the teacher's outputs with 'strong_train_*' replaced by the kept rows of
   B and their new labels (an ensemble teacher's member votes are kept for those rows);

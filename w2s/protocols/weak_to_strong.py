@@ -372,7 +372,7 @@ def run(*, config, workdir: str) -> dict:
           opts=topt(f'{learner.name}.train', learner.opts.train, learner.opts.loss),
           val=_teacher_val(teacher, val), **fit_kw)
     # B's rows and the teacher's labels of them as the students read them: cleaned if asked
-    teacher, b_student, cleaned = cleaning_stage.run(plan['clean'], opts.clean, features,
+    teacher, b_student, cleaned = cleaning_stage.clean(plan['clean'], opts.clean, features,
                                                      b, teacher, C)
     record = {'seed': seed, 'n_weak_train': len(a['id']), 'n_strong_train': len(b['id']),
               'n_val': 0 if val is None else len(val['id']), 'n_test': len(test['id'])}
