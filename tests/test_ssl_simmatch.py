@@ -30,7 +30,7 @@ _R = np.random.default_rng(0)
 _unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
 BANK = _unit(_R.normal(size=(4, 3)))
 BANK_Y = np.array([0, 1, 2, 1])
-FX, FUW, FUS = _unit(_R.normal(size=(2, 3))), _unit(_R.normal(size=(3, 3))), _unit(_R.normal(size=(3, 3)))
+FX, FUW, FUS = (_unit(_R.normal(size=(n, 3))) for n in (2, 3, 3))
 INDEX_X = np.array([2, 0])
 P_MODEL = np.array([0.5, 0.3, 0.2])
 TAU = 0.8
@@ -145,9 +145,9 @@ def test_padding_never_changes_anything():
 
 
 def test_gradient_by_hand_on_the_embeddings_and_logits():
-  """d/d logits_us = lambda_u keep (softmax - p^) / M; d/d feats_us = lambda_in (q^s - q^) K / (T M);
-  nothing through the weak view, the labelled embedding or the bank."""
-  _, _, _, _, keep, _, _, _ = _by_hand(tau=0.0)
+  """d/d logits_us = lambda_u keep (softmax - p^) / M (tau 0: all kept); d/d feats_us =
+  lambda_in (q^s - q^) K / (T M); nothing through the weak view, the labelled embedding or the
+  bank. (Uniform p* cancels in the alignment's normalisation.)"""
   pu = _softmax(LUW)
   p_model = 0.999 * P_MODEL + 0.001 * pu.mean(0)
   p = pu / (p_model + 1e-6)
@@ -305,6 +305,12 @@ def test_model_without_features_is_one_clear_error(digits, tmp_path):
   mlp = registry.build('models', dict(name='mlp', hidden=(8,)), num_classes=10)
   with pytest.raises(UserError, match='pooled features.*cnn, resnet'):
     _fit(digits, tmp_path, sharding.make_mesh(1), model=mlp)
+  from w2s.configs import ssl as ssl_config
+  from w2s.protocols import semi_supervised
+  config = ssl_config.get_config('runlocal,algo=simmatch,seeds=1')
+  config.model.model = dict(name='mlp', hidden=(8,))
+  with pytest.raises(UserError, match='pooled features.*cnn, resnet'):  # --dry_run's check
+    semi_supervised.check(config)
   with pytest.raises(UserError, match='num_labelled'):
     simmatch.init_state(num_classes=3)
   with pytest.raises(UserError, match='feats_x'):

@@ -47,8 +47,9 @@ def check_module(module, algo: str) -> None:
   """UserError unless `module` has the pooled `features` the projection head reads (and no LoRA
   mask, whose optimizer labels would not cover the head)."""
   if not callable(getattr(module, 'features', None)):
-    raise UserError(f'ssl {algo!r} needs a model with pooled features (a projection head on them); '
-                    f'{type(module).__name__} has none: use one of {", ".join(MODELS_WITH_FEATURES)}')
+    raise UserError(f'ssl {algo!r} needs a model with pooled features (a projection head on '
+                    f'them); {type(module).__name__} has none: use one of '
+                    f'{", ".join(MODELS_WITH_FEATURES)}')
   if getattr(getattr(module, 'backbone', None), 'lora', None) is not None:
     raise UserError(f'ssl {algo!r} trains a projection head, which LoRA\'s trainable mask does not '
                     'cover; drop lora from the model')

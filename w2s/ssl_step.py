@@ -16,8 +16,9 @@ EMA for evaluation) live in `TrainState.extra` ('ssl', 'ema'), so checkpoints ca
 resumed run continues them exactly. An algorithm that compares embeddings (SimMatch; the module
 sets PROJECTION = D) gets a projection head on the model's pooled features (`w2s.ssl_heads`,
 params under 'ssl_projection'), the embeddings of the three views from the same passes as their
-logits, and the rows of L the labelled batch holds ('index_x'). Algorithms that act on inputs (MixMatch's MixUp, VAT's
-adversarial shift; the module sets INPUT_LEVEL) get the student and the views themselves: see
+logits (the model itself, as `train.ssl` allows no train.augment), and the rows of L the labelled
+batch holds ('index_x'). Algorithms that act on inputs (MixMatch's MixUp, VAT's adversarial
+shift; the module sets INPUT_LEVEL) get the student and the views themselves: see
 `_input_level_loss` and `w2s.ssl`. The hidden labels of U are never given to the algorithm;
 the step only logs the accuracy of the weak-view pseudo-labels against them ('pseudo_acc'),
 counting only rows whose label is known: rows of a dataset's own unlabelled split (label -1,

@@ -6,7 +6,7 @@ e.g. `dict(name='stl10', unlabelled=True)`; labels hidden from the algorithm) an
 section is a role (model, loss, train, frozen/head, input) whose `train.ssl` names the algorithm
 (`w2s/ssl/`: supervised, pseudo_label, pi_model, mean_teacher, fixmatch, uda, flexmatch,
 freematch, doubly_robust, softmatch, adamatch, dash, defixmatch, mixmatch, remixmatch, vat,
-arazo, adsh) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
+arazo, adsh, simmatch) with `unlabelled_ratio` (mu), `weak_augment` / `strong_augment` (the
 views a and A; sections of kind 'augment') and `ema_decay` (> 0: predict with the EMA of the
 parameters, FixMatch's evaluation). `ssl=dict(name='supervised')` is the labelled-only baseline
 through the same step. One stage per seed, keyed by its config; results: test accuracy and ECE
@@ -82,6 +82,10 @@ def check(config):
                     f'{opts.batch_size}; lower model.train.batch_size to at most {n_lab}')
   sharding.check_batch_size(opts.batch_size, r['mesh'])
   role_check.role(r['role'], opts, dataset)
+  if ssl_step.projection(opts):  # SimMatch's projection head reads the model's pooled features
+    role = r['role']
+    ssl_step.check_module(opts, options.build(role.head if role.frozen else role.model, 'model',
+                                              num_classes=dataset.num_classes))
   return r, dataset
 
 

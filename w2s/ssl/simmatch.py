@@ -26,7 +26,8 @@ Choices (documented deviations from USB):
   * T is the similarity temperature (USB's configs: 0.1), not a sharpening one.
 
 Defaults (USB's configs): tau 0.95, lambda_u 1, lambda_in 1, T 0.1, smoothing_alpha 0.9,
-ema_bank 0.7; PROJECTION 128 (USB's proj_size, a constant here). Means are over the real rows; padding rows of L write nothing.
+ema_bank 0.7; PROJECTION 128 (USB's proj_size, a constant here). Means are over the real
+rows; padding rows of L write nothing.
 
 State: {'bank': [K, D] unit rows (random at first, as USB), 'labels': [K] int32, 'seen': [K]
 float32 (1 once written), 'p_model': [C], 'p_target': [C]}.
