@@ -63,7 +63,8 @@ and its `loss` takes the student and the views instead of logits:
   logits_x, logits_uw  [B, C], [M, C] sg logits of the unmixed labelled batch and of the first
              weak view of U, for the step's 'accuracy' and 'pseudo_acc' metrics only.
 The other arguments, the aux, the state and the padding rule are as above; float input fields
-only (integer token ids are a UserError). NEEDS_TEACHER and NEEDS_LABELLED_STRONG do not apply.
+only (integer token ids are a UserError). NEEDS_TEACHER, NEEDS_LABELLED_STRONG and PROJECTION do
+not apply.
 `defixmatch.loss` also takes logits_xs [B, C] (a strong view of x_l), which the step does not pass.
 """
 
