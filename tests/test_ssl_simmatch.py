@@ -171,6 +171,36 @@ def test_gradient_by_hand_on_the_embeddings_and_logits():
     assert float(jnp.abs(zero).max()) == 0.0
 
 
+def test_sharded_loss_equals_single_device():
+  if jax.device_count() < 8:
+    pytest.skip('needs 8 devices (tests/conftest.py)')
+  rng = np.random.default_rng(1)
+  b, m, c, k, d = 16, 32, 5, 64, 128
+  mask_x, mask_u = np.ones(b), np.ones(m)
+  mask_x[[2, 15]], mask_u[[0, 9, 30, 31]] = 0, 0
+  batch = _f32(dict(
+      logits_x=rng.normal(size=(b, c)) * 2, labels_x=np.eye(c)[rng.integers(0, c, b)],
+      mask_x=mask_x, logits_uw=rng.normal(size=(m, c)) * 3, logits_us=rng.normal(size=(m, c)),
+      mask_u=mask_u, feats_x=_unit(rng.normal(size=(b, d))),
+      feats_uw=_unit(rng.normal(size=(m, d))), feats_us=_unit(rng.normal(size=(m, d))),
+      index_x=rng.permutation(k)[:b].astype(np.int32)))
+  state = _f32({'bank': _unit(rng.normal(size=(k, d))), 'labels': rng.integers(0, c, k),
+                'seen': np.ones(k), 'p_model': rng.dirichlet(np.ones(c)),
+                'p_target': np.full(c, 1 / c)})
+  fn = jax.jit(functools.partial(simmatch.loss, tau=0.5))
+  dev0 = jax.devices()[0]
+  single = fn(**jax.device_put(batch, dev0), state=jax.device_put(state, dev0))
+  mesh = sharding.make_mesh(0)
+  sharded_batch = jax.device_put(batch, sharding.data_sharded(mesh))
+  assert len(sharded_batch['feats_us'].sharding.device_set) == 8
+  sharded = fn(**sharded_batch, state=jax.device_put(state, sharding.replicated(mesh)))
+  chex.assert_trees_all_close(jax.device_get(sharded), jax.device_get(single), rtol=1e-5,
+                              atol=1e-7)
+  written = np.any(np.asarray(sharded[2]['bank']) != np.asarray(state['bank']), axis=-1)
+  assert written.sum() == 14  # the real labelled rows, not the 2 padding ones
+  assert 0.0 < float(sharded[1]['mask_rate']) < 1.0
+
+
 # --- the projection head on a tiny CNN -------------------------------------------------------
 
 def _cnn(num_classes=3):
