@@ -208,23 +208,9 @@ def _cnn(num_classes=3):
                                        image_shape=(8, 8, 1)), num_classes=num_classes)
 
 
-def test_head_by_hand_and_one_pass_gives_the_models_logits():
-  module = _cnn()
-  rng = np.random.default_rng(1)
-  batch = {'x': jnp.asarray(rng.random((5, 64)), jnp.float32)}
-  params = module.init(jax.random.PRNGKey(0), batch)['params']
-  params = ssl_heads.init_params(module, params, batch, jax.random.PRNGKey(1), 128)
-  logits, emb = jax.jit(functools.partial(ssl_heads.embed_fn(module, 128), train=False,
-                                          rng=None))(params, batch)
-  _close(logits, module.apply({'params': params}, batch), rtol=1e-6)  # extra key ignored
-  h = np.asarray(module.apply({'params': params}, batch, method='features'), np.float64)
-  pr = jax.tree.map(lambda v: np.asarray(v, np.float64), params[ssl_heads.KEY])
-  z = np.maximum(h @ pr['hidden']['kernel'] + pr['hidden']['bias'], 0)
-  _close(emb, _unit(z @ pr['out']['kernel'] + pr['out']['bias']), rtol=1e-4, atol=1e-6)
-  assert emb.shape == (5, 128)
-
-
-def test_gradients_reach_the_head_and_the_backbone_as_the_formula_says():
+def test_head_by_hand_one_pass_and_gradients_into_head_and_backbone():
+  """The embedding is the head's formula on the model's own features, the logits of the same
+  pass are the model's, and jax.grad equals the VJP of the hand cotangents."""
   module, embed = _cnn(), ssl_heads.embed_fn(_cnn(), 128)
   rng = np.random.default_rng(2)
   xl, uw, us = ({'x': jnp.asarray(rng.random((n, 64)), jnp.float32)} for n in (2, 3, 3))
@@ -246,6 +232,12 @@ def test_gradients_reach_the_head_and_the_backbone_as_the_formula_says():
       params)
   # the hand cotangents on the outputs, from the forward values in float64
   (lx, _), (luw, fuw), (lus, fus) = jax.tree.map(lambda v: np.asarray(v, np.float64), outs)
+  _close(lus, module.apply({'params': params}, us), rtol=1e-5, atol=1e-6)  # extra key ignored
+  h = np.asarray(module.apply({'params': params}, us, method='features'), np.float64)
+  pr = jax.tree.map(lambda v: np.asarray(v, np.float64), params[ssl_heads.KEY])
+  z = np.maximum(h @ pr['hidden']['kernel'] + pr['hidden']['bias'], 0)
+  _close(fus, _unit(z @ pr['out']['kernel'] + pr['out']['bias']), rtol=1e-4, atol=1e-6)
+  assert fus.shape == (3, 128) and np.abs(lus).max() > 0.1  # a trained-looking head, not zeros
   bank, ys = np.asarray(state['bank'], np.float64), np.asarray(state['labels'])
   pu = _softmax(luw)
   p = pu / (0.999 * P_MODEL + 0.001 * pu.mean(0) + 1e-6)
