@@ -20,8 +20,10 @@ from w2s.ssl import (ALGORITHMS, doubly_robust, fixmatch, flexmatch, freematch, 
 ALL = {name: importlib.import_module(f'w2s.ssl.{name}') for name in ALGORITHMS}
 # the logit-level ones; input-level algorithms (INPUT_LEVEL: mixmatch, remixmatch, vat, arazo) take
 # the student and the views instead of logits and are tested in tests/test_ssl_mix.py and
-# tests/test_ssl_arazo.py
-MODULES = {name: mod for name, mod in ALL.items() if not getattr(mod, 'INPUT_LEVEL', False)}
+# tests/test_ssl_arazo.py; simmatch (PROJECTION: it also needs embeddings and a labelled bank) in
+# tests/test_ssl_simmatch.py
+MODULES = {name: mod for name, mod in ALL.items()
+           if not getattr(mod, 'INPUT_LEVEL', False) and not getattr(mod, 'PROJECTION', 0)}
 
 # B = 2 labelled rows, M = 3 unlabelled rows, C = 3 classes.
 LX = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
@@ -72,7 +74,7 @@ def _close(got, want, rtol=1e-5):
 
 def test_every_module_has_the_interface():
   assert set(ALGORITHMS) == set(registry.known('ssl'))  # a new module is listed, or it fails
-  assert set(ALL) - set(MODULES) == {'mixmatch', 'remixmatch', 'vat', 'arazo'}
+  assert set(ALL) - set(MODULES) == {'mixmatch', 'remixmatch', 'vat', 'arazo', 'simmatch'}
   for name, mod in ALL.items():
     assert mod.NEEDS_TEACHER == (name == 'mean_teacher')
     assert callable(mod.loss)
