@@ -173,6 +173,11 @@ def test_no_interval_below_three_seeds_and_fmt():
   assert (same.lo, same.hi) == (0.5, 0.5)
   assert scores.fmt_summary(scores.summarize_seeds([0.1, 0.5, 0.3]), 100) == '30.00 [-19.68, 79.68]'
   assert scores.fmt_summary(scores.summarize_seeds([float('nan')])) == 'undefined'
+  # a difference: signs on every figure (t(0.975, 2) = 4.302653, sd of (1, 1.5, 2.5) = 0.763763)
+  d = scores.paired_difference([1.0, 2.0, 3.5], [0.0, 0.5, 1.0])
+  assert scores.fmt_summary(d, digits=1, signed=True) == '+1.7 [-0.2, +3.6]'
+  assert scores.fmt_summary(scores.summarize_seeds([-1.0, 1.0]), signed=True) == (
+      '-1.00, +1.00 (n=2: no interval)')
 
 
 def test_paired_difference_removes_the_shared_seed_variation():

@@ -238,16 +238,17 @@ def paired_difference(a, b, *, level: float = 0.95) -> SeedSummary:
   return summarize_seeds(a - b, level=level)
 
 
-def fmt_summary(s, scale: float = 1.0, digits: int = 2) -> str:
-  """'72.35 [71.90, 72.80]', or '69.50, 70.10 (n=2: no interval)', or 'undefined' (no value).
+def fmt_summary(s, scale: float = 1.0, digits: int = 2, signed: bool = False) -> str:
+  """'72.35 [71.90, 72.80]', or '69.50, 70.10 (n=2: no interval)', or 'undefined' (no value);
+  signed: '+2.75 [+1.79, +3.72]' (a difference).
 
   s: a SeedSummary or its dict (as stored in results.json)."""
   s = s._asdict() if hasattr(s, '_asdict') else s
   if not s.get('n') or np.isnan(s['mean']):
     return 'undefined'
+  f = f'{"+" if signed else ""}.{digits}f'
   if s.get('lo') is None or np.isnan(s['lo']):
     values = s.get('values') or [s['mean']]
-    return (', '.join(f'{scale * v:.{digits}f}' for v in values)
+    return (', '.join(f'{scale * v:{f}}' for v in values)
             + f' (n={s["n"]}: no interval)')
-  return (f'{scale * s["mean"]:.{digits}f} [{scale * s["lo"]:.{digits}f}, '
-          f'{scale * s["hi"]:.{digits}f}]')
+  return f'{scale * s["mean"]:{f}} [{scale * s["lo"]:{f}}, {scale * s["hi"]:{f}}]'

@@ -47,21 +47,15 @@ def read_points(workdir: str) -> list[dict]:
   return points
 
 
-def fmt(s: scores.SeedSummary, signed: bool = False) -> str:
-  sign = '+' if signed else ''
-  if s.interval == 'none':
-    return ', '.join(f'{v:{sign}.1f}' for v in s.values) + ' (values, < 3 seeds)'
-  return f'{s.mean:{sign}.1f} [{s.lo:{sign}.1f}, {s.hi:{sign}.1f}]'
-
-
 def _paired(p: dict, base: dict | None) -> str:
   if base is None or base is p:
     return ''
   shared = sorted(set(p['acc']) & set(base['acc']))
   if not shared:
     return ''
-  return fmt(scores.paired_difference([p['acc'][s] for s in shared],
-                                      [base['acc'][s] for s in shared]), signed=True)
+  return scores.fmt_summary(scores.paired_difference([p['acc'][s] for s in shared],
+                                      [base['acc'][s] for s in shared]), digits=1,
+                            signed=True)
 
 
 def _order(algo: str) -> int:
@@ -90,7 +84,7 @@ def table(points: list[dict]) -> tuple[str, dict]:
                                                          [sup['acc'][s] for s in shared])
       mask = f'{np.mean(p["mask"]):.0f}' if p['mask'] else '-'
       pseudo = f'{np.mean(p["pseudo"]):.0f}' if p['pseudo'] else '-'
-      lines.append(f'| {algo} | {len(p["acc"])} | {fmt(acc)} | {_paired(p, sup)} | '
+      lines.append(f'| {algo} | {len(p["acc"])} | {scores.fmt_summary(acc, digits=1)} | {_paired(p, sup)} | '
                    f'{_paired(p, fix)} | {mask} | {pseudo} | {p["wall"]:.0f} |')
   return '\n'.join(lines).lstrip('\n') + '\n', summary, diffs
 
