@@ -1,7 +1,8 @@
 """The every-SSL-algorithm study's table and plot from a finished sweep (`configs/ssl.py`).
 
     python -m w2s.sweep --config configs/ssl.py:algos=all,steps=400,seeds=3 --workdir runs/ssl_all
-    python experiments/ssl_all/summarize.py runs/ssl_all --out experiments/ssl_all
+    python experiments/ssl_all/summarize.py runs/ssl_all --out experiments/ssl_all \
+        [--extra runs/mixmatch-40 ...]   # single runs as more rows, e.g. other hparams
 
 Reads every point's results.json and writes `table.md`: per label count, one row per algorithm
 with its test accuracy (mean [95% t-interval] over seeds), the paired differences to the
@@ -23,13 +24,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 from w2s import scores  # pylint: disable=wrong-import-position
-from w2s.ssl import ALGORITHMS  # pylint: disable=wrong-import-position
+
+
+def algo_label(ssl: dict) -> str:
+  """'fixmatch', or 'mixmatch(warmup=0.4)' for a run that set the algorithm's hparams."""
+  extra = ', '.join(f'{k}={v}' for k, v in sorted(ssl.items()) if k != 'name')
+  return f'{ssl["name"]}({extra})' if extra else ssl['name']
 
 
 def read_points(workdir: str) -> list[dict]:
-  """[{labels, algo, acc {seed: %}, mask, pseudo, wall, steps, smoke}] of each finished point."""
+  """[{labels, algo, acc {seed: %}, mask, pseudo, wall, steps, smoke}] of each finished point
+  under workdir (a sweep), or of workdir itself when it is one run."""
   points = []
-  for name in sorted(os.listdir(workdir)):
+  own = os.path.exists(os.path.join(workdir, 'results.json'))
+  for name in ([''] if own else sorted(os.listdir(workdir))):
     path = os.path.join(workdir, name, 'results.json')
     if not os.path.exists(path):
       continue
@@ -38,7 +46,7 @@ def read_points(workdir: str) -> list[dict]:
     cfg = r['provenance']['config']
     seeds = r['per_seed']
     points.append(dict(
-        labels=sum(seeds[0]['labelled_per_class']), algo=cfg['model']['train']['ssl']['name'],
+        labels=sum(seeds[0]['labelled_per_class']), algo=algo_label(cfg['model']['train']['ssl']),
         acc={s['seed']: 100 * s['acc'] for s in seeds},
         mask=[100 * s['mask_rate'] for s in seeds if s.get('mask_rate') is not None],
         pseudo=[100 * s['pseudo_acc'] for s in seeds if s.get('pseudo_acc') is not None],
@@ -56,10 +64,6 @@ def _paired(p: dict, base: dict | None) -> str:
   return scores.fmt_summary(scores.paired_difference([p['acc'][s] for s in shared],
                                       [base['acc'][s] for s in shared]), digits=1,
                             signed=True)
-
-
-def _order(algo: str) -> int:
-  return ALGORITHMS.index(algo) if algo in ALGORITHMS else len(ALGORITHMS)
 
 
 def table(points: list[dict]) -> tuple[str, dict]:
@@ -131,9 +135,11 @@ def plot(summary: dict, diffs: dict, out: str, steps: int) -> None:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('workdir')
+  p.add_argument('--extra', nargs='*', default=[],
+                 help='single runs to add as rows (e.g. an algorithm with other hparams)')
   p.add_argument('--out', default=None)
   a = p.parse_args(argv)
-  points = read_points(a.workdir)
+  points = [pt for d in [a.workdir] + a.extra for pt in read_points(d)]
   if not points:
     sys.exit(f'error: no finished point (results.json) under {a.workdir}; run the sweep first')
   if len({pt['steps'] for pt in points}) != 1:
