@@ -108,8 +108,9 @@ def loss(*, logits_x, labels_x, mask_x, logits_uw, logits_us, mask_u, step=None,
     raise UserError('simmatch needs the embeddings feats_x / feats_uw / feats_us and index_x; '
                     'train it through train.ssl (w2s.ssl_step passes them)')
   loss_x = supervised.labelled_ce(logits_x, labels_x, mask_x)
-  new_state = da.update(dict(state), da.probs(logits_uw), mask_u, target='uniform')
-  p = da.align(da.probs(logits_uw), new_state)
+  probs_uw = da.probs(logits_uw)
+  new_state = da.update(dict(state), probs_uw, mask_u, target='uniform')
+  p = da.align(probs_uw, new_state)
   unfolded, smoothed = propagate(p, feats_uw, state['bank'], state['labels'], T=T,
                                  smoothing_alpha=smoothing_alpha)
   warm = jnp.all(state['seen'] > 0)  # USB's first epoch: the bank is not filled yet
