@@ -10,13 +10,17 @@ tests, and by their CLI subprocesses (they inherit JAX_COMPILATION_CACHE_DIR), c
 directory is fresh each session, so every run is measured cold and a CLI run a test kills mid-write
 cannot leave a torn entry for the next one; export JAX_COMPILATION_CACHE_DIR to keep one across
 sessions, or W2S_COMPILATION_CACHE=0 to compile everything.
+
+Every test process, and every run a test starts, compiles with cheap codegen flags
+(tests/xla_test_flags.py; W2S_TEST_DEFAULT_CODEGEN=1 for XLA's defaults); the notebooks do not.
 """
 import os
 import shutil
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+import xla_test_flags  # tests/xla_test_flags.py: cheap compiles
+
+os.environ['XLA_FLAGS'] = xla_test_flags.xla_flags(8, os.environ.get('XLA_FLAGS', ''))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # noqa: E402

@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import xla_test_flags  # tests/xla_test_flags.py
 from w2s import checkpoint, options
 from w2s.errors import UserError
 
@@ -141,7 +142,7 @@ def test_result_key_ignores_only_run_level_settings():
 
 def _env():
   env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=1'
+  env['XLA_FLAGS'] = xla_test_flags.xla_flags(1)
   env['PYTHONPATH'] = os.pathsep.join([REPO, os.path.join(REPO, 'tests')])
   env['JAX_PLATFORMS'] = 'cpu'
   return env

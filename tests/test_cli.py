@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import digest  # tests/digest.py
+import xla_test_flags  # tests/xla_test_flags.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'supervised.py')
@@ -18,7 +19,7 @@ CONFIG = os.path.join(REPO, 'configs', 'supervised.py')
 
 def _env(devices=1):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}' if devices else ''
+  env['XLA_FLAGS'] = xla_test_flags.xla_flags(devices)
   env['PYTHONPATH'] = os.pathsep.join([REPO, os.path.join(REPO, 'tests')])
   env['JAX_PLATFORMS'] = 'cpu'
   return env

@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+import xla_test_flags  # tests/xla_test_flags.py
+
 nbclient = pytest.importorskip('nbclient')
 nbformat = pytest.importorskip('nbformat')
 pytest.importorskip('ipykernel')
@@ -18,10 +20,8 @@ NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'colabs', 'weak_to
 
 def _kernel_env(workdir):
   env = dict(os.environ, W2S_NOTEBOOK_WORKDIR=str(workdir), JAX_PLATFORMS='cpu')
-  # conftest.py fakes 8 CPU devices for the sharding tests; the notebook runs as a user would.
-  flags = [f for f in env.get('XLA_FLAGS', '').split()
-           if not f.startswith('--xla_force_host_platform_device_count')]
-  env['XLA_FLAGS'] = ' '.join(flags)
+  # conftest.py fakes 8 CPU devices and cheap codegen for the tests; the notebook runs as a user's
+  env['XLA_FLAGS'] = xla_test_flags.strip(env.get('XLA_FLAGS', ''))
   return env
 
 

@@ -19,6 +19,7 @@ import time
 import pytest
 
 import digest  # tests/digest.py
+import xla_test_flags  # tests/xla_test_flags.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPERVISED = os.path.join(REPO, 'configs', 'supervised.py')
@@ -28,7 +29,7 @@ W2S_ARG = 'runlocal,seeds=1'
 
 def _env(devices=1, paths=()):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = xla_test_flags.xla_flags(devices)
   env['PYTHONPATH'] = os.pathsep.join([REPO, os.path.join(REPO, 'tests'), *map(str, paths)])
   env['JAX_PLATFORMS'] = 'cpu'
   # workdir-local feature cache: the interruption cases watch and compare <workdir>/features,

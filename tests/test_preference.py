@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import xla_test_flags  # tests/xla_test_flags.py
 from w2s.protocols import preference_results as pr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +20,7 @@ CONFIG = os.path.join(REPO, 'configs', 'w2s_preference.py')
 
 def _run(workdir, arg, *extra):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'  # pair batches sharded, cheaply
+  env['XLA_FLAGS'] = xla_test_flags.xla_flags(2)  # pair batches sharded, cheaply
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = REPO
   cmd = [sys.executable, '-m', 'w2s.main', f'--config={CONFIG}:{arg}', *extra]

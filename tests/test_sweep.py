@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+import xla_test_flags  # tests/xla_test_flags.py
 from w2s import report, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,7 +176,7 @@ def _sweep_cli(config, workdir, *flags, **popen):
   as in a user's shell (what the sweep does not flush comes late)."""
   import subprocess
   import sys
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_test_flags.xla_flags())
   env.pop('PYTHONUNBUFFERED', None)
   return subprocess.Popen([sys.executable, '-m', 'w2s.sweep', f'--config={config}',
                            f'--workdir={workdir}', *flags], env=env, stdout=subprocess.PIPE,
