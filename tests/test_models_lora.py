@@ -177,8 +177,10 @@ def test_pretrained_base_with_fresh_adapters():
   np.testing.assert_array_equal(flat[('backbone', 'layer_0', 'attention', 'q', 'kernel')],
                                 flat_loaded[('backbone', 'layer_0', 'attention', 'q', 'kernel')])
   base = hf_import.init_params(plain, jax.random.key(0), batch)
+  # two programs: equal up to float rounding (fresh adapters add exactly zero; a non-zero B
+  # moves features by ~1e-2)
   np.testing.assert_allclose(_logits(adapted, params, batch, 'features'),
-                             _logits(plain, base, batch, 'features'), rtol=0, atol=0)
+                             _logits(plain, base, batch, 'features'), rtol=1e-5, atol=1e-5)
 
 
 def test_init_adapter_for_checkpoint_loading():
