@@ -188,3 +188,17 @@ def test_smoke_against_the_release(bench, capsys):
   assert warm['cache_reads'] > 0 and warm['compiles'] < cold['compiles']
   printed = capsys.readouterr().out
   assert 'same work: yes' in printed and 'w2s / release, cold cache' in printed
+
+
+def test_w2s_phases_split_fit_into_setup_and_the_training_loop(bench):
+  # fit 30 s with 8 s of compiles, of which its loop 24 s with 6 s of compiles and 0.5 s of saves;
+  # predict 5 s with 1 s of compiles; 11 s of compiles in all; start-up 2 s of a 50 s run
+  r = dict(wall_s=50.0, startup_s=2.0, compile_s=11.0, fit_s=30.0, fit_compile_s=8.0, loop_s=24.0,
+           loop_compile_s=6.0, save_s=0.5, predict_s=5.0, predict_compile_s=1.0)
+  got = bench.w2s_phases(r)
+  want = dict(startup=2.0, compile=11.0, setup=4.0, train=17.5, checkpoint=0.5, predict=4.0,
+              other=11.0)
+  assert got.keys() == want.keys()
+  for k in want:
+    assert got[k] == pytest.approx(want[k], rel=1e-12), k
+  assert sum(got.values()) == pytest.approx(r['wall_s'], rel=1e-12)
