@@ -32,6 +32,8 @@ _USER_CACHE = 'W2S_CACHE_DIR'  # w2s.models.feature_store.CACHE_ENV: the cache r
 
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: end-to-end case that runs in CI; skip locally with -m "not slow"')
+  config.addinivalue_line('markers', 'default_codegen: compute-bound in-process case; the programs it '
+                          'jits compile with XLA\'s default codegen (tests/xla_test_flags.py)')
   from w2s import compile_cache
   # pytest-xdist workers start after this ran in the controller and inherit its environment,
   # so every worker shares one compilation cache and one feature cache
@@ -52,6 +54,16 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   for path in _SESSION_DIRS:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _codegen_of_the_marked(request):
+  """`@pytest.mark.default_codegen`: the test's own jits compile with XLA's defaults."""
+  if request.node.get_closest_marker('default_codegen') is None:
+    yield
+    return
+  with xla_test_flags.default_codegen():
+    yield
 
 
 @pytest.fixture(scope='session')

@@ -106,6 +106,7 @@ def _accuracy(module, params, examples, mesh):
     (dict(name='cnn', size='small'), 100, 0.85),
     (dict(name='resnet', size='tiny'), 120, 0.8),
 ], ids=lambda c: c['name'] if isinstance(c, dict) else None)
+@pytest.mark.default_codegen  # compute-bound: XLA's default codegen
 def test_image_family_learns_mnist_5k(mnist, spec, steps, min_acc, tmp_path):
   train_ex, test_ex = mnist
   mesh = sharding.make_mesh(1)

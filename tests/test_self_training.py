@@ -98,6 +98,7 @@ def _config(arg):
   return mod.get_config(arg)
 
 
+@pytest.mark.default_codegen  # compute-bound: XLA's default codegen
 def test_tiny_self_training_run_and_rerun(tmp_path, capsys):
   config = _config('runlocal,seeds=1')
   results = train.train_and_evaluate(config, str(tmp_path))

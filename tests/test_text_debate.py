@@ -259,6 +259,7 @@ def record_stage(work, kind):
 
 
 @pytest.mark.slow
+@pytest.mark.default_codegen  # compute-bound: XLA's default codegen
 def test_fine_tuned_weak_members_train_one_after_the_other(ckpts, sciq_dir, tmp_path):
   from w2s import train
   c = _config(ckpts, sciq_dir, tmp_path, frozen=False, conditions=('debate',))

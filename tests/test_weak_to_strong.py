@@ -82,6 +82,7 @@ def test_students_share_one_set_of_weak_labels(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures('shared_feature_cache')
+@pytest.mark.default_codegen  # compute-bound: XLA's default codegen
 def test_bootstrapping_chain_and_relabel_rounds(tmp_path, capsys):
   """weak -> intermediate -> strong student, then one strong-to-strong relabelling round."""
   config = _config('runlocal,seeds=1,losses=xent')
@@ -179,6 +180,7 @@ def test_eval_every_without_val_slice_is_refused_before_training(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.default_codegen  # compute-bound: XLA's default codegen
 def test_lora_student_trains_on_the_offline_task(tmp_path):
   """`lora=8`: MiniLM fine-tuned through rank-8 adapters on Rotten Tomatoes (runlocal sizes).
   The frozen kernels stay the shipped MiniLM weights, the adapters move, the loss falls."""
