@@ -557,7 +557,7 @@ def w2s_phases(r: dict) -> dict:
   (parameter init, the checkpoint import, optimizer and shardings, closing the checkpointer);
   `train` the loop's steps, logging and evaluation; neither counts compiles or checkpoint saves."""
   save = r.get('save_s', 0.0)
-  loop = r.get('loop_s', r['fit_s']) - r.get('loop_compile_s', r['fit_compile_s'])
+  loop = r['loop_s'] - r['loop_compile_s']
   setup = r['fit_s'] - r['fit_compile_s'] - loop
   train = loop - save
   predict = r['predict_s'] - r['predict_compile_s']

@@ -14,6 +14,7 @@ sessions, or W2S_COMPILATION_CACHE=0 to compile everything.
 Every test process, and every run a test starts, compiles with cheap codegen flags
 (tests/xla_test_flags.py; W2S_TEST_DEFAULT_CODEGEN=1 for XLA's defaults); the notebooks do not.
 """
+import contextlib
 import os
 import shutil
 import tempfile
@@ -59,10 +60,8 @@ def pytest_unconfigure(config):
 @pytest.fixture(autouse=True)
 def _codegen_of_the_marked(request):
   """`@pytest.mark.default_codegen`: the test's own jits compile with XLA's defaults."""
-  if request.node.get_closest_marker('default_codegen') is None:
-    yield
-    return
-  with xla_test_flags.default_codegen():
+  marked = request.node.get_closest_marker('default_codegen') is not None
+  with xla_test_flags.default_codegen() if marked else contextlib.nullcontext():
     yield
 
 

@@ -30,9 +30,8 @@ def active() -> tuple[str, ...]:
 def xla_flags(devices: int | None = None, base: str = '') -> str:
   """`base` (other XLA flags) with the test codegen flags, and `devices` fake CPU devices when
   given: the XLA_FLAGS value for a test's subprocess."""
-  kept = [f for f in base.split() if not f.startswith(_DEVICES) and f not in FLAGS]
   extra = [f'{_DEVICES}={devices}'] if devices else []
-  return ' '.join([*kept, *active(), *extra])
+  return ' '.join([*strip(base).split(), *active(), *extra])
 
 
 def strip(flags: str) -> str:
